@@ -1,0 +1,5 @@
+"""``python -m prune_exp`` is the same Hydra app as ``prune-exp``."""
+
+from prune_exp.run import main
+
+main()

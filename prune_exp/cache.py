@@ -1,0 +1,130 @@
+"""The shared dense run: content-hashed, locked while it trains, published atomically.
+
+An entry ``<cache_dir>/dense/<hash>/`` holds ``epoch_XXXX.safetensors`` (weights and
+buffers at the start of dense epoch X: 0 = init, T = final), ``meta.json`` and the dense
+training log. It is built in a private staging directory and renamed into place in one
+step, so a reader sees a complete entry or none. A file lock makes every other job that
+needs the same entry wait for the one that trains it, then reuse it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from filelock import FileLock
+from safetensors.torch import load_file, save_file
+
+from prune_exp.atomic import atomic_write, make_staging_dir
+from prune_exp.config import ConfigError
+
+CACHE_VERSION = 1  # bump when the entry format or what determines a dense run changes
+META = "meta.json"
+
+
+def dense_spec(*, data: dict, model: dict, optim: dict, epochs: int, seed: int, precision: str) -> dict:
+    """Exactly what determines a dense run — pruning and retraining settings are not in it."""
+    precision = {"32": "32-true", "64": "64-true"}.get(str(precision), str(precision))
+    return {"version": CACHE_VERSION, "data": data, "model": model, "optim": optim,
+            "epochs": epochs, "seed": seed, "precision": precision}
+
+
+def spec_hash(spec: dict) -> str:
+    """A short, stable content hash of a JSON-able spec."""
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def epoch_file(epoch: int) -> str:
+    return f"epoch_{epoch:04d}.safetensors"
+
+
+@dataclass(frozen=True)
+class DenseRun:
+    """A finished, published dense run."""
+
+    hash: str
+    path: Path
+    meta: dict[str, Any]
+
+    @property
+    def epochs(self) -> int:
+        return int(self.meta["spec"]["epochs"])
+
+    @property
+    def saved_epochs(self) -> set[int]:
+        return set(self.meta["saved_epochs"])
+
+    def state(self, epoch: int) -> dict[str, torch.Tensor]:
+        """Weights and buffers at the start of dense epoch ``epoch`` (safetensors: no pickle)."""
+        if epoch not in self.saved_epochs:
+            raise KeyError(f"dense run {self.hash} kept no weights for epoch {epoch}")
+        return load_file(str(self.path / epoch_file(epoch)))
+
+
+class DenseCache:
+    """Dense runs under ``<root>/dense``, addressed by :func:`spec_hash`."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.dir = Path(root) / "dense"
+
+    def entry(self, h: str) -> Path:
+        return self.dir / h
+
+    def load(self, h: str) -> DenseRun | None:
+        meta = self.entry(h) / META
+        if not meta.exists():
+            return None
+        return DenseRun(h, self.entry(h), json.loads(meta.read_text()))
+
+    @contextmanager
+    def lock(self, h: str) -> Iterator[None]:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.dir / f"{h}.lock")):
+            yield
+
+    def get_or_train(
+        self, spec: dict, needed_epochs: set[int], train: Callable[[Path], dict[str, Any]]
+    ) -> tuple[DenseRun, bool]:
+        """Return (run, was_cached). ``train(staging_dir)`` writes the epoch files there and
+        returns the meta; it runs at most once per hash, however many jobs ask at once."""
+        h = spec_hash(spec)
+        run = self.load(h)
+        if run is None:
+            with self.lock(h):
+                run = self.load(h)  # another job may have published it while we waited
+                if run is None:
+                    return self._train_and_publish(h, spec, train), False
+        missing = needed_epochs - run.saved_epochs
+        if missing:
+            raise ConfigError(
+                f"the cached dense run {run.path} kept no weights for epochs {sorted(missing)}, which "
+                f"this job rewinds to; allowed: dense.rewind_epochs that include them (delete that "
+                f"directory and rerun to train the dense model again)"
+            )
+        return run, True
+
+    def _train_and_publish(self, h: str, spec: dict, train: Callable[[Path], dict[str, Any]]) -> DenseRun:
+        staging = make_staging_dir(self.dir, prefix=f".{h}.")
+        try:
+            meta = {**train(staging), "hash": h, "spec": spec}
+            (staging / META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+            staging.rename(self.entry(h))  # atomic: the entry appears complete or not at all
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        run = self.load(h)
+        assert run is not None
+        return run
+
+
+def save_state(path: Path, state: dict[str, torch.Tensor]) -> None:
+    """Atomically write a state dict as safetensors (contiguous CPU tensors, no pickle)."""
+    with atomic_write(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp))

@@ -1,0 +1,371 @@
+"""Typed config schemas (registered in Hydra's ConfigStore) and the checks Hydra cannot do.
+
+Every group file under ``conf/`` extends one of these dataclasses through its defaults list
+(``- /schema/<group>/<name>@_here_``), so composition already rejects an unknown key or a
+value of the wrong type and names the key. What a type cannot express — ranges, choices,
+relations between keys — is checked by :func:`check_config`, which the preflight Hydra
+callback runs for every job of a run or sweep before Hydra writes anything.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+class ConfigError(ValueError):
+    """A config value that is not allowed; the message names the key and the allowed values."""
+
+
+# --------------------------------------------------------------------------------------- data
+@dataclass
+class DataConfig:
+    """Fields every datamodule takes; each dataset adds its own."""
+
+    _target_: str = MISSING
+    batch_size: int = 128
+    eval_batch_size: int = 1000
+    val_fraction: float = 0.1  # carved from the training set, never from test
+    split_seed: int = 0  # fixes the train/val split (and test split where a set has none)
+
+
+@dataclass
+class MNIST1DConfig(DataConfig):
+    _target_: str = "prune_exp.data.mnist1d.MNIST1DDataModule"
+    num_samples: int = 5000  # the published set: 4,000 train / 1,000 test
+    train_split: float = 0.8
+    final_seq_length: int = 40
+    data_seed: int = 42  # generation seed; 42 reproduces the published MNIST-1D
+
+
+@dataclass
+class DigitsConfig(DataConfig):
+    _target_: str = "prune_exp.data.digits.DigitsDataModule"
+    test_fraction: float = 0.2  # sklearn's digits has no official test split
+
+
+@dataclass
+class SyntheticConfig(DataConfig):
+    _target_: str = "prune_exp.data.synthetic.SyntheticDataModule"
+    num_samples: int = 2000
+    num_classes: int = 10
+    shape: list[int] = field(default_factory=lambda: [1, 40])
+    noise: float = 1.0
+    test_fraction: float = 0.2
+    data_seed: int = 0
+
+
+# -------------------------------------------------------------------------------------- model
+@dataclass
+class MLPConfig:
+    _target_: str = "prune_exp.models.mlp.MLP"
+    hidden: list[int] = field(default_factory=lambda: [100, 100])
+    batch_norm: bool = False
+
+
+@dataclass
+class CNN1DConfig:
+    _target_: str = "prune_exp.models.cnn1d.CNN1D"
+    channels: list[int] = field(default_factory=lambda: [25, 25, 25])
+    kernel_sizes: list[int] = field(default_factory=lambda: [5, 3, 3])
+    strides: list[int] = field(default_factory=lambda: [2, 2, 2])
+    padding: int = 1
+    batch_norm: bool = False
+
+
+# ---------------------------------------------------------------------------- optim, schedule
+@dataclass
+class ScheduleConfig:
+    """LR as a pure function of the (fractional) dense epoch; optional linear warmup first."""
+
+    name: str = MISSING
+    warmup_epochs: float = 0.0
+    warmup_start_factor: float = 0.0  # warmup starts at this fraction of optim.lr
+
+
+@dataclass
+class MultiStepScheduleConfig(ScheduleConfig):
+    name: str = "multistep"
+    milestones: list[float] = field(default_factory=lambda: [30.0, 45.0])  # in epochs
+    gamma: float = 0.1
+
+
+@dataclass
+class CosineScheduleConfig(ScheduleConfig):
+    name: str = "cosine"
+    final_lr_factor: float = 0.0  # LR at the end, as a fraction of optim.lr
+
+
+@dataclass
+class ConstantScheduleConfig(ScheduleConfig):
+    name: str = "constant"
+
+
+@dataclass
+class OptimConfig:
+    name: str = MISSING
+    lr: float = 0.1  # the schedule's peak LR
+    weight_decay: float = 0.0
+    schedule: Any = MISSING  # one of the *ScheduleConfig, from the group optim/schedule
+
+
+@dataclass
+class SGDConfig(OptimConfig):
+    name: str = "sgd"
+    momentum: float = 0.9
+    nesterov: bool = False
+
+
+@dataclass
+class AdamConfig(OptimConfig):
+    name: str = "adam"
+    lr: float = 1e-3
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+
+
+# -------------------------------------------------------------------------------------- prune
+@dataclass
+class MagnitudeConfig:
+    _target_: str = "prune_exp.pruning.criteria.Magnitude"
+
+
+@dataclass
+class RandomConfig:
+    _target_: str = "prune_exp.pruning.criteria.Random"
+
+
+SCOPES = ("global", "layerwise")
+PRUNE_SCHEDULES = ("one_shot", "iterative")
+
+
+@dataclass
+class PruneConfig:
+    criterion: Any = MISSING  # from the group prune/criterion
+    sparsity: float = 0.9  # target fraction of prunable weights removed at the end
+    schedule: str = "iterative"  # one_shot | iterative
+    rate: float = 0.2  # iterative: fraction of the *remaining* weights removed per round
+    scope: str = "global"  # global (one threshold) | layerwise (same fraction per layer)
+    include: list[str] = field(default_factory=list)  # fnmatch on parameter names; [] = all
+    exclude: list[str] = field(default_factory=list)
+    # pattern -> multiplier of the round's pruning fraction for matching layers
+    # (the LTH paper prunes the output layer at half rate: {"classifier.*": 0.5})
+    layer_rate_scale: dict[str, float] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------- structure
+@dataclass
+class UnstructuredConfig:
+    _target_: str = "prune_exp.pruning.structure.Unstructured"
+
+
+@dataclass
+class ChannelConfig:
+    _target_: str = "prune_exp.pruning.structure.Channel"
+
+
+# ------------------------------------------------------------------------------------ retrain
+STRATEGIES = ("finetune", "weight_rewind", "lr_rewind", "lottery", "reinit", "none")
+
+
+@dataclass
+class RetrainConfig:
+    strategy: str = MISSING
+    # t: epochs of retraining after every round, the same for every strategy. 45 of the default
+    # dense.epochs=60 spans both LR drops, so LR rewinding replays the large LRs.
+    budget: int = 45
+    finetune_lr: float | None = None  # None: the dense schedule's LR at its last step
+
+
+# ------------------------------------------------------------------------- dense, trainer, ...
+@dataclass
+class DenseConfig:
+    epochs: int = 60  # T
+    # epochs whose weights are kept for rewinding; None keeps every epoch 0..T
+    rewind_epochs: list[int] | None = None
+
+
+PRECISIONS = ("32-true", "32", "64-true", "64", "16-mixed", "bf16-mixed", "bf16-true", "16-true")
+ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
+
+
+@dataclass
+class TrainerConfig:
+    accelerator: str = "cpu"
+    devices: int = 1
+    precision: str = "32-true"
+    deterministic: bool = True
+    gradient_clip_val: float | None = None
+    log_every_n_steps: int = 10
+    progress_bar: bool | None = None  # None: on in a terminal, off in multiruns
+    num_threads: int | None = None  # torch.set_num_threads; None leaves torch's default
+
+
+@dataclass
+class PathsConfig:
+    root_dir: str = MISSING
+    data_dir: str = MISSING
+    cache_dir: str = MISSING
+    output_dir: str = MISSING
+
+
+METRICS = ("acc", "acc_top5", "f1_macro")
+
+
+@dataclass
+class RunConfig:
+    data: Any = MISSING
+    model: Any = MISSING
+    optim: Any = MISSING
+    prune: PruneConfig = MISSING
+    structure: Any = MISSING
+    retrain: RetrainConfig = MISSING
+    dense: DenseConfig = field(default_factory=DenseConfig)
+    trainer: TrainerConfig = MISSING
+    paths: PathsConfig = MISSING
+    name: str = "default"
+    seed: int = 0
+    select_metric: str = "acc"  # the metric a sweep selects on (val) and the job returns
+
+
+SCHEMAS: dict[str, dict[str, type]] = {
+    "data": {"mnist1d": MNIST1DConfig, "digits": DigitsConfig, "synthetic": SyntheticConfig},
+    "model": {"mlp": MLPConfig, "cnn1d": CNN1DConfig},
+    "optim": {"sgd": SGDConfig, "adam": AdamConfig},
+    "optim/schedule": {
+        "multistep": MultiStepScheduleConfig,
+        "cosine": CosineScheduleConfig,
+        "constant": ConstantScheduleConfig,
+    },
+    "prune": {"default": PruneConfig},
+    "prune/criterion": {"magnitude": MagnitudeConfig, "random": RandomConfig},
+    "structure": {"unstructured": UnstructuredConfig, "channel": ChannelConfig},
+    "retrain": {"default": RetrainConfig},
+    "trainer": {"default": TrainerConfig},
+    "paths": {"default": PathsConfig},
+}
+
+
+def register_configs() -> None:
+    """Store every schema as ``schema/<group>/<name>``; the yaml files extend them."""
+    cs = ConfigStore.instance()
+    cs.store(name="run_schema", node=RunConfig)
+    for group, schemas in SCHEMAS.items():
+        for name, node in schemas.items():
+            cs.store(group=f"schema/{group}", name=name, node=node)
+
+
+register_configs()  # on import, so the app, the preflight and compose() in tests all see them
+
+
+# ------------------------------------------------------------------------------------ checks
+def _fail(key: str, value: Any, allowed: str) -> ConfigError:
+    return ConfigError(f"{key}={value!r} is not allowed; allowed: {allowed}")
+
+
+def _choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise _fail(key, value, "one of " + ", ".join(choices))
+
+
+def _range(key: str, value: float, lo: float, hi: float, lo_open: bool, hi_open: bool) -> None:
+    ok_lo = value > lo if lo_open else value >= lo
+    ok_hi = value < hi if hi_open else value <= hi
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and ok_lo and ok_hi):
+        interval = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+        raise _fail(key, value, f"a number in {interval}")
+
+
+def _positive_int(key: str, value: int) -> None:
+    if not (isinstance(value, int) and value >= 1):
+        raise _fail(key, value, "an integer >= 1")
+
+
+def round_fractions_max(prune: PruneConfig) -> float:
+    """The largest fraction of the remaining weights that any single round removes."""
+    if prune.schedule == "one_shot":
+        return prune.sparsity
+    return min(prune.rate, prune.sparsity)
+
+
+def check_config(cfg: RunConfig) -> None:
+    """Raise ConfigError for the first value that types alone cannot rule out."""
+    data = cfg.data
+    _positive_int("data.batch_size", data.batch_size)
+    _positive_int("data.eval_batch_size", data.eval_batch_size)
+    _range("data.val_fraction", data.val_fraction, 0.0, 1.0, True, True)
+    for key in ("test_fraction", "train_split"):
+        if hasattr(data, key):
+            _range(f"data.{key}", getattr(data, key), 0.0, 1.0, True, True)
+    if hasattr(data, "num_samples"):
+        _positive_int("data.num_samples", data.num_samples)
+
+    T = cfg.dense.epochs
+    _positive_int("dense.epochs", T)
+    if cfg.dense.rewind_epochs is not None:
+        for e in cfg.dense.rewind_epochs:
+            if not (isinstance(e, int) and 0 <= e <= T):
+                raise _fail("dense.rewind_epochs", list(cfg.dense.rewind_epochs), f"integers in [0, {T}]")
+
+    opt = cfg.optim
+    _range("optim.lr", opt.lr, 0.0, math.inf, True, True)
+    _range("optim.weight_decay", opt.weight_decay, 0.0, math.inf, False, True)
+    if isinstance(opt, SGDConfig):
+        _range("optim.momentum", opt.momentum, 0.0, 1.0, False, True)
+        if opt.nesterov and opt.momentum == 0:
+            raise _fail("optim.nesterov", True, "false when optim.momentum=0 (Nesterov needs momentum)")
+    if isinstance(opt, AdamConfig):
+        if len(opt.betas) != 2:
+            raise _fail("optim.betas", list(opt.betas), "two numbers in [0, 1)")
+        for b in opt.betas:
+            _range("optim.betas", b, 0.0, 1.0, False, True)
+        _range("optim.eps", opt.eps, 0.0, math.inf, True, True)
+    sch = opt.schedule
+    _range("optim.schedule.warmup_epochs", sch.warmup_epochs, 0.0, T, False, True)
+    _range("optim.schedule.warmup_start_factor", sch.warmup_start_factor, 0.0, 1.0, False, False)
+    if isinstance(sch, MultiStepScheduleConfig):
+        ms = list(sch.milestones)
+        if ms != sorted(ms) or any(not (0 < m < T) for m in ms):
+            raise _fail("optim.schedule.milestones", ms, f"increasing epochs in (0, {T}) (dense.epochs={T})")
+        _range("optim.schedule.gamma", sch.gamma, 0.0, 1.0, True, False)
+    if isinstance(sch, CosineScheduleConfig):
+        _range("optim.schedule.final_lr_factor", sch.final_lr_factor, 0.0, 1.0, False, False)
+
+    pr = cfg.prune
+    _range("prune.sparsity", pr.sparsity, 0.0, 1.0, False, True)
+    _choice("prune.schedule", pr.schedule, PRUNE_SCHEDULES)
+    _range("prune.rate", pr.rate, 0.0, 1.0, True, True)
+    _choice("prune.scope", pr.scope, SCOPES)
+    biggest = round_fractions_max(pr)
+    for pattern, scale in pr.layer_rate_scale.items():
+        hi = 1.0 / biggest if biggest > 0 else math.inf
+        _range(f"prune.layer_rate_scale[{pattern}]", scale, 0.0, hi, True, True)
+
+    rt = cfg.retrain
+    _choice("retrain.strategy", rt.strategy, STRATEGIES)
+    _positive_int("retrain.budget", rt.budget)
+    if rt.strategy in ("weight_rewind", "lr_rewind") and rt.budget > T:
+        raise _fail(
+            "retrain.budget", rt.budget,
+            f"1..{T} for {rt.strategy}: it replays the dense run from epoch T-t, and dense.epochs={T}",
+        )
+    if rt.finetune_lr is not None:
+        _range("retrain.finetune_lr", rt.finetune_lr, 0.0, math.inf, True, True)
+
+    tr = cfg.trainer
+    _choice("trainer.precision", str(tr.precision), PRECISIONS)
+    _choice("trainer.accelerator", tr.accelerator, ACCELERATORS)
+    _positive_int("trainer.devices", tr.devices)
+    _positive_int("trainer.log_every_n_steps", tr.log_every_n_steps)
+    if tr.num_threads is not None:
+        _positive_int("trainer.num_threads", tr.num_threads)
+    if tr.gradient_clip_val is not None:
+        _range("trainer.gradient_clip_val", tr.gradient_clip_val, 0.0, math.inf, True, True)
+
+    _choice("select_metric", cfg.select_metric, METRICS)
+    if not (isinstance(cfg.seed, int) and cfg.seed >= 0):
+        raise _fail("seed", cfg.seed, "an integer >= 0")

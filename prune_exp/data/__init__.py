@@ -1,0 +1,1 @@
+"""LightningDataModules. Every one carves its validation split from the training set."""

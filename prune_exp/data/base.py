@@ -1,0 +1,142 @@
+"""In-memory tensor datamodules: the base every small offline dataset builds on."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Iterator
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+
+class TensorDataset(Dataset):
+    """(x, y) tensors; ``__getitems__`` fetches a whole batch with one index op, no collate."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        if len(x) != len(y):
+            raise ValueError(f"x has {len(x)} rows but y has {len(y)}")
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x[i], self.y[i]
+
+    def __getitems__(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        t = torch.as_tensor(idx)
+        return self.x[t], self.y[t]
+
+
+def _identity(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    return batch
+
+
+class EpochShuffle(Sampler[int]):
+    """A random order that is a pure function of (seed, epoch).
+
+    Lightning calls ``set_epoch`` at the start of every epoch, so a run resumed at epoch k
+    sees exactly the order an uninterrupted run would have seen.
+    """
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+
+def split_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split range(n) into (rest, held_out) with ``round(n * fraction)`` held out."""
+    perm = np.random.default_rng(seed).permutation(n)
+    k = int(round(n * fraction))
+    if not 0 < k < n:
+        raise ValueError(f"a fraction of {fraction} of {n} examples leaves an empty split")
+    return np.sort(perm[k:]), np.sort(perm[:k])
+
+
+class TensorDataModule(pl.LightningDataModule):
+    """Loads (x_train, y_train, x_test, y_test) once, carves val from train, serves tensors."""
+
+    def __init__(
+        self,
+        *,
+        batch_size: int,
+        eval_batch_size: int,
+        val_fraction: float,
+        split_seed: int,
+        data_dir: str = "data",
+        shuffle_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.val_fraction = val_fraction
+        self.split_seed = split_seed
+        self.data_dir = data_dir
+        self.shuffle_seed = shuffle_seed  # the run's seed: the data order differs per seed
+        self.train: TensorDataset | None = None
+        self.val: TensorDataset | None = None
+        self.test: TensorDataset | None = None
+
+    # ---- what each dataset provides
+    @property
+    @abstractmethod
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one example, known from the config alone (no data loaded)."""
+
+    @property
+    @abstractmethod
+    def num_classes(self) -> int:
+        """Number of classes, known from the config alone."""
+
+    @abstractmethod
+    def load_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Return float features and int labels: x_train, y_train, x_test, y_test."""
+
+    # ---- Lightning API
+    def setup(self, stage: str | None = None) -> None:
+        if self.train is not None:
+            return
+        x, y, x_test, y_test = self.load_arrays()
+        fit_idx, val_idx = split_indices(len(y), self.val_fraction, self.split_seed)
+
+        def tensors(xs: np.ndarray, ys: np.ndarray) -> TensorDataset:
+            xt = torch.as_tensor(np.ascontiguousarray(xs), dtype=torch.float32)
+            return TensorDataset(xt.reshape(len(xt), *self.input_shape), torch.as_tensor(ys, dtype=torch.long))
+
+        self.train = tensors(x[fit_idx], y[fit_idx])
+        self.val = tensors(x[val_idx], y[val_idx])
+        self.test = tensors(x_test, y_test)
+
+    def _loader(self, ds: TensorDataset | None, batch_size: int, shuffle: bool) -> DataLoader:
+        if ds is None:
+            raise RuntimeError("call setup() before asking for a dataloader")
+        sampler = EpochShuffle(len(ds), self.shuffle_seed) if shuffle else None
+        # In-memory tensors: a worker process would only add IPC cost.
+        return DataLoader(ds, batch_size=batch_size, sampler=sampler, collate_fn=_identity, num_workers=0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train, self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val, self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test, self.eval_batch_size, shuffle=False)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps in one training epoch (the last, partial batch included)."""
+        if self.train is None:
+            raise RuntimeError("call setup() first")
+        return -(-len(self.train) // self.batch_size)

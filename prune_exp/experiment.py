@@ -1,0 +1,118 @@
+"""One job: the dense stage, the prune-retrain stage, records and final artifacts."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from prune_exp.cache import DenseCache, dense_spec, save_state
+from prune_exp.config import RunConfig
+from prune_exp.data.base import TensorDataModule
+from prune_exp.lit.callbacks import RoundResult
+from prune_exp.lit.module import PruneModule
+from prune_exp.pruning.criteria import Criterion
+from prune_exp.pruning.pruner import Pruner, sparsity_schedule
+from prune_exp.pruning.structure import Structure
+from prune_exp.records import JobInfo, ParamCounts, RecordWriter, make_row
+from prune_exp.retrain.schedules import LRSchedule
+from prune_exp.retrain.strategies import plan_round
+from prune_exp.stages import Job, dense_stage, prune_retrain_stage
+
+log = logging.getLogger("prune_exp")
+
+MASK_FILE = "mask.safetensors"
+WEIGHTS_FILE = "weights.safetensors"
+
+
+@dataclass
+class Experiment:
+    cfg: RunConfig
+    datamodule: TensorDataModule
+    build_net: Callable[[], nn.Module]
+    criterion: Criterion
+    structure: Structure
+    dense_spec_parts: dict  # resolved data / model / optim configs, for the dense hash
+    names: dict[str, str]  # the chosen group options: data, model (for the records)
+    job_dir: Path
+    overrides: list[str] = field(default_factory=list)
+    progress_bar: bool = False
+
+    def run(self) -> float:
+        cfg = self.cfg
+        started = time.perf_counter()
+        if cfg.trainer.num_threads is not None:
+            torch.set_num_threads(cfg.trainer.num_threads)
+        for name in ("lightning.pytorch", "lightning.fabric"):  # keep job logs about the experiment
+            logging.getLogger(name).setLevel(logging.WARNING)
+        self.job_dir.mkdir(parents=True, exist_ok=True)
+        self.datamodule.setup("fit")  # loads (or generates) the data once; Lightning reuses it
+        T = cfg.dense.epochs
+        plan = plan_round(cfg.retrain.strategy, cfg.retrain.budget, T)
+        sparsities = sparsity_schedule(cfg.prune.sparsity, cfg.prune.schedule, cfg.prune.rate)
+        job = Job(
+            datamodule=self.datamodule, build_net=self.build_net, optim=cfg.optim,
+            schedule=LRSchedule(cfg.optim.lr, T, cfg.optim.schedule), trainer=cfg.trainer,
+            seed=cfg.seed, progress_bar=self.progress_bar,
+        )
+
+        spec = dense_spec(**self.dense_spec_parts, epochs=T, seed=cfg.seed, precision=cfg.trainer.precision)
+        keep = set(range(T + 1)) if cfg.dense.rewind_epochs is None else set(cfg.dense.rewind_epochs)
+        needed = {plan.rewind_epoch} if plan.rewind_epoch is not None else set()
+        dense, cached = dense_stage(job, DenseCache(cfg.paths.cache_dir), spec, keep, needed)
+
+        info = JobInfo(
+            strategy=plan.strategy, criterion=self.criterion.name, structure=self.structure.name,
+            scope=cfg.prune.scope, schedule=cfg.prune.schedule, rate=cfg.prune.rate,
+            target=cfg.prune.sparsity, budget=plan.epochs, seed=cfg.seed,
+            dataset=self.names["data"], model=self.names["model"], optimizer=cfg.optim.name,
+            select_metric=cfg.select_metric, dense_hash=dense.hash, dense_cached=cached,
+            dense_epochs=T, dense_steps=int(dense.meta["steps"]), dense_seconds=float(dense.meta["seconds"]),
+            job_dir=str(self.job_dir), overrides=self.overrides,
+        )
+        writer = RecordWriter(self.job_dir)
+        cum = {"epochs": T, "steps": info.dense_steps, "seconds": info.dense_seconds}
+
+        def on_round_end(result: RoundResult, module: PruneModule, pruner: Pruner) -> None:
+            total = sum(p.numel() for p in module.net.parameters())
+            if not writer.rows:  # round 0: the dense model, as loaded from the dense run
+                counts = ParamCounts.of(pruner.initial_mask(), pruner.prunable_names, total)
+                writer.append(make_row(info, round_=0, target_sparsity=0.0, counts=counts, pruned={},
+                                       retrained=dense.meta["metrics"], epochs=0, steps=0, seconds=0.0,
+                                       cum_epochs=cum["epochs"], cum_steps=cum["steps"],
+                                       cum_seconds=cum["seconds"]))
+            cum["epochs"] += result.epochs
+            cum["steps"] += result.steps
+            cum["seconds"] += result.seconds
+            counts = ParamCounts.of(result.mask, pruner.prunable_names, total)
+            writer.append(make_row(
+                info, round_=result.round, target_sparsity=result.target_sparsity, counts=counts,
+                pruned=result.pruned, retrained=result.retrained, epochs=result.epochs,
+                steps=result.steps, seconds=result.seconds, cum_epochs=cum["epochs"],
+                cum_steps=cum["steps"], cum_seconds=cum["seconds"],
+            ))
+            row = writer.rows[-1]
+            log.info("round %d/%d  sparsity %.4f  compression %.2fx  val_acc pruned %.4f -> retrained %.4f  "
+                     "test_acc %.4f", result.round, pruner.rounds, row["sparsity"], row["compression"],
+                     row.get("pruned_val_acc", float("nan")), row["val_acc"], row["test_acc"])
+
+        def make_pruner(net: nn.Module) -> Pruner:
+            return Pruner(
+                net, criterion=self.criterion, structure=self.structure, scope=cfg.prune.scope,
+                sparsities=sparsities, seed=cfg.seed, include=cfg.prune.include,
+                exclude=cfg.prune.exclude, layer_rate_scale=cfg.prune.layer_rate_scale,
+            )
+
+        module, _, results = prune_retrain_stage(
+            job, dense, pruner_factory=make_pruner, plan=plan, finetune_lr=cfg.retrain.finetune_lr,
+            log_dir=self.job_dir / "retrain_log", on_round_end=on_round_end,
+        )
+        results[-1].mask.save(self.job_dir / MASK_FILE)
+        save_state(self.job_dir / WEIGHTS_FILE, module.net.state_dict())
+        log.info("job done in %.1fs: %s", time.perf_counter() - started, writer.path)
+        return float(writer.rows[-1][f"val_{cfg.select_metric}"])

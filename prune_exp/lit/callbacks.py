@@ -1,0 +1,200 @@
+"""Callbacks: MaskEnforcer keeps pruned weights at zero, PruneRetrainCycle runs the rounds,
+RewindPointSaver keeps the dense run's weights at the epochs rewinding can need."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback
+from torch import nn
+
+from prune_exp.pruning.mask import Mask
+from prune_exp.pruning.pruner import Pruner
+from prune_exp.retrain.schedules import LRPosition, LRSchedule
+from prune_exp.retrain.strategies import RoundPlan
+
+
+class MaskEnforcer(Callback):
+    """A pruned weight stays exactly 0: its gradient is zeroed before every optimizer step, the
+    weight is re-masked right after it, and optimizer state at pruned positions is cleared
+    whenever the mask changes."""
+
+    def __init__(self, net: nn.Module) -> None:
+        self.net = net
+        self.mask: Mask | None = None
+        self._params: list[torch.Tensor] = []
+        self._factors: list[torch.Tensor] = []
+        self._hooks: list[Any] = []
+        self._optimizers: list[torch.optim.Optimizer] = []
+
+    def set_mask(self, mask: Mask) -> None:
+        """Adopt ``mask``: zero the pruned weights now and the optimizer state at them."""
+        params = dict(self.net.named_parameters())
+        mask.check_against(params)
+        self.mask = mask
+        self._bind()
+        with torch.no_grad():
+            if self._params:
+                torch._foreach_mul_(self._params, self._factors)
+            for opt in self._optimizers:
+                for p, f in zip(self._params, self._factors):
+                    for v in opt.state.get(p, {}).values():
+                        if isinstance(v, torch.Tensor) and v.shape == p.shape:
+                            v.mul_(f)
+
+    def _bind(self) -> None:
+        """Cache (param, 0/1 factor) pairs in the params' current dtype and device."""
+        if self.mask is None:
+            return
+        params = dict(self.net.named_parameters())
+        pairs = [(params[n], m) for n, m in self.mask.items() if not bool(m.all())]
+        self._params = [p for p, _ in pairs]
+        self._factors = [m.to(device=p.device, dtype=p.dtype) for p, m in pairs]
+
+    def _mask_weights(self, *_: Any) -> None:
+        if self._params:
+            with torch.no_grad():
+                torch._foreach_mul_(self._params, self._factors)
+
+    # ---- Lightning hooks
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._bind()  # the precision plugin may have moved or cast the parameters
+        self._optimizers = list(trainer.optimizers)
+        self._hooks = [opt.register_step_post_hook(self._mask_weights) for opt in self._optimizers]
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        for h in self._hooks:
+            h.remove()
+        self._hooks, self._optimizers = [], []
+
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                                 optimizer: torch.optim.Optimizer) -> None:
+        grads = [p.grad for p in self._params if p.grad is not None]
+        if grads:
+            factors = [f for p, f in zip(self._params, self._factors) if p.grad is not None]
+            torch._foreach_mul_(grads, factors)
+
+
+@dataclass
+class RoundResult:
+    """Everything measured in one round, before it becomes a record row."""
+
+    round: int
+    target_sparsity: float
+    mask: Mask
+    pruned: dict[str, float]  # metrics right after pruning ("val/acc", "test/loss", ...)
+    retrained: dict[str, float]  # metrics after the round's retraining
+    epochs: int
+    steps: int
+    seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+Evaluate = Callable[[], dict[str, float]]
+
+
+class PruneRetrainCycle(Callback):
+    """Runs the rounds inside one ``Trainer.fit`` of ``rounds x plan.epochs`` epochs.
+
+    At the first epoch of a round: prune (new mask), measure, put the weights where the
+    strategy says (current, rewound, or fresh init, times the mask), reset the optimizer state,
+    and set the LR position. At the last epoch of a round: measure and report the round.
+    With ``plan.epochs == 0`` (strategy none) call :meth:`run_without_training` instead.
+    """
+
+    def __init__(
+        self,
+        *,
+        module: Any,  # PruneModule; typed loosely to keep this file free of the module import
+        pruner: Pruner,
+        plan: RoundPlan,
+        enforcer: MaskEnforcer,
+        evaluate: Evaluate,
+        round_start_weights: Callable[[int], Mapping[str, torch.Tensor] | None],
+        lr: LRSchedule | float,
+        steps_per_epoch: int,
+        on_round_end: Callable[[RoundResult], None],
+    ) -> None:
+        self.module = module
+        self.pruner, self.plan, self.enforcer = pruner, plan, enforcer
+        self.evaluate = evaluate
+        self.round_start_weights = round_start_weights
+        self.lr, self.steps_per_epoch = lr, steps_per_epoch
+        self.on_round_end = on_round_end
+        self.mask = pruner.initial_mask()
+        self.round = 0
+        self.results: list[RoundResult] = []
+        self._pruned: dict[str, float] = {}
+        self._start_step = 0
+        self._start_time = 0.0
+
+    # ---- the round, independent of Lightning
+    def begin_round(self, global_step: int, optimizers: list[torch.optim.Optimizer]) -> None:
+        self.round += 1
+        self._start_time, self._start_step = time.perf_counter(), global_step
+        self.mask = self.pruner.prune(self.mask, self.round)
+        self.enforcer.set_mask(self.mask)
+        self._pruned = self.evaluate()
+        state = self.round_start_weights(self.round)
+        if state is not None:
+            self.module.net.load_state_dict(state)
+            self.enforcer.set_mask(self.mask)
+        for opt in optimizers:  # optimizer state is never carried across rounds
+            opt.state.clear()
+        self.module.lr_position = LRPosition(self.lr, float(self.plan.lr_start_epoch), global_step,
+                                             self.steps_per_epoch)
+
+    def finish_round(self, global_step: int, epochs: int) -> RoundResult:
+        result = RoundResult(
+            round=self.round,
+            target_sparsity=self.pruner.sparsities[self.round - 1],
+            mask=self.mask,
+            pruned=self._pruned,
+            retrained=self.evaluate(),
+            epochs=epochs,
+            steps=global_step - self._start_step,
+            seconds=time.perf_counter() - self._start_time,
+        )
+        self.results.append(result)
+        self.on_round_end(result)
+        return result
+
+    def run_without_training(self) -> list[RoundResult]:
+        """Strategy none: prune and measure every round, no retraining."""
+        while self.round < self.pruner.rounds:
+            self.begin_round(0, [])
+            self.finish_round(0, 0)
+        return self.results
+
+    # ---- Lightning hooks
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.current_epoch % self.plan.epochs == 0:
+            self.begin_round(trainer.global_step, list(trainer.optimizers))
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if (trainer.current_epoch + 1) % self.plan.epochs == 0:
+            self.finish_round(trainer.global_step, self.plan.epochs)
+
+
+class RewindPointSaver(Callback):
+    """Hands the weights (and buffers) at the start of dense epoch e to ``save(e, state)`` for
+    every e in ``epochs``: e = 0 is the initialization, e = T the final weights."""
+
+    def __init__(self, net: nn.Module, epochs: set[int],
+                 save: Callable[[int, dict[str, torch.Tensor]], None]) -> None:
+        self.net, self.epochs, self.save = net, epochs, save
+
+    def _maybe_save(self, epoch: int) -> None:
+        if epoch in self.epochs:
+            self.save(epoch, {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()})
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._maybe_save(trainer.current_epoch)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._maybe_save(trainer.current_epoch + 1)

@@ -1,0 +1,31 @@
+"""Fully connected network: flatten, then Linear (+BatchNorm) + ReLU blocks, then a classifier."""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
+
+from torch import nn
+
+
+class MLP(nn.Sequential):
+    """Layers are named fc1, bn1, relu1, ..., classifier so patterns can address them."""
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        num_classes: int,
+        hidden: Sequence[int] = (100, 100),
+        batch_norm: bool = False,
+    ) -> None:
+        layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten())
+        width = math.prod(input_shape)
+        for i, h in enumerate(hidden, start=1):
+            layers[f"fc{i}"] = nn.Linear(width, h)
+            if batch_norm:
+                layers[f"bn{i}"] = nn.BatchNorm1d(h)
+            layers[f"relu{i}"] = nn.ReLU()
+            width = h
+        layers["classifier"] = nn.Linear(width, num_classes)
+        super().__init__(layers)

@@ -1,0 +1,1 @@
+"""Masks, scoring criteria, sparsity structures and the pruner that turns them into a mask."""

@@ -1,0 +1,111 @@
+"""Per-round records: one row per round (round 0 = the dense model), written as JSON lines."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prune_exp.atomic import write_text
+from prune_exp.pruning.mask import Mask
+
+RECORDS_FILE = "records.jsonl"
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """Columns that are the same in every row of a job."""
+
+    strategy: str
+    criterion: str
+    structure: str
+    scope: str
+    schedule: str
+    rate: float
+    target: float  # the final target sparsity
+    budget: int  # retrain epochs per round
+    seed: int
+    dataset: str
+    model: str
+    optimizer: str
+    select_metric: str
+    dense_hash: str
+    dense_cached: bool
+    dense_epochs: int
+    dense_steps: int
+    dense_seconds: float
+    job_dir: str
+    overrides: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ParamCounts:
+    """Parameter counts the mask decides: prunable weights and all parameters."""
+
+    total: int  # every parameter of the model
+    prunable: int  # the prunable weights
+    prunable_kept: int
+    kept: int  # every parameter that is not masked to zero
+
+    @classmethod
+    def of(cls, mask: Mask, prunable_names: list[str], total: int) -> ParamCounts:
+        return cls(total=total, prunable=mask.numel(prunable_names),
+                   prunable_kept=mask.kept(prunable_names), kept=total - mask.pruned())
+
+
+def make_row(
+    info: JobInfo,
+    *,
+    round_: int,
+    target_sparsity: float,
+    counts: ParamCounts,
+    pruned: dict[str, float],
+    retrained: dict[str, float],
+    epochs: int,
+    steps: int,
+    seconds: float,
+    cum_epochs: int,
+    cum_steps: int,
+    cum_seconds: float,
+) -> dict[str, Any]:
+    """One record row. Metric keys are ``<split>_<metric>``; ``pruned_`` ones are measured right
+    after pruning, the others after the round's retraining. Costs are cumulative over the job,
+    the dense stage included (also when it came from the cache)."""
+    row: dict[str, Any] = {
+        "round": round_,
+        "target_sparsity": target_sparsity,
+        "sparsity": 1.0 - counts.prunable_kept / counts.prunable,
+        "sparsity_all": 1.0 - counts.kept / counts.total,
+        "compression": counts.total / max(counts.kept, 1),
+        "nonzero_params": counts.kept,
+        "total_params": counts.total,
+        "prunable_params": counts.prunable,
+        "prunable_nonzero": counts.prunable_kept,
+        **{f"pruned_{k}": v for k, v in pruned.items()},
+        **retrained,
+        "retrain_epochs": epochs,
+        "retrain_steps": steps,
+        "retrain_seconds": seconds,
+        "cum_epochs": cum_epochs,
+        "cum_steps": cum_steps,
+        "cum_seconds": cum_seconds,
+    }
+    row.update(asdict(info))
+    return row
+
+
+class RecordWriter:
+    """Keeps a job's rows and rewrites the whole file atomically after each new row."""
+
+    def __init__(self, job_dir: str | Path) -> None:
+        self.path = Path(job_dir) / RECORDS_FILE
+        self.rows: list[dict[str, Any]] = []
+
+    def append(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        write_text(self.path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.rows))
+
+
+def read_records(path: str | Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]

@@ -1,0 +1,1 @@
+"""What happens after each pruning round: LR schedules and the retraining strategies."""

@@ -1,0 +1,91 @@
+"""Hydra entry point (``prune-exp``): the only place that reads a DictConfig.
+
+It turns the composed config into typed objects, runs the dense stage (shared through the
+cache) and the prune-retrain stage, writes the records and the final mask and weights into
+the job dir, and returns the final validation score to Hydra (sweepers can optimize it).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from prune_exp.config import PathsConfig, RunConfig, check_config
+
+log = logging.getLogger("prune_exp")
+
+
+def conf_dir() -> str:
+    """conf/ at the repository root; a wheel carries a copy inside the package."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "conf", here.parent / "conf"):
+        if candidate.is_dir():
+            return str(candidate)
+    raise FileNotFoundError(f"no conf/ directory next to {here}")
+
+
+def to_run_config(cfg: DictConfig, *, resolve_paths: bool = True) -> RunConfig:
+    """Typed, checked config. ``resolve_paths=False`` skips ``paths`` (its values need a running
+    Hydra job), which lets the preflight check a config before any directory exists."""
+    sub = OmegaConf.masked_copy(cfg, [k for k in RunConfig.__dataclass_fields__ if k in cfg])
+    if not resolve_paths:
+        sub.paths = PathsConfig(root_dir="", data_dir="", cache_dir="", output_dir="")
+    run_cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RunConfig), sub))
+    assert isinstance(run_cfg, RunConfig)
+    if resolve_paths:  # absolute, so records and logs say where things are wherever they are read
+        for key in ("root_dir", "data_dir", "cache_dir", "output_dir"):
+            setattr(run_cfg.paths, key, str(Path(getattr(run_cfg.paths, key)).resolve()))
+    check_config(run_cfg)
+    return run_cfg
+
+
+def _container(node: DictConfig) -> dict:
+    out = OmegaConf.to_container(node, resolve=True)
+    assert isinstance(out, dict)
+    return out
+
+
+def run(cfg: DictConfig) -> float:
+    """Build the job's objects from ``cfg`` and run it; return the final val score."""
+    from hydra.utils import instantiate
+
+    from prune_exp.experiment import Experiment  # heavy imports (torch, Lightning) start here
+
+    rc = to_run_config(cfg)
+    hc = HydraConfig.get() if HydraConfig.initialized() else None
+    overrides = list(hc.overrides.task) if hc else []
+    multirun = hc is not None and hc.mode == RunMode.MULTIRUN
+    progress = rc.trainer.progress_bar
+    if progress is None:
+        progress = sys.stderr.isatty() and not multirun
+    dm = instantiate(cfg.data, data_dir=rc.paths.data_dir, shuffle_seed=rc.seed)
+    exp = Experiment(
+        cfg=rc,
+        datamodule=dm,
+        build_net=lambda: instantiate(cfg.model, input_shape=dm.input_shape, num_classes=dm.num_classes),
+        criterion=instantiate(cfg.prune.criterion),
+        structure=instantiate(cfg.structure),
+        dense_spec_parts={"data": _container(cfg.data), "model": _container(cfg.model),
+                          "optim": _container(cfg.optim)},
+        names={g: (hc.runtime.choices.get(g) if hc else None) or OmegaConf.select(cfg, f"{g}._target_")
+               for g in ("data", "model")},
+        job_dir=Path(rc.paths.output_dir),
+        overrides=overrides,
+        progress_bar=progress,
+    )
+    return exp.run()
+
+
+@hydra.main(version_base="1.3", config_path=conf_dir(), config_name="run")
+def main(cfg: DictConfig) -> float:
+    return run(cfg)
+
+
+if __name__ == "__main__":
+    main()

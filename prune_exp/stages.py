@@ -1,0 +1,163 @@
+"""The two stages of a job: the (shared, cached) dense run, then the prune-retrain rounds.
+
+Everything here takes typed objects; ``run.py`` is the only place that reads a DictConfig.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback, RichProgressBar
+from lightning.pytorch.loggers import CSVLogger
+from torch import nn
+
+from prune_exp.cache import DenseCache, DenseRun, epoch_file, save_state
+from prune_exp.config import OptimConfig, TrainerConfig
+from prune_exp.data.base import TensorDataModule
+from prune_exp.lit.callbacks import MaskEnforcer, PruneRetrainCycle, RewindPointSaver, RoundResult
+from prune_exp.lit.module import PruneModule
+from prune_exp.pruning.pruner import Pruner
+from prune_exp.retrain.schedules import LRPosition, LRSchedule
+from prune_exp.retrain.strategies import RoundPlan
+
+log = logging.getLogger(__name__)
+
+# In-memory tensors need no loader workers, and a short epoch is no reason to log less often.
+warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
+# Lightning's own use of a torch API that torch has deprecated; nothing a user can act on.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
+
+
+def make_trainer(cfg: TrainerConfig, *, max_epochs: int, callbacks: list[Callback], log_dir: Path,
+                 progress_bar: bool) -> pl.Trainer:
+    """A Lightning Trainer for one stage; validation runs every epoch and is logged to CSV."""
+    if progress_bar:
+        callbacks = [*callbacks, RichProgressBar()]
+    return pl.Trainer(
+        accelerator=cfg.accelerator,
+        devices=cfg.devices,
+        precision=cfg.precision,
+        deterministic=cfg.deterministic,
+        gradient_clip_val=cfg.gradient_clip_val,
+        max_epochs=max_epochs,
+        callbacks=callbacks,
+        logger=CSVLogger(str(log_dir), name="", version=""),
+        log_every_n_steps=cfg.log_every_n_steps,
+        enable_checkpointing=False,
+        enable_progress_bar=progress_bar,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=str(log_dir),
+    )
+
+
+def evaluate_splits(module: PruneModule, dm: TensorDataModule) -> dict[str, float]:
+    """Every metric on val and test, keyed ``val_acc``, ``test_loss``, ..."""
+    out: dict[str, float] = {}
+    for split, loader in (("val", dm.val_dataloader()), ("test", dm.test_dataloader())):
+        out.update({f"{split}_{k}": v for k, v in module.evaluate(loader).items()})
+    return out
+
+
+@dataclass
+class Job:
+    """The typed objects a job is built from."""
+
+    datamodule: TensorDataModule
+    build_net: Callable[[], nn.Module]  # a fresh, randomly initialized network (seeded by caller)
+    optim: OptimConfig
+    schedule: LRSchedule
+    trainer: TrainerConfig
+    seed: int
+    progress_bar: bool
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.datamodule.steps_per_epoch
+
+
+def dense_stage(job: Job, cache: DenseCache, spec: dict, keep_epochs: set[int], needed: set[int]) -> tuple[DenseRun, bool]:
+    """The dense run for ``spec``: from the cache, or trained now (once, under a lock)."""
+    T = job.schedule.total_epochs
+
+    def train(staging: Path) -> dict[str, Any]:
+        log.info("training the dense model (%d epochs) into the cache", T)
+        pl.seed_everything(job.seed, verbose=False)
+        net = job.build_net()
+        module = PruneModule(net, job.optim, job.datamodule.num_classes)
+        module.lr_position = LRPosition(job.schedule, 0.0, 0, job.steps_per_epoch)
+        saver = RewindPointSaver(net, keep_epochs | needed | {0, T},
+                                 lambda e, state: save_state(staging / epoch_file(e), state))
+        trainer = make_trainer(job.trainer, max_epochs=T, callbacks=[saver], log_dir=staging,
+                               progress_bar=job.progress_bar)
+        start = time.perf_counter()
+        trainer.fit(module, datamodule=job.datamodule)
+        seconds = time.perf_counter() - start
+        return {
+            "saved_epochs": sorted(keep_epochs | needed | {0, T}),
+            "metrics": evaluate_splits(module, job.datamodule),
+            "steps": trainer.global_step,
+            "seconds": seconds,
+        }
+
+    run, cached = cache.get_or_train(spec, needed, train)
+    log.info("dense run %s (%s): val acc %.4f, test acc %.4f", run.hash,
+             "cached" if cached else "trained", run.meta["metrics"]["val_acc"], run.meta["metrics"]["test_acc"])
+    return run, cached
+
+
+def prune_retrain_stage(
+    job: Job,
+    dense: DenseRun,
+    *,
+    pruner_factory: Callable[[nn.Module], Pruner],
+    plan: RoundPlan,
+    finetune_lr: float | None,
+    log_dir: Path,
+    on_round_end: Callable[[RoundResult, PruneModule, Pruner], None],
+) -> tuple[PruneModule, Pruner, list[RoundResult]]:
+    """Prune the dense model round by round and retrain it as ``plan`` says."""
+    net = job.build_net()
+    net.load_state_dict(dense.state(dense.epochs))
+    module = PruneModule(net, job.optim, job.datamodule.num_classes)
+    pruner = pruner_factory(net)
+    enforcer = MaskEnforcer(net)
+    rewind_state = dense.state(plan.rewind_epoch) if plan.weights == "rewind" else None
+
+    def round_start_weights(round_: int) -> dict[str, torch.Tensor] | None:
+        if plan.weights == "rewind":
+            return rewind_state
+        if plan.weights == "reinit":  # a fresh draw per round, reproducible from (seed, round)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(job.seed * 1_000_003 + round_)
+                return job.build_net().state_dict()
+        return None
+
+    lr: LRSchedule | float = job.schedule
+    if plan.lr == "constant":
+        lr = finetune_lr if finetune_lr is not None else job.schedule.last_step_lr(job.steps_per_epoch)
+
+    cycle = PruneRetrainCycle(
+        module=module, pruner=pruner, plan=plan, enforcer=enforcer,
+        evaluate=lambda: evaluate_splits(module, job.datamodule),
+        round_start_weights=round_start_weights, lr=lr, steps_per_epoch=job.steps_per_epoch,
+        on_round_end=lambda result: on_round_end(result, module, pruner),
+    )
+    pl.seed_everything(job.seed, verbose=False)
+    if plan.epochs == 0:
+        job.datamodule.setup("fit")
+        cycle.run_without_training()
+    else:
+        trainer = make_trainer(job.trainer, max_epochs=pruner.rounds * plan.epochs,
+                               callbacks=[enforcer, cycle], log_dir=log_dir, progress_bar=job.progress_bar)
+        trainer.fit(module, datamodule=job.datamodule)
+    return module, pruner, cycle.results
