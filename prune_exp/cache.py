@@ -32,8 +32,15 @@ META = "meta.json"
 def dense_spec(*, data: dict, model: dict, optim: dict, epochs: int, seed: int, precision: str) -> dict:
     """Exactly what determines a dense run — pruning and retraining settings are not in it."""
     precision = {"32": "32-true", "64": "64-true"}.get(str(precision), str(precision))
-    return {"version": CACHE_VERSION, "data": data, "model": model, "optim": optim,
-            "epochs": epochs, "seed": seed, "precision": precision}
+    return {
+        "version": CACHE_VERSION,
+        "data": data,
+        "model": model,
+        "optim": optim,
+        "epochs": epochs,
+        "seed": seed,
+        "precision": precision,
+    }
 
 
 def spec_hash(spec: dict) -> str:

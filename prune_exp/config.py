@@ -1,7 +1,7 @@
 """Typed config schemas (registered in Hydra's ConfigStore) and the checks Hydra cannot do.
 
 Every group file under ``conf/`` extends one of these dataclasses through its defaults list
-(``- /schema/<group>/<name>@_here_``), so composition already rejects an unknown key or a
+(``- /schema_<group>_<name>@_here_``), so composition already rejects an unknown key or a
 value of the wrong type and names the key. What a type cannot express — ranges, choices,
 relations between keys — is checked by :func:`check_config`, which the preflight Hydra
 callback runs for every job of a run or sweep before Hydra writes anything.
@@ -250,13 +250,22 @@ SCHEMAS: dict[str, dict[str, type]] = {
 }
 
 
+def schema_name(group: str, name: str) -> str:
+    """``optim/schedule``, ``cosine`` -> ``schema_optim_schedule_cosine``."""
+    return f"schema_{group.replace('/', '_')}_{name}"
+
+
 def register_configs() -> None:
-    """Store every schema as ``schema/<group>/<name>``; the yaml files extend them."""
+    """Store every schema at the root as ``schema_<group>_<name>``; the yaml files extend them.
+
+    Root-level names, not a ``schema/`` group: Hydra would list such a group in ``--help`` as
+    if its entries were options to pick.
+    """
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=RunConfig)
     for group, schemas in SCHEMAS.items():
         for name, node in schemas.items():
-            cs.store(group=f"schema/{group}", name=name, node=node)
+            cs.store(name=schema_name(group, name), node=node)
 
 
 register_configs()  # on import, so the app, the preflight and compose() in tests all see them
@@ -350,7 +359,8 @@ def check_config(cfg: RunConfig) -> None:
     _positive_int("retrain.budget", rt.budget)
     if rt.strategy in ("weight_rewind", "lr_rewind") and rt.budget > T:
         raise _fail(
-            "retrain.budget", rt.budget,
+            "retrain.budget",
+            rt.budget,
             f"1..{T} for {rt.strategy}: it replays the dense run from epoch T-t, and dense.epochs={T}",
         )
     if rt.finetune_lr is not None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from prune_exp.cache import DenseCache, dense_spec, save_state
+from prune_exp.cache import DenseCache, save_state
 from prune_exp.config import RunConfig
 from prune_exp.data.base import TensorDataModule
 from prune_exp.lit.callbacks import RoundResult
@@ -37,7 +37,7 @@ class Experiment:
     build_net: Callable[[], nn.Module]
     criterion: Criterion
     structure: Structure
-    dense_spec_parts: dict  # resolved data / model / optim configs, for the dense hash
+    dense_spec: dict  # what determines the dense run (cache.dense_spec); its hash addresses the cache
     names: dict[str, str]  # the chosen group options: data, model (for the records)
     job_dir: Path
     overrides: list[str] = field(default_factory=list)
@@ -56,24 +56,40 @@ class Experiment:
         plan = plan_round(cfg.retrain.strategy, cfg.retrain.budget, T)
         sparsities = sparsity_schedule(cfg.prune.sparsity, cfg.prune.schedule, cfg.prune.rate)
         job = Job(
-            datamodule=self.datamodule, build_net=self.build_net, optim=cfg.optim,
-            schedule=LRSchedule(cfg.optim.lr, T, cfg.optim.schedule), trainer=cfg.trainer,
-            seed=cfg.seed, progress_bar=self.progress_bar,
+            datamodule=self.datamodule,
+            build_net=self.build_net,
+            optim=cfg.optim,
+            schedule=LRSchedule(cfg.optim.lr, T, cfg.optim.schedule),
+            trainer=cfg.trainer,
+            seed=cfg.seed,
+            progress_bar=self.progress_bar,
         )
 
-        spec = dense_spec(**self.dense_spec_parts, epochs=T, seed=cfg.seed, precision=cfg.trainer.precision)
         keep = set(range(T + 1)) if cfg.dense.rewind_epochs is None else set(cfg.dense.rewind_epochs)
         needed = {plan.rewind_epoch} if plan.rewind_epoch is not None else set()
-        dense, cached = dense_stage(job, DenseCache(cfg.paths.cache_dir), spec, keep, needed)
+        dense, cached = dense_stage(job, DenseCache(cfg.paths.cache_dir), self.dense_spec, keep, needed)
 
         info = JobInfo(
-            strategy=plan.strategy, criterion=self.criterion.name, structure=self.structure.name,
-            scope=cfg.prune.scope, schedule=cfg.prune.schedule, rate=cfg.prune.rate,
-            target=cfg.prune.sparsity, budget=plan.epochs, seed=cfg.seed,
-            dataset=self.names["data"], model=self.names["model"], optimizer=cfg.optim.name,
-            select_metric=cfg.select_metric, dense_hash=dense.hash, dense_cached=cached,
-            dense_epochs=T, dense_steps=int(dense.meta["steps"]), dense_seconds=float(dense.meta["seconds"]),
-            job_dir=str(self.job_dir), overrides=self.overrides,
+            strategy=plan.strategy,
+            criterion=self.criterion.name,
+            structure=self.structure.name,
+            scope=cfg.prune.scope,
+            schedule=cfg.prune.schedule,
+            rate=cfg.prune.rate,
+            target=cfg.prune.sparsity,
+            budget=plan.epochs,
+            seed=cfg.seed,
+            dataset=self.names["data"],
+            model=self.names["model"],
+            optimizer=cfg.optim.name,
+            select_metric=cfg.select_metric,
+            dense_hash=dense.hash,
+            dense_cached=cached,
+            dense_epochs=T,
+            dense_steps=int(dense.meta["steps"]),
+            dense_seconds=float(dense.meta["seconds"]),
+            job_dir=str(self.job_dir),
+            overrides=self.overrides,
         )
         writer = RecordWriter(self.job_dir)
         cum = {"epochs": T, "steps": info.dense_steps, "seconds": info.dense_seconds}
@@ -82,35 +98,75 @@ class Experiment:
             total = sum(p.numel() for p in module.net.parameters())
             if not writer.rows:  # round 0: the dense model, as loaded from the dense run
                 counts = ParamCounts.of(pruner.initial_mask(), pruner.prunable_names, total)
-                writer.append(make_row(info, round_=0, target_sparsity=0.0, counts=counts, pruned={},
-                                       retrained=dense.meta["metrics"], epochs=0, steps=0, seconds=0.0,
-                                       cum_epochs=cum["epochs"], cum_steps=cum["steps"],
-                                       cum_seconds=cum["seconds"]))
+                writer.append(
+                    make_row(
+                        info,
+                        round_=0,
+                        target_sparsity=0.0,
+                        counts=counts,
+                        pruned={},
+                        retrained=dense.meta["metrics"],
+                        epochs=0,
+                        steps=0,
+                        seconds=0.0,
+                        cum_epochs=cum["epochs"],
+                        cum_steps=cum["steps"],
+                        cum_seconds=cum["seconds"],
+                    )
+                )
             cum["epochs"] += result.epochs
             cum["steps"] += result.steps
             cum["seconds"] += result.seconds
             counts = ParamCounts.of(result.mask, pruner.prunable_names, total)
-            writer.append(make_row(
-                info, round_=result.round, target_sparsity=result.target_sparsity, counts=counts,
-                pruned=result.pruned, retrained=result.retrained, epochs=result.epochs,
-                steps=result.steps, seconds=result.seconds, cum_epochs=cum["epochs"],
-                cum_steps=cum["steps"], cum_seconds=cum["seconds"],
-            ))
+            writer.append(
+                make_row(
+                    info,
+                    round_=result.round,
+                    target_sparsity=result.target_sparsity,
+                    counts=counts,
+                    pruned=result.pruned,
+                    retrained=result.retrained,
+                    epochs=result.epochs,
+                    steps=result.steps,
+                    seconds=result.seconds,
+                    cum_epochs=cum["epochs"],
+                    cum_steps=cum["steps"],
+                    cum_seconds=cum["seconds"],
+                )
+            )
             row = writer.rows[-1]
-            log.info("round %d/%d  sparsity %.4f  compression %.2fx  val_acc pruned %.4f -> retrained %.4f  "
-                     "test_acc %.4f", result.round, pruner.rounds, row["sparsity"], row["compression"],
-                     row.get("pruned_val_acc", float("nan")), row["val_acc"], row["test_acc"])
+            log.info(
+                "round %d/%d  sparsity %.4f  compression %.2fx  val_acc pruned %.4f -> retrained %.4f  test_acc %.4f",
+                result.round,
+                pruner.rounds,
+                row["sparsity"],
+                row["compression"],
+                row.get("pruned_val_acc", float("nan")),
+                row["val_acc"],
+                row["test_acc"],
+            )
 
         def make_pruner(net: nn.Module) -> Pruner:
             return Pruner(
-                net, criterion=self.criterion, structure=self.structure, scope=cfg.prune.scope,
-                sparsities=sparsities, seed=cfg.seed, include=cfg.prune.include,
-                exclude=cfg.prune.exclude, layer_rate_scale=cfg.prune.layer_rate_scale,
+                net,
+                criterion=self.criterion,
+                structure=self.structure,
+                scope=cfg.prune.scope,
+                sparsities=sparsities,
+                seed=cfg.seed,
+                include=cfg.prune.include,
+                exclude=cfg.prune.exclude,
+                layer_rate_scale=cfg.prune.layer_rate_scale,
             )
 
         module, _, results = prune_retrain_stage(
-            job, dense, pruner_factory=make_pruner, plan=plan, finetune_lr=cfg.retrain.finetune_lr,
-            log_dir=self.job_dir / "retrain_log", on_round_end=on_round_end,
+            job,
+            dense,
+            pruner_factory=make_pruner,
+            plan=plan,
+            finetune_lr=cfg.retrain.finetune_lr,
+            log_dir=self.job_dir / "retrain_log",
+            on_round_end=on_round_end,
         )
         results[-1].mask.save(self.job_dir / MASK_FILE)
         save_state(self.job_dir / WEIGHTS_FILE, module.net.state_dict())

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hydra.experimental.callback import Callback
 from hydra.errors import HydraException
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -30,18 +30,26 @@ def check_job(cfg: DictConfig, _seen: dict[str, None] | None = None) -> None:
     from prune_exp.run import to_run_config
 
     rc = to_run_config(cfg, resolve_paths=False)
-    model_key = json.dumps([OmegaConf.to_container(cfg[k], resolve=True) for k in ("data", "model", "prune", "structure")],
-                           sort_keys=True, default=str)
+    parts = [OmegaConf.to_container(cfg[k], resolve=True) for k in ("data", "model", "prune", "structure")]
+    model_key = json.dumps(parts, sort_keys=True, default=str)
     if _seen is not None and model_key in _seen:
         return
     dm = instantiate(cfg.data)
     if rc.select_metric == "acc_top5" and dm.num_classes <= 5:
-        raise ConfigError(f"select_metric='acc_top5' needs more than 5 classes, the data has {dm.num_classes}; "
-                          "allowed: acc, f1_macro")
+        raise ConfigError(
+            f"select_metric='acc_top5' needs more than 5 classes, the data has {dm.num_classes}; allowed: acc, f1_macro"
+        )
     net = instantiate(cfg.model, input_shape=dm.input_shape, num_classes=dm.num_classes)
-    Pruner(net, criterion=instantiate(cfg.prune.criterion), structure=instantiate(cfg.structure),
-           scope=rc.prune.scope, sparsities=[rc.prune.sparsity], include=rc.prune.include,
-           exclude=rc.prune.exclude, layer_rate_scale=rc.prune.layer_rate_scale)
+    Pruner(
+        net,
+        criterion=instantiate(cfg.prune.criterion),
+        structure=instantiate(cfg.structure),
+        scope=rc.prune.scope,
+        sparsities=[rc.prune.sparsity],
+        include=rc.prune.include,
+        exclude=rc.prune.exclude,
+        layer_rate_scale=rc.prune.layer_rate_scale,
+    )
     if _seen is not None:
         _seen[model_key] = None
 

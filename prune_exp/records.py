@@ -50,8 +50,12 @@ class ParamCounts:
 
     @classmethod
     def of(cls, mask: Mask, prunable_names: list[str], total: int) -> ParamCounts:
-        return cls(total=total, prunable=mask.numel(prunable_names),
-                   prunable_kept=mask.kept(prunable_names), kept=total - mask.pruned())
+        return cls(
+            total=total,
+            prunable=mask.numel(prunable_names),
+            prunable_kept=mask.kept(prunable_names),
+            kept=total - mask.pruned(),
+        )
 
 
 def make_row(

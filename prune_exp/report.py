@@ -50,4 +50,3 @@ def report_sweep(sweep_dir: str | Path) -> pd.DataFrame | None:
     write_text(sweep_dir / "summary.md", md)
     print(f"\n{title}\n{table.to_string()}\n\nwritten: {sweep_dir / 'summary.md'}")
     return table
-

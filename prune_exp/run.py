@@ -45,10 +45,23 @@ def to_run_config(cfg: DictConfig, *, resolve_paths: bool = True) -> RunConfig:
     return run_cfg
 
 
-def _container(node: DictConfig) -> dict:
-    out = OmegaConf.to_container(node, resolve=True)
-    assert isinstance(out, dict)
-    return out
+def dense_spec_of(cfg: DictConfig) -> dict:
+    """What determines the dense run of ``cfg`` (see cache.dense_spec): nothing about pruning."""
+    from prune_exp.cache import dense_spec
+
+    def container(key: str) -> dict:
+        out = OmegaConf.to_container(cfg[key], resolve=True)
+        assert isinstance(out, dict)
+        return out
+
+    return dense_spec(
+        data=container("data"),
+        model=container("model"),
+        optim=container("optim"),
+        epochs=cfg.dense.epochs,
+        seed=cfg.seed,
+        precision=cfg.trainer.precision,
+    )
 
 
 def run(cfg: DictConfig) -> float:
@@ -71,10 +84,11 @@ def run(cfg: DictConfig) -> float:
         build_net=lambda: instantiate(cfg.model, input_shape=dm.input_shape, num_classes=dm.num_classes),
         criterion=instantiate(cfg.prune.criterion),
         structure=instantiate(cfg.structure),
-        dense_spec_parts={"data": _container(cfg.data), "model": _container(cfg.model),
-                          "optim": _container(cfg.optim)},
-        names={g: (hc.runtime.choices.get(g) if hc else None) or OmegaConf.select(cfg, f"{g}._target_")
-               for g in ("data", "model")},
+        dense_spec=dense_spec_of(cfg),
+        names={
+            g: (hc.runtime.choices.get(g) if hc else None) or OmegaConf.select(cfg, f"{g}._target_")
+            for g in ("data", "model")
+        },
         job_dir=Path(rc.paths.output_dir),
         overrides=overrides,
         progress_bar=progress,

@@ -9,7 +9,7 @@ import logging
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +37,9 @@ warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
 
 
-def make_trainer(cfg: TrainerConfig, *, max_epochs: int, callbacks: list[Callback], log_dir: Path,
-                 progress_bar: bool) -> pl.Trainer:
+def make_trainer(
+    cfg: TrainerConfig, *, max_epochs: int, callbacks: list[Callback], log_dir: Path, progress_bar: bool
+) -> pl.Trainer:
     """A Lightning Trainer for one stage; validation runs every epoch and is logged to CSV."""
     if progress_bar:
         callbacks = [*callbacks, RichProgressBar()]
@@ -79,13 +80,16 @@ class Job:
     trainer: TrainerConfig
     seed: int
     progress_bar: bool
+    callbacks: list[Callback] = field(default_factory=list)  # extra Lightning callbacks, both stages
 
     @property
     def steps_per_epoch(self) -> int:
         return self.datamodule.steps_per_epoch
 
 
-def dense_stage(job: Job, cache: DenseCache, spec: dict, keep_epochs: set[int], needed: set[int]) -> tuple[DenseRun, bool]:
+def dense_stage(
+    job: Job, cache: DenseCache, spec: dict, keep_epochs: set[int], needed: set[int]
+) -> tuple[DenseRun, bool]:
     """The dense run for ``spec``: from the cache, or trained now (once, under a lock)."""
     T = job.schedule.total_epochs
 
@@ -94,11 +98,13 @@ def dense_stage(job: Job, cache: DenseCache, spec: dict, keep_epochs: set[int], 
         pl.seed_everything(job.seed, verbose=False)
         net = job.build_net()
         module = PruneModule(net, job.optim, job.datamodule.num_classes)
-        module.lr_position = LRPosition(job.schedule, 0.0, 0, job.steps_per_epoch)
-        saver = RewindPointSaver(net, keep_epochs | needed | {0, T},
-                                 lambda e, state: save_state(staging / epoch_file(e), state))
-        trainer = make_trainer(job.trainer, max_epochs=T, callbacks=[saver], log_dir=staging,
-                               progress_bar=job.progress_bar)
+        module.lr_position = LRPosition(job.schedule, 0, 0, job.steps_per_epoch)
+        saver = RewindPointSaver(
+            net, keep_epochs | needed | {0, T}, lambda e, state: save_state(staging / epoch_file(e), state)
+        )
+        trainer = make_trainer(
+            job.trainer, max_epochs=T, callbacks=[saver, *job.callbacks], log_dir=staging, progress_bar=job.progress_bar
+        )
         start = time.perf_counter()
         trainer.fit(module, datamodule=job.datamodule)
         seconds = time.perf_counter() - start
@@ -110,8 +116,13 @@ def dense_stage(job: Job, cache: DenseCache, spec: dict, keep_epochs: set[int], 
         }
 
     run, cached = cache.get_or_train(spec, needed, train)
-    log.info("dense run %s (%s): val acc %.4f, test acc %.4f", run.hash,
-             "cached" if cached else "trained", run.meta["metrics"]["val_acc"], run.meta["metrics"]["test_acc"])
+    log.info(
+        "dense run %s (%s): val acc %.4f, test acc %.4f",
+        run.hash,
+        "cached" if cached else "trained",
+        run.meta["metrics"]["val_acc"],
+        run.meta["metrics"]["test_acc"],
+    )
     return run, cached
 
 
@@ -147,9 +158,14 @@ def prune_retrain_stage(
         lr = finetune_lr if finetune_lr is not None else job.schedule.last_step_lr(job.steps_per_epoch)
 
     cycle = PruneRetrainCycle(
-        module=module, pruner=pruner, plan=plan, enforcer=enforcer,
+        module=module,
+        pruner=pruner,
+        plan=plan,
+        enforcer=enforcer,
         evaluate=lambda: evaluate_splits(module, job.datamodule),
-        round_start_weights=round_start_weights, lr=lr, steps_per_epoch=job.steps_per_epoch,
+        round_start_weights=round_start_weights,
+        lr=lr,
+        steps_per_epoch=job.steps_per_epoch,
         on_round_end=lambda result: on_round_end(result, module, pruner),
     )
     pl.seed_everything(job.seed, verbose=False)
@@ -157,7 +173,12 @@ def prune_retrain_stage(
         job.datamodule.setup("fit")
         cycle.run_without_training()
     else:
-        trainer = make_trainer(job.trainer, max_epochs=pruner.rounds * plan.epochs,
-                               callbacks=[enforcer, cycle], log_dir=log_dir, progress_bar=job.progress_bar)
+        trainer = make_trainer(
+            job.trainer,
+            max_epochs=pruner.rounds * plan.epochs,
+            callbacks=[enforcer, cycle, *job.callbacks],
+            log_dir=log_dir,
+            progress_bar=job.progress_bar,
+        )
         trainer.fit(module, datamodule=job.datamodule)
     return module, pruner, cycle.results

@@ -58,7 +58,7 @@ class EpochShuffle(Sampler[int]):
 def split_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Split range(n) into (rest, held_out) with ``round(n * fraction)`` held out."""
     perm = np.random.default_rng(seed).permutation(n)
-    k = int(round(n * fraction))
+    k = round(n * fraction)
     if not 0 < k < n:
         raise ValueError(f"a fraction of {fraction} of {n} examples leaves an empty split")
     return np.sort(perm[k:]), np.sort(perm[:k])

@@ -42,7 +42,7 @@ class MaskEnforcer(Callback):
             if self._params:
                 torch._foreach_mul_(self._params, self._factors)
             for opt in self._optimizers:
-                for p, f in zip(self._params, self._factors):
+                for p, f in zip(self._params, self._factors, strict=True):
                     for v in opt.state.get(p, {}).values():
                         if isinstance(v, torch.Tensor) and v.shape == p.shape:
                             v.mul_(f)
@@ -72,11 +72,12 @@ class MaskEnforcer(Callback):
             h.remove()
         self._hooks, self._optimizers = [], []
 
-    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                                 optimizer: torch.optim.Optimizer) -> None:
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
         grads = [p.grad for p in self._params if p.grad is not None]
         if grads:
-            factors = [f for p, f in zip(self._params, self._factors) if p.grad is not None]
+            factors = [f for p, f in zip(self._params, self._factors, strict=True) if p.grad is not None]
             torch._foreach_mul_(grads, factors)
 
 
@@ -146,8 +147,9 @@ class PruneRetrainCycle(Callback):
             self.enforcer.set_mask(self.mask)
         for opt in optimizers:  # optimizer state is never carried across rounds
             opt.state.clear()
-        self.module.lr_position = LRPosition(self.lr, float(self.plan.lr_start_epoch), global_step,
-                                             self.steps_per_epoch)
+        self.module.lr_position = LRPosition(
+            self.lr, self.plan.lr_start_epoch * self.steps_per_epoch, global_step, self.steps_per_epoch
+        )
 
     def finish_round(self, global_step: int, epochs: int) -> RoundResult:
         result = RoundResult(
@@ -185,8 +187,7 @@ class RewindPointSaver(Callback):
     """Hands the weights (and buffers) at the start of dense epoch e to ``save(e, state)`` for
     every e in ``epochs``: e = 0 is the initialization, e = T the final weights."""
 
-    def __init__(self, net: nn.Module, epochs: set[int],
-                 save: Callable[[int, dict[str, torch.Tensor]], None]) -> None:
+    def __init__(self, net: nn.Module, epochs: set[int], save: Callable[[int, dict[str, torch.Tensor]], None]) -> None:
         self.net, self.epochs, self.save = net, epochs, save
 
     def _maybe_save(self, epoch: int) -> None:

@@ -33,7 +33,7 @@ class CNN1D(nn.Sequential):
             )
         in_ch, length = input_shape[0], math.prod(input_shape[1:])
         layers: OrderedDict[str, nn.Module] = OrderedDict(to_1d=nn.Flatten(start_dim=2))
-        for i, (c, k, s) in enumerate(zip(channels, kernel_sizes, strides), start=1):
+        for i, (c, k, s) in enumerate(zip(channels, kernel_sizes, strides, strict=True), start=1):
             layers[f"conv{i}"] = nn.Conv1d(in_ch, c, k, stride=s, padding=padding)
             if batch_norm:
                 layers[f"bn{i}"] = nn.BatchNorm1d(c)
@@ -45,4 +45,3 @@ class CNN1D(nn.Sequential):
         layers["flatten"] = nn.Flatten()
         layers["classifier"] = nn.Linear(in_ch * length, num_classes)
         super().__init__(layers)
-

@@ -74,9 +74,7 @@ def select_lowest(scores: torch.Tensor, k: int) -> torch.Tensor:
     return out
 
 
-def select_lowest_weighted(
-    scores: torch.Tensor, sizes: torch.Tensor, target: float, at_least: int = 0
-) -> torch.Tensor:
+def select_lowest_weighted(scores: torch.Tensor, sizes: torch.Tensor, target: float, at_least: int = 0) -> torch.Tensor:
     """Lowest-scoring units (at least ``at_least``) whose total size is nearest ``target``.
 
     For units of unequal size; they are taken in (score, index) order, so ties are broken
@@ -91,6 +89,25 @@ def select_lowest_weighted(
     out = torch.zeros(len(scores), dtype=torch.bool, device=scores.device)
     out[order[: max(count, at_least)]] = True
     return out
+
+
+def _mean_normalized(scores: torch.Tensor) -> torch.Tensor:
+    """Scores divided by the mean over the units still alive (the pruned are -inf)."""
+    alive = torch.isfinite(scores)
+    mean = scores[alive].mean() if bool(alive.any()) else scores.new_ones(())
+    return scores / mean if float(mean) > 0 else scores
+
+
+def _keep_at_least(keep: torch.Tensor, scores: torch.Tensor, k: int) -> torch.Tensor:
+    """``keep`` with the best-scoring units added back until at least ``k`` are kept."""
+    short = k - int(keep.sum())
+    if short <= 0:
+        return keep
+    candidates = torch.where(keep | ~torch.isfinite(scores), -math.inf, scores)  # never revive pruned
+    revive = torch.topk(candidates, min(short, int(torch.isfinite(candidates).sum()))).indices
+    keep = keep.clone()
+    keep[revive] = True
+    return keep
 
 
 # ------------------------------------------------------------------------------------ pruner
@@ -137,15 +154,21 @@ class Pruner:
 
     def _select_layers(self, include: list[str], exclude: list[str], scales: dict[str, float]) -> list[Layer]:
         """Every Conv/Linear weight (first layer and classifier included), filtered by name."""
-        candidates = [(f"{name}.weight", name) for name, m in self.model.named_modules()
-                      if isinstance(m, PRUNABLE_TYPES)]
+        candidates = [
+            (f"{name}.weight", name) for name, m in self.model.named_modules() if isinstance(m, PRUNABLE_TYPES)
+        ]
         names = [p for p, _ in candidates]
-        for key, patterns in (("prune.include", include), ("prune.exclude", exclude),
-                              ("prune.layer_rate_scale", list(scales))):
+        for key, patterns in (
+            ("prune.include", include),
+            ("prune.exclude", exclude),
+            ("prune.layer_rate_scale", list(scales)),
+        ):
             for pat in patterns:
                 if not any(fnmatchcase(n, pat) for n in names):
-                    raise ConfigError(f"{key} pattern {pat!r} matches no prunable parameter; "
-                                      f"allowed: fnmatch patterns over {', '.join(names)}")
+                    raise ConfigError(
+                        f"{key} pattern {pat!r} matches no prunable parameter; "
+                        f"allowed: fnmatch patterns over {', '.join(names)}"
+                    )
         layers = []
         for param, module in candidates:
             if include and not any(fnmatchcase(param, p) for p in include):
@@ -154,13 +177,17 @@ class Pruner:
                 continue
             matched = [s for p, s in scales.items() if fnmatchcase(param, p)]
             if len(matched) > 1:
-                raise ConfigError(f"prune.layer_rate_scale: {param} matches {len(matched)} patterns; "
-                                  "allowed: at most one pattern per parameter")
+                raise ConfigError(
+                    f"prune.layer_rate_scale: {param} matches {len(matched)} patterns; "
+                    "allowed: at most one pattern per parameter"
+                )
             layers.append(Layer(param, module, matched[0] if matched else 1.0))
         if not layers:
-            raise ConfigError(f"no prunable parameters left after prune.include={include}, "
-                              f"prune.exclude={exclude} and structure={self.structure.name}; "
-                              f"allowed: patterns that keep at least one of {', '.join(names)}")
+            raise ConfigError(
+                f"no prunable parameters left after prune.include={include}, "
+                f"prune.exclude={exclude} and structure={self.structure.name}; "
+                f"allowed: patterns that keep at least one of {', '.join(names)}"
+            )
         return layers
 
     def initial_mask(self) -> Mask:
@@ -179,8 +206,9 @@ class Pruner:
         if not 1 <= round_ <= self.rounds:
             raise ValueError(f"round {round_} is outside 1..{self.rounds}")
         params = dict(self.model.named_parameters())
-        scores = self.criterion.scores({ly.param: params[ly.param] for ly in self.layers},
-                                       ScoreContext(self.model, round_, self.seed))
+        scores = self.criterion.scores(
+            {ly.param: params[ly.param] for ly in self.layers}, ScoreContext(self.model, round_, self.seed)
+        )
         unit_scores, shapes = {}, {}
         for ly in self.layers:
             s = self.structure.unit_scores(scores[ly.param]).float()
@@ -198,18 +226,31 @@ class Pruner:
             if shared:
                 groups.append((shared, self.sparsities[round_ - 1]))
 
+        if self.scope == "global" and self.structure.normalize_globally:
+            unit_scores = {n: _mean_normalized(s) for n, s in unit_scores.items()}
         new = dict(mask)
         for layers, target in groups:
             s = torch.cat([unit_scores[ly.param] for ly in layers])
-            sizes = torch.cat([torch.full((len(unit_scores[ly.param]),), self.structure.unit_size(shapes[ly.param]),
-                                          dtype=torch.float64, device=s.device) for ly in layers])
+            sizes = torch.cat(
+                [
+                    torch.full(
+                        (len(unit_scores[ly.param]),),
+                        self.structure.unit_size(shapes[ly.param]),
+                        dtype=torch.float64,
+                        device=s.device,
+                    )
+                    for ly in layers
+                ]
+            )
             dead = int(torch.isinf(s).sum())
             if bool((sizes == sizes[0]).all()):
                 chosen = select_lowest(s, max(dead, round(target * len(s))))
             else:
                 chosen = select_lowest_weighted(s, sizes, target * float(sizes.sum()), at_least=dead)
-            for ly, pruned in zip(layers, torch.split(chosen, [len(unit_scores[x.param]) for x in layers])):
-                keep = ~pruned
+            for ly, pruned in zip(
+                layers, torch.split(chosen, [len(unit_scores[x.param]) for x in layers]), strict=True
+            ):
+                keep = _keep_at_least(~pruned, unit_scores[ly.param], self.structure.min_kept_units)
                 new[ly.param] = self.structure.expand(keep, shapes[ly.param])
                 for dep in self.structure.dependents(ly.module, self.graph):
                     new[dep] = keep.clone()

@@ -13,14 +13,27 @@ log = logging.getLogger(__name__)
 
 PRUNABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 # Norms with one affine (weight, bias) pair per channel: zeroing both silences the channel.
-NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm, nn.InstanceNorm1d,
-              nn.InstanceNorm2d, nn.InstanceNorm3d, nn.LayerNorm)
+NORM_TYPES = (
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.GroupNorm,
+    nn.InstanceNorm1d,
+    nn.InstanceNorm2d,
+    nn.InstanceNorm3d,
+    nn.LayerNorm,
+)
 
 
 class Structure(ABC):
     """Maps a weight tensor to units: score them, know which are alive, expand a unit mask."""
 
     name: str
+    # Global scope: divide each layer's unit scores by their mean before comparing layers.
+    normalize_globally: bool = False
+    # Units every layer keeps whatever the target (1 for channels: a layer with no channel
+    # disconnects the network).
+    min_kept_units: int = 0
 
     def skips(self, module_name: str, graph: ModelGraph) -> bool:
         """True if the layer cannot be pruned in this structure (it stays dense)."""
@@ -71,10 +84,16 @@ class Channel(Structure):
 
     The layer's bias entry and the affine weight/bias of a norm layer that directly consumes
     its output are masked with the filter, so a pruned channel outputs exactly zero. The
-    network's output layer is never channel-pruned: its output units are the classes.
+    network's output layer is never channel-pruned: its output units are the classes, and
+    every layer keeps at least one channel. In global scope each layer's scores are divided
+    by their mean first, so layers compete on relative, not absolute, filter norms.
     """
 
     name = "channel"
+    # Raw L1 norms grow with a filter's fan-in and its init scale, so across layers they would
+    # decide by layer shape, not importance (Torch-Pruning's default normalizer does the same).
+    normalize_globally = True
+    min_kept_units = 1
 
     def skips(self, module_name: str, graph: ModelGraph) -> bool:
         return module_name in graph.output_layers
@@ -111,15 +130,15 @@ class ModelGraph:
         norms: dict[str, list[str]] = {}
         try:
             graph = fx.symbolic_trace(model).graph
-        except Exception as e:  # noqa: BLE001 - any tracing failure means "unknown wiring"
-            log.warning("torch.fx cannot trace %s (%s): channel pruning will not mask norm layers",
-                        type(model).__name__, e)
+        except Exception as e:
+            log.warning(
+                "torch.fx cannot trace %s (%s): channel pruning will not mask norm layers", type(model).__name__, e
+            )
             self.output_layers = {prunable[-1]} if prunable else set()
         else:
             for node in graph.nodes:
                 if node.op == "output":
-                    self.output_layers = {m for a in _flat_args(node.args)
-                                          if (m := _producing_module(a)) in prunable}
+                    self.output_layers = {m for a in _flat_args(node.args) if (m := _producing_module(a)) in prunable}
                 elif node.op == "call_module" and isinstance(modules[node.target], NORM_TYPES):
                     src = node.args[0] if node.args else None
                     if isinstance(src, fx.Node) and src.op == "call_module" and src.target in prunable:

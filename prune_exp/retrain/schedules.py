@@ -40,20 +40,23 @@ class LRSchedule:
 
     def last_step_lr(self, steps_per_epoch: int) -> float:
         """The LR of the dense run's last optimizer step: fine-tuning's default LR."""
-        return self(self.total_epochs - 1.0 / steps_per_epoch)
+        return self((self.total_epochs * steps_per_epoch - 1) / steps_per_epoch)
 
 
 @dataclass(frozen=True)
 class LRPosition:
-    """Where a stage is in an LR schedule: at trainer step ``origin_step`` the schedule
-    stands at epoch ``start_epoch`` and advances one epoch every ``steps_per_epoch`` steps."""
+    """Where a stage is in an LR schedule: at trainer step ``origin_step`` the schedule stands
+    at dense step ``start_step`` and advances one step per optimizer step.
+
+    Positions are whole steps, so a replayed schedule gives bit-identical LRs to the dense run.
+    """
 
     schedule: LRSchedule | float  # a float is a constant LR (fine-tuning)
-    start_epoch: float
+    start_step: int
     origin_step: int
     steps_per_epoch: int
 
     def lr(self, global_step: int) -> float:
         if isinstance(self.schedule, float):
             return self.schedule
-        return self.schedule(self.start_epoch + (global_step - self.origin_step) / self.steps_per_epoch)
+        return self.schedule((self.start_step + global_step - self.origin_step) / self.steps_per_epoch)

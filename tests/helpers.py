@@ -1,0 +1,119 @@
+"""Test helpers: compose the real config, run the CLI, build a tiny real job from typed objects."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from prune_exp.cache import DenseCache, DenseRun, dense_spec
+from prune_exp.config import MultiStepScheduleConfig, SGDConfig, TrainerConfig
+from prune_exp.data.synthetic import SyntheticDataModule
+from prune_exp.models.mlp import MLP
+from prune_exp.retrain.schedules import LRSchedule
+from prune_exp.run import conf_dir
+from prune_exp.stages import Job, dense_stage
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@contextmanager
+def composed(overrides: Sequence[str] = (), *, hydra: bool = False) -> Iterator[DictConfig]:
+    """The real config from conf/, composed with ``overrides`` (as the CLI would)."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        yield compose("run", overrides=list(overrides), return_hydra_config=hydra)
+
+
+def job_config(tmp_path: Path, data_dir: Path, overrides: Sequence[str] = (), job: str = "job") -> DictConfig:
+    """A job's config writing into ``tmp_path / job``, with HydraConfig set as in a real run."""
+    with composed(
+        [*overrides, f"paths.root_dir={tmp_path}", f"paths.data_dir={data_dir}", f"paths.output_dir={tmp_path / job}"],
+        hydra=True,
+    ) as cfg:
+        HydraConfig.instance().set_config(cfg)
+        return cfg
+
+
+def run_cli(
+    args: Sequence[str], cwd: Path, env: dict[str, str] | None = None, timeout: int = 600
+) -> subprocess.CompletedProcess:
+    """Run ``python -m prune_exp ARGS`` in a subprocess, as a user would."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "PRUNE_EXP_ROOT": str(cwd), **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "prune_exp", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+# --------------------------------------------------------------------- a tiny job, no Hydra
+IN_SHAPE, CLASSES = (1, 12), 4
+
+
+def tiny_net() -> torch.nn.Module:
+    return MLP(IN_SHAPE, CLASSES, hidden=[16, 16], batch_norm=True)
+
+
+def tiny_job(
+    *,
+    T: int = 4,
+    milestones: Sequence[float] = (2, 3),
+    lr: float = 0.1,
+    callbacks=(),
+    seed: int = 0,
+    batch_size: int = 32,
+) -> Job:
+    """A real job: synthetic data, an MLP with BatchNorm, SGD with momentum and weight decay."""
+    dm = SyntheticDataModule(
+        batch_size=batch_size,
+        eval_batch_size=256,
+        val_fraction=0.2,
+        split_seed=0,
+        num_samples=320,
+        num_classes=CLASSES,
+        shape=IN_SHAPE,
+        noise=1.0,
+        data_seed=0,
+        shuffle_seed=seed,
+    )
+    dm.setup()
+    optim = SGDConfig(
+        lr=lr, momentum=0.9, weight_decay=5e-4, schedule=MultiStepScheduleConfig(milestones=list(milestones), gamma=0.1)
+    )
+    return Job(
+        datamodule=dm,
+        build_net=tiny_net,
+        optim=optim,
+        schedule=LRSchedule(lr, T, optim.schedule),
+        trainer=TrainerConfig(),
+        seed=seed,
+        progress_bar=False,
+        callbacks=list(callbacks),
+    )
+
+
+def tiny_dense(job: Job, cache_root: Path) -> DenseRun:
+    T = job.schedule.total_epochs
+    spec = dense_spec(
+        data={"tiny": True},
+        model={"mlp": [16, 16]},
+        optim={"lr": job.optim.lr},
+        epochs=T,
+        seed=job.seed,
+        precision="32-true",
+    )
+    run, _ = dense_stage(job, DenseCache(cache_root), spec, set(range(T + 1)), set())
+    return run

@@ -1,0 +1,186 @@
+"""End to end: the real app, in process (fast) and through the CLI (as a user runs it)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import job_config, run_cli
+from hydra.utils import instantiate
+from safetensors.torch import load_file
+
+from prune_exp.config import STRATEGIES
+from prune_exp.lit.module import PruneModule
+from prune_exp.pruning.mask import Mask
+from prune_exp.records import read_records
+from prune_exp.run import run
+
+pytestmark = pytest.mark.slow
+
+SMALL = [
+    "debug=fast",
+    "prune.schedule=iterative",
+    "prune.rate=0.5",
+    "prune.sparsity=0.75",
+    "dense.epochs=3",
+    "retrain.budget=2",
+]
+RECORD_KEYS = {
+    "round",
+    "target_sparsity",
+    "sparsity",
+    "sparsity_all",
+    "compression",
+    "nonzero_params",
+    "total_params",
+    "prunable_params",
+    "prunable_nonzero",
+    "val_acc",
+    "val_loss",
+    "test_acc",
+    "test_loss",
+    "val_f1_macro",
+    "retrain_epochs",
+    "retrain_steps",
+    "retrain_seconds",
+    "cum_epochs",
+    "cum_steps",
+    "cum_seconds",
+    "dense_epochs",
+    "dense_steps",
+    "dense_seconds",
+    "strategy",
+    "criterion",
+    "structure",
+    "scope",
+    "schedule",
+    "budget",
+    "seed",
+    "dense_hash",
+    "dense_cached",
+    "overrides",
+    "dataset",
+    "model",
+    "select_metric",
+}
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_every_strategy_runs_and_records_every_round(tmp_path: Path, data_dir: Path, strategy: str) -> None:
+    cfg = job_config(tmp_path, data_dir, [*SMALL, f"retrain={strategy}"])
+    value = run(cfg)
+    job = tmp_path / "job"
+    rows = read_records(job / "records.jsonl")
+    assert [r["round"] for r in rows] == [0, 1, 2]
+    for r in rows:
+        assert RECORD_KEYS <= r.keys(), RECORD_KEYS - r.keys()
+        assert r["strategy"] == strategy and r["dataset"] == "synthetic" and r["model"] == "mlp"
+        assert r["compression"] == pytest.approx(r["total_params"] / r["nonzero_params"])
+    assert all(f"pruned_{k}" in rows[1] for k in ("val_acc", "test_acc", "val_loss", "test_loss"))
+    assert rows[0]["sparsity"] == 0 and rows[0]["cum_epochs"] == 3
+    assert rows[1]["target_sparsity"] == 0.5 and rows[2]["target_sparsity"] == 0.75
+    n = rows[2]["prunable_params"]
+    assert abs(rows[2]["sparsity"] * n - 0.75 * n) <= 0.5
+    per_round = {"lottery": 3, "reinit": 3, "none": 0}.get(strategy, 2)
+    assert [r["retrain_epochs"] for r in rows[1:]] == [per_round] * 2
+    assert rows[2]["cum_epochs"] == 3 + 2 * per_round
+    assert value == rows[2]["val_acc"]
+
+    # The saved mask and weights are the final model: reload them (no pickle) and re-measure.
+    mask = Mask.load(job / "mask.safetensors")
+    assert mask.pruned() == rows[2]["total_params"] - rows[2]["nonzero_params"]
+    state = load_file(str(job / "weights.safetensors"))
+    for name, m in mask.items():
+        assert torch.equal(state[name][~m], torch.zeros(int((~m).sum())))
+    dm = instantiate(cfg.data, data_dir=str(data_dir))
+    dm.setup()
+    net = instantiate(cfg.model, input_shape=dm.input_shape, num_classes=dm.num_classes)
+    net.load_state_dict(state)
+    assert PruneModule(net, None, dm.num_classes).evaluate(dm.test_dataloader())["acc"] == rows[2]["test_acc"]
+
+
+def test_a_second_job_reuses_the_dense_run(tmp_path: Path, data_dir: Path) -> None:
+    run(job_config(tmp_path, data_dir, [*SMALL, "retrain=finetune"], job="a"))
+    run(job_config(tmp_path, data_dir, [*SMALL, "retrain=weight_rewind", "prune/criterion=random"], job="b"))
+    a, b = read_records(tmp_path / "a" / "records.jsonl"), read_records(tmp_path / "b" / "records.jsonl")
+    assert (a[0]["dense_cached"], b[0]["dense_cached"]) == (False, True)
+    assert a[0]["dense_hash"] == b[0]["dense_hash"] and a[0]["test_acc"] == b[0]["test_acc"]
+    assert len(list((tmp_path / "outputs" / "cache" / "dense").glob("*/meta.json"))) == 1
+
+
+def test_channel_structure_runs_end_to_end(tmp_path: Path, data_dir: Path) -> None:
+    run(job_config(tmp_path, data_dir, [*SMALL, "structure=channel", "model.batch_norm=true", "prune.scope=layerwise"]))
+    rows = read_records(tmp_path / "job" / "records.jsonl")
+    assert rows[-1]["structure"] == "channel"
+    assert rows[-1]["sparsity_all"] > rows[-1]["sparsity"] * rows[-1]["prunable_params"] / rows[-1]["total_params"]
+
+
+# ------------------------------------------------------------------------------ the CLI
+def test_compare_multirun_trains_one_dense_model_and_prints_the_comparison(tmp_path: Path, data_dir: Path) -> None:
+    """The main job's config, shrunk: FT, WR and LRR share one dense run; the table is printed."""
+    res = run_cli(
+        [
+            "-m",
+            "experiment=compare",
+            "hydra.sweeper.params.seed=0",
+            f"paths.data_dir={data_dir}",
+            "dense.epochs=4",
+            "optim.schedule.milestones=[2,3]",
+            "retrain.budget=3",
+            "prune.sparsity=0.5",
+        ],
+        cwd=tmp_path,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    records = sorted((tmp_path / "outputs" / "compare" / "multiruns").glob("*/*/records.jsonl"))
+    rows = [read_records(p) for p in records]
+    assert sorted(r[0]["strategy"] for r in rows) == ["finetune", "lr_rewind", "weight_rewind"]
+    assert sorted(r[0]["dense_cached"] for r in rows) == [False, True, True]
+    assert len({r[0]["dense_hash"] for r in rows}) == 1
+    assert len(list((tmp_path / "outputs" / "cache" / "dense").glob("*/meta.json"))) == 1
+    assert all(len(r) == 5 for r in rows)  # dense + 4 rounds: 0.2, 0.36, 0.488, 0.5
+    out = res.stdout
+    assert "finetune" in out and "weight_rewind" in out and "lr_rewind" in out and "Test accuracy" in out
+    summary = next((tmp_path / "outputs" / "compare" / "multiruns").glob("*/summary.md")).read_text()
+    dense_acc = 100 * rows[0][0]["test_acc"]
+    assert re.search(rf"{dense_acc:.2f} ± 0.00 \(1\)", summary)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["prune.sparsity=1.5"], "prune.sparsity=1.5 is not allowed; allowed: a number in [0.0, 1.0)"),
+        (
+            ["-m", "retrain=finetune,weight_rewind", "retrain.budget=99"],
+            "retrain.budget=99 is not allowed; allowed: 1..60 for weight_rewind",
+        ),
+        (["prune.exclude=[nothing.*]"], "prune.exclude pattern 'nothing.*' matches no prunable parameter"),
+        (["retrain=finetuning"], "Could not find 'retrain/finetuning'"),
+        (["prune.sparsty=0.5"], "sparsty"),
+    ],
+)
+def test_bad_input_fails_before_anything_is_written(tmp_path: Path, args: list[str], message: str) -> None:
+    (tmp_path / "outputs").mkdir()
+    earlier = tmp_path / "outputs" / "earlier.txt"
+    earlier.write_text("an earlier result")
+    res = run_cli(args, cwd=tmp_path)
+    assert res.returncode != 0
+    assert message in res.stderr, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["outputs", "outputs/earlier.txt"]
+    assert earlier.read_text() == "an earlier result"
+
+
+def test_job_config_is_saved_with_the_job(tmp_path: Path, data_dir: Path) -> None:
+    res = run_cli([*SMALL, f"paths.data_dir={data_dir}", "hydra.run.dir=outputs/one"], cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    job = tmp_path / "outputs" / "one"
+    assert {"records.jsonl", "mask.safetensors", "weights.safetensors", ".hydra", "run.log"} <= {
+        p.name for p in job.iterdir()
+    }
+    rows = read_records(job / "records.jsonl")
+    assert rows[-1]["overrides"][:2] == SMALL[:2] and rows[-1]["job_dir"] == str(job)
+    assert json.loads(json.dumps(rows[-1]))["round"] == 2

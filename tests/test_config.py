@@ -1,0 +1,136 @@
+"""Every config option composes into a checked, typed config; bad input fails with the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from helpers import composed
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ValidationError
+
+from prune_exp.config import ConfigError, RunConfig
+from prune_exp.hydra_callbacks import check_job, sweep_job_overrides
+from prune_exp.run import conf_dir, to_run_config
+
+CONF = Path(conf_dir())
+SCHEMA_GROUPS = ["data", "model", "optim", "optim/schedule", "prune/criterion", "structure", "retrain", "trainer"]
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+ALL_OPTIONS = [(g, o) for g in [*SCHEMA_GROUPS, "experiment", "debug"] for o in options(g)]
+
+
+def test_every_group_has_options() -> None:
+    for group in [*SCHEMA_GROUPS, "experiment", "debug"]:
+        assert options(group), group
+    assert options("retrain") == ["finetune", "lottery", "lr_rewind", "none", "reinit", "weight_rewind"]
+
+
+@pytest.mark.parametrize(("group", "option"), ALL_OPTIONS, ids=[f"{g}={o}" for g, o in ALL_OPTIONS])
+def test_every_option_composes_into_a_checked_typed_config(group: str, option: str) -> None:
+    with composed([f"{group}={option}"]) as cfg:
+        rc = to_run_config(cfg, resolve_paths=False)
+        check_job(cfg)  # the model-dependent checks too
+    assert isinstance(rc, RunConfig)
+
+
+def test_the_default_config() -> None:
+    with composed() as cfg:
+        rc = to_run_config(cfg, resolve_paths=False)
+    assert (type(rc.data).__name__, type(rc.model).__name__) == ("MNIST1DConfig", "CNN1DConfig")
+    assert (rc.retrain.strategy, rc.prune.schedule, rc.prune.scope) == ("lr_rewind", "iterative", "global")
+    assert rc.retrain.budget < rc.dense.epochs
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("prune.sparsity=1.0", r"prune\.sparsity=1\.0 is not allowed; allowed: a number in \[0\.0, 1\.0\)"),
+        ("prune.sparsity=-0.1", r"prune\.sparsity=-0\.1"),
+        ("prune.rate=0", r"prune\.rate=0\.0 is not allowed; allowed: a number in \(0\.0, 1\.0\)"),
+        ("prune.rate=1", r"prune\.rate=1\.0"),
+        ("prune.scope=local", r"prune\.scope='local' is not allowed; allowed: one of global, layerwise"),
+        ("prune.schedule=twice", r"prune\.schedule='twice'.*one_shot, iterative"),
+        (
+            "retrain=weight_rewind retrain.budget=61",
+            r"retrain\.budget=61 is not allowed; allowed: 1\.\.60 for weight_rewind",
+        ),
+        ("retrain=lr_rewind retrain.budget=100", r"retrain\.budget=100.*lr_rewind"),
+        ("retrain.budget=0", r"retrain\.budget=0 is not allowed; allowed: an integer >= 1"),
+        ("retrain.finetune_lr=-1", r"retrain\.finetune_lr=-1\.0"),
+        ("optim.lr=0", r"optim\.lr=0\.0"),
+        ("optim.momentum=1.5", r"optim\.momentum=1\.5"),
+        ("optim.nesterov=true optim.momentum=0", r"optim\.nesterov=True"),
+        ("optim.schedule.milestones=[50,40]", r"optim\.schedule\.milestones=\[50\.0, 40\.0\]"),
+        ("optim.schedule.milestones=[30,60]", r"optim\.schedule\.milestones.*dense\.epochs=60"),
+        ("dense.epochs=0", r"dense\.epochs=0"),
+        ("dense.rewind_epochs=[0,99]", r"dense\.rewind_epochs=\[0, 99\]"),
+        ("data.val_fraction=1", r"data\.val_fraction=1\.0"),
+        ("data.batch_size=0", r"data\.batch_size=0"),
+        ("select_metric=auc", r"select_metric='auc'.*acc, acc_top5, f1_macro"),
+        ("trainer.precision=8", r"trainer\.precision='8'"),
+        ("seed=-1", r"seed=-1"),
+        ("++prune.layer_rate_scale={classifier.weight:9}", r"prune\.layer_rate_scale\[classifier\.weight\]=9\.0"),
+    ],
+)
+def test_bad_values_fail_with_the_key_and_the_allowed_values(override: str, message: str) -> None:
+    with composed(override.split()) as cfg, pytest.raises(ConfigError, match=message):
+        to_run_config(cfg, resolve_paths=False)
+
+
+def test_layer_rate_scale_from_the_command_line() -> None:
+    with composed(["++prune.layer_rate_scale={classifier*:0.5}", "prune.scope=layerwise"]) as cfg:
+        check_job(cfg)
+        assert to_run_config(cfg, resolve_paths=False).prune.layer_rate_scale == {"classifier*": 0.5}
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("prune.exclude=[nope.*]", r"prune\.exclude pattern 'nope\.\*' matches no prunable parameter"),
+        ("prune.include=[classifier.weight] structure=channel", "no prunable parameters left"),
+        ("data=synthetic data.num_classes=4 select_metric=acc_top5", "acc_top5.*more than 5 classes"),
+    ],
+)
+def test_model_dependent_checks(override: str, message: str) -> None:
+    with composed(override.split()) as cfg, pytest.raises(ConfigError, match=message):
+        check_job(cfg)
+
+
+def test_unknown_keys_and_wrong_types_fail_at_composition_with_the_key() -> None:
+    with pytest.raises(ConfigCompositionException) as e, composed(["prune.sparsty=0.5"]):
+        pass
+    assert "sparsty" in str(e.value.__cause__ or e.value)
+    with pytest.raises(ConfigCompositionException) as e, composed(["optim.lr=fast"]):
+        pass
+    assert isinstance(e.value.__cause__, ValidationError) and "optim.lr" in str(e.value.__cause__)
+    with pytest.raises(ConfigCompositionException, match="retrain/finetuning"), composed(["retrain=finetuning"]):
+        pass
+    with pytest.raises(ConfigCompositionException) as e, composed(["optim=adam", "optim.momentum=0.9"]):
+        pass
+    assert "Key 'momentum' not in 'AdamConfig'" in str(e.value.__cause__)
+
+
+def test_sweep_job_overrides_expands_like_the_basic_sweeper() -> None:
+    with composed(["prune.sparsity=0.5"], hydra=True) as cfg:
+        cfg.hydra.overrides.task = ["retrain=finetune,lr_rewind", "seed=0,1", "prune.sparsity=0.5"]
+        jobs = sweep_job_overrides(cfg)
+    assert jobs == [
+        ["retrain=finetune", "seed=0", "prune.sparsity=0.5"],
+        ["retrain=finetune", "seed=1", "prune.sparsity=0.5"],
+        ["retrain=lr_rewind", "seed=0", "prune.sparsity=0.5"],
+        ["retrain=lr_rewind", "seed=1", "prune.sparsity=0.5"],
+    ]
+
+
+def test_experiment_compare_sweeps_the_three_strategies_over_seeds() -> None:
+    with composed(["experiment=compare"], hydra=True) as cfg:
+        jobs = sweep_job_overrides(cfg)
+        rc = to_run_config(cfg, resolve_paths=False)
+    strategies = {o.split("=")[1] for job in jobs for o in job if o.startswith("retrain=")}
+    assert strategies == {"finetune", "weight_rewind", "lr_rewind"} and len(jobs) == 9
+    assert rc.prune.sparsity >= 0.9 and rc.prune.schedule == "iterative"

@@ -1,0 +1,62 @@
+"""Datamodules: offline data, a validation split carved from train, deterministic order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from prune_exp.data.base import EpochShuffle, split_indices
+from prune_exp.data.digits import DigitsDataModule
+from prune_exp.data.mnist1d import MNIST1DDataModule
+from prune_exp.data.synthetic import SyntheticDataModule
+
+COMMON = {"batch_size": 100, "eval_batch_size": 500, "split_seed": 0}
+
+
+def test_mnist1d_is_the_published_set_with_val_carved_from_train(data_dir: Path) -> None:
+    dm = MNIST1DDataModule(val_fraction=0.1, data_dir=str(data_dir), **COMMON)
+    dm.setup()
+    assert (len(dm.train), len(dm.val), len(dm.test)) == (3600, 400, 1000)
+    assert dm.train.x.shape[1:] == dm.input_shape == (1, 40) and dm.num_classes == 10
+    x, _y, _x_test, y_test = dm.load_arrays()
+    fit_idx, val_idx = split_indices(4000, 0.1, 0)
+    assert not set(fit_idx) & set(val_idx)
+    assert torch.equal(dm.val.x[:, 0], torch.as_tensor(x[val_idx], dtype=torch.float32))
+    assert torch.equal(dm.test.y, torch.as_tensor(y_test))
+    from mnist1d.data import get_dataset_args, make_dataset  # the package's own generator, seed 42
+
+    ref = make_dataset(get_dataset_args())
+    assert np.array_equal(x, ref["x"]) and np.array_equal(y_test, ref["y_test"])
+    cached = dm._cache_file()
+    mtime = cached.stat().st_mtime_ns
+    MNIST1DDataModule(val_fraction=0.1, data_dir=str(data_dir), **COMMON).setup()
+    assert cached.stat().st_mtime_ns == mtime  # generated once, then loaded
+
+
+def test_digits_offline_with_disjoint_splits() -> None:
+    dm = DigitsDataModule(val_fraction=0.2, test_fraction=0.2, **COMMON)
+    dm.setup()
+    sizes = (len(dm.train), len(dm.val), len(dm.test))
+    assert sum(sizes) == 1797 and sizes[2] == round(1797 * 0.2) and sizes[1] == round((1797 - sizes[2]) * 0.2)
+    assert dm.train.x.shape[1:] == (1, 8, 8)
+    assert abs(float(dm.train.x.mean())) < 0.05  # standardized with train statistics
+
+
+def test_synthetic_shapes_and_classes() -> None:
+    dm = SyntheticDataModule(val_fraction=0.25, num_samples=200, num_classes=3, shape=[2, 5], **COMMON)
+    dm.setup()
+    assert dm.train.x.shape[1:] == (2, 5) and set(dm.train.y.tolist()) <= {0, 1, 2}
+    batches = list(dm.train_dataloader())
+    assert [len(b[1]) for b in batches] == [100, 20] and dm.steps_per_epoch == 2
+
+
+def test_epoch_shuffle_is_a_function_of_seed_and_epoch() -> None:
+    a, b = EpochShuffle(50, seed=1), EpochShuffle(50, seed=1)
+    first = list(a)
+    assert first == list(b) and sorted(first) == list(range(50))
+    a.set_epoch(3)
+    b.set_epoch(3)
+    assert list(a) == list(b) != first
+    assert list(EpochShuffle(50, seed=2)) != first

@@ -1,0 +1,62 @@
+"""LR schedules (pure functions) and the round plan of every strategy."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from prune_exp.config import ConstantScheduleConfig, CosineScheduleConfig, MultiStepScheduleConfig
+from prune_exp.retrain.schedules import LRPosition, LRSchedule
+from prune_exp.retrain.strategies import plan_round
+
+
+def test_multistep_drops_at_milestones() -> None:
+    s = LRSchedule(0.1, 60, MultiStepScheduleConfig(milestones=[30, 45], gamma=0.1))
+    assert [s(e) for e in (0, 29.99, 30, 44.9, 45, 59.9)] == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+
+
+def test_linear_warmup_then_schedule() -> None:
+    s = LRSchedule(0.4, 90, MultiStepScheduleConfig(milestones=[30, 60, 80], warmup_epochs=5, warmup_start_factor=0.0))
+    assert s(0) == 0.0 and s(2.5) == pytest.approx(0.2) and s(5) == pytest.approx(0.4)
+    assert s(30) == pytest.approx(0.04) and s(85) == pytest.approx(0.0004)
+
+
+def test_cosine_from_peak_to_final() -> None:
+    s = LRSchedule(1.0, 10, CosineScheduleConfig(final_lr_factor=0.1, warmup_epochs=2))
+    assert s(2) == pytest.approx(1.0) and s(10) == pytest.approx(0.1)
+    assert s(6) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+
+
+def test_constant() -> None:
+    s = LRSchedule(0.3, 10, ConstantScheduleConfig())
+    assert {s(e) for e in (0, 3.3, 9.99)} == {0.3}
+
+
+def test_last_step_lr_is_the_dense_runs_final_lr() -> None:
+    s = LRSchedule(0.1, 60, MultiStepScheduleConfig(milestones=[30, 45], gamma=0.1))
+    assert s.last_step_lr(25) == pytest.approx(0.001)
+
+
+def test_position_replays_the_schedule_from_an_offset_bit_for_bit() -> None:
+    s = LRSchedule(1.0, 8, CosineScheduleConfig())
+    dense = LRPosition(s, 0, 0, 7)
+    replay = LRPosition(s, 5 * 7, 1000, 7)  # the dense schedule from epoch 5, starting at trainer step 1000
+    assert all(replay.lr(1000 + i) == dense.lr(35 + i) for i in range(21))
+    assert LRPosition(0.003, 0, 0, 7).lr(12345) == 0.003
+
+
+@pytest.mark.parametrize(
+    ("strategy", "epochs", "weights", "rewind", "lr", "start"),
+    [
+        ("finetune", 3, "current", None, "constant", 0),
+        ("weight_rewind", 3, "rewind", 7, "dense", 7),
+        ("lr_rewind", 3, "current", None, "dense", 7),
+        ("lottery", 10, "rewind", 0, "dense", 0),
+        ("reinit", 10, "reinit", None, "dense", 0),
+        ("none", 0, "current", None, "none", 0),
+    ],
+)
+def test_round_plans(strategy, epochs, weights, rewind, lr, start) -> None:
+    p = plan_round(strategy, 3, 10)
+    assert (p.epochs, p.weights, p.rewind_epoch, p.lr, p.lr_start_epoch) == (epochs, weights, rewind, lr, start)
