@@ -6,11 +6,13 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from prune_exp.atomic import write_json
 from prune_exp.cache import DenseCache, save_state
 from prune_exp.config import RunConfig
 from prune_exp.data.base import TensorDataModule
@@ -19,14 +21,14 @@ from prune_exp.lit.module import PruneModule
 from prune_exp.pruning.criteria import Criterion
 from prune_exp.pruning.pruner import Pruner, sparsity_schedule
 from prune_exp.pruning.structure import Structure
-from prune_exp.records import JobInfo, ParamCounts, RecordWriter, make_row
+from prune_exp.records import STATUS_FILE, JobInfo, ParamCounts, RecordWriter, make_row
 from prune_exp.retrain.schedules import LRSchedule
 from prune_exp.retrain.strategies import plan_round
 from prune_exp.stages import Job, dense_stage, prune_retrain_stage
 
 log = logging.getLogger("prune_exp")
 
-MASK_FILE = "mask.safetensors"
+MASK_FILE = "mask.safetensors"  # metadata "prunable": the scored weights, as a JSON list
 WEIGHTS_FILE = "weights.safetensors"
 
 
@@ -44,13 +46,25 @@ class Experiment:
     progress_bar: bool = False
 
     def run(self) -> float:
+        """Run the job; ``status.json`` in the job dir says running, done or failed (and why)."""
+        self.job_dir.mkdir(parents=True, exist_ok=True)
+        status = self.job_dir / STATUS_FILE
+        write_json(status, {"state": "running", "started": _now()})
+        try:
+            value = self._run()
+        except BaseException as e:
+            write_json(status, {"state": "failed", "error": f"{type(e).__name__}: {e}", "ended": _now()})
+            raise
+        write_json(status, {"state": "done", "value": value, "ended": _now()})
+        return value
+
+    def _run(self) -> float:
         cfg = self.cfg
         started = time.perf_counter()
         if cfg.trainer.num_threads is not None:
             torch.set_num_threads(cfg.trainer.num_threads)
         for name in ("lightning.pytorch", "lightning.fabric"):  # keep job logs about the experiment
             logging.getLogger(name).setLevel(logging.WARNING)
-        self.job_dir.mkdir(parents=True, exist_ok=True)
         self.datamodule.setup("fit")  # loads (or generates) the data once; Lightning reuses it
         T = cfg.dense.epochs
         plan = plan_round(cfg.retrain.strategy, cfg.retrain.budget, T)
@@ -77,6 +91,7 @@ class Experiment:
             schedule=cfg.prune.schedule,
             rate=cfg.prune.rate,
             target=cfg.prune.sparsity,
+            rounds=len(sparsities),
             budget=plan.epochs,
             seed=cfg.seed,
             dataset=self.names["data"],
@@ -159,7 +174,7 @@ class Experiment:
                 layer_rate_scale=cfg.prune.layer_rate_scale,
             )
 
-        module, _, results = prune_retrain_stage(
+        module, pruner, results = prune_retrain_stage(
             job,
             dense,
             pruner_factory=make_pruner,
@@ -168,7 +183,11 @@ class Experiment:
             log_dir=self.job_dir / "retrain_log",
             on_round_end=on_round_end,
         )
-        results[-1].mask.save(self.job_dir / MASK_FILE)
+        results[-1].mask.save(self.job_dir / MASK_FILE, prunable=pruner.prunable_names)
         save_state(self.job_dir / WEIGHTS_FILE, module.net.state_dict())
         log.info("job done in %.1fs: %s", time.perf_counter() - started, writer.path)
         return float(writer.rows[-1][f"val_{cfg.select_metric}"])
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

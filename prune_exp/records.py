@@ -11,6 +11,7 @@ from prune_exp.atomic import write_text
 from prune_exp.pruning.mask import Mask
 
 RECORDS_FILE = "records.jsonl"
+STATUS_FILE = "status.json"  # {"state": "running" | "done" | "failed", ...}, rewritten atomically
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class JobInfo:
     schedule: str
     rate: float
     target: float  # the final target sparsity
+    rounds: int  # rounds the job will run; a job with a row for the last one is complete
     budget: int  # retrain epochs per round
     seed: int
     dataset: str

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
@@ -89,10 +90,15 @@ class Mask(Mapping[str, torch.Tensor]):
         return Mask({n: t.to(device) for n, t in self._t.items()})
 
     # ---- persistence
-    def save(self, path: str | Path) -> None:
-        """Write atomically as safetensors (no pickle: loading can never run code)."""
+    def save(self, path: str | Path, prunable: Iterable[str] | None = None) -> None:
+        """Write atomically as safetensors (no pickle: loading can never run code).
+
+        ``prunable`` names the scored weights (the rest are masked along with them, like a
+        pruned channel's bias); it is kept in the file's metadata for reports.
+        """
+        meta = {"prunable": json.dumps(list(prunable))} if prunable is not None else None
         with atomic_write(path) as tmp:
-            save_file({n: t.detach().cpu().contiguous() for n, t in self._t.items()}, str(tmp))
+            save_file({n: t.detach().cpu().contiguous() for n, t in self._t.items()}, str(tmp), metadata=meta)
 
     @classmethod
     def load(cls, path: str | Path) -> Mask:
