@@ -1,0 +1,261 @@
+"""``report_sweep``: results.csv, summary.md and the figures of one sweep dir; and the
+``prune-exp-report SWEEP_DIR`` command, for sweeps that ran elsewhere or did not finish."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+from prune_exp.atomic import atomic_write, write_text
+from prune_exp.report.collect import JobStatus, Sweep, load_sweep, setting_columns
+from prune_exp.report.tables import (
+    LEVEL,
+    PAIRS,
+    cell_stats,
+    choose_budgets,
+    dense_by_seed,
+    dense_stats,
+    largest_compression_at_dense,
+    ordered,
+    paired,
+    pct,
+    signed_pp,
+    with_setting,
+)
+
+SHORT = {"finetune": "FT", "weight_rewind": "WR", "lr_rewind": "LRR"}
+DESCRIPTORS = [
+    "dataset",
+    "model",
+    "optimizer",
+    "criterion",
+    "structure",
+    "scope",
+    "schedule",
+    "rate",
+    "dense_epochs",
+    "select_metric",
+]
+
+
+def report_sweep(
+    sweep_dir: str | Path, *, metric: str = "acc", plots: bool = True, out: Callable[[str], None] = print
+) -> Sweep:
+    """Write ``results.csv``, ``summary.md`` and the figures into ``sweep_dir``; print the summary.
+
+    Works on whatever the dir holds: a finished sweep, one that is still running, one whose
+    jobs ran on a cluster, or one with failed jobs (they are listed, the rest is reported).
+    """
+    sweep_dir = Path(sweep_dir)
+    sweep = load_sweep(sweep_dir)
+    md = ["# Sweep report", "", f"`{sweep_dir.resolve()}`", "", *_jobs_section(sweep.jobs)]
+    if sweep.results.empty:
+        md += ["No job has written records yet: nothing to compare."]
+        _finish(sweep_dir, md, out)
+        return sweep
+
+    df = with_setting(sweep.results, setting_columns(sweep.results))
+    with atomic_write(sweep_dir / "results.csv") as tmp:
+        df.to_csv(tmp, index=False)
+    metric_col = f"test_{metric}"
+    select = f"val_{df['select_metric'].iloc[0]}" if "select_metric" in df else "val_acc"
+    dense = dense_by_seed(df, metric_col)
+    dstats = dense_stats(dense)
+    chosen = choose_budgets(df, select)
+    stats = cell_stats(chosen, dense, metric_col)
+    headline = largest_compression_at_dense(stats, dstats)
+
+    md += _describe(df)
+    for setting in dstats.index:
+        if len(dstats) > 1:
+            md += [f"## Setting: {setting}", ""]
+        md += _setting_section(setting, stats, dstats, chosen, headline, metric_col, select)
+
+    if plots and not stats.empty:
+        from prune_exp.report import plots as P
+
+        figures = P.accuracy_vs_compression(stats, dstats, sweep_dir, metric)
+        if (df[df["round"] > 0].groupby(["setting", "strategy", LEVEL])["budget"].nunique() > 1).any():
+            figures += P.accuracy_vs_budget(df[df["round"] > 0], dstats, sweep_dir, metric_col, metric)
+        masks = _final_masks(df, sweep_dir)
+        if not masks.empty:
+            figures += P.layer_sparsity(masks, sweep_dir)
+        md += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figures if p.suffix == ".png"] + [""]
+    md += ["Tidy results (one row per job and round, with every config value): `results.csv`.", ""]
+    _finish(sweep_dir, md, out)
+    return sweep
+
+
+def _finish(sweep_dir: Path, md: list[str], out: Callable[[str], None]) -> None:
+    text = "\n".join(md).rstrip() + "\n"
+    write_text(sweep_dir / "summary.md", text)
+    out(text + f"\nwritten: {sweep_dir / 'summary.md'}")
+
+
+def _jobs_section(jobs: list[JobStatus]) -> list[str]:
+    counts = pd.Series([j.state for j in jobs]).value_counts()
+    summary = ", ".join(f"{n} {state}" for state, n in counts.items()) if len(jobs) else "none found"
+    lines = ["## Jobs", "", f"{len(jobs)} jobs: {summary}.", ""]
+    pending = [j for j in jobs if not j.done]
+    if pending:
+        rows = [
+            {
+                "job": j.dir.name if j.dir else "–",
+                "state": j.state,
+                "overrides": " ".join(j.overrides),
+                "detail": j.detail,
+            }
+            for j in pending
+        ]
+        lines += [pd.DataFrame(rows).to_markdown(index=False), ""]
+    return lines
+
+
+def _describe(df: pd.DataFrame) -> list[str]:
+    """What is constant across the sweep, in one line."""
+    parts = [f"{c}={df[c].iloc[0]}" for c in DESCRIPTORS if c in df and df[c].astype(str).nunique() == 1]
+    seeds = sorted(df["seed"].unique())
+    budgets = sorted(df.loc[df["round"] > 0, "budget"].unique())
+    parts += [f"seeds={', '.join(map(str, seeds))}", f"budgets t={', '.join(map(str, budgets))}"]
+    return ["## Sweep", "", "; ".join(parts), ""]
+
+
+def _setting_section(
+    setting: str,
+    stats: pd.DataFrame,
+    dstats: pd.DataFrame,
+    chosen: pd.DataFrame,
+    headline: pd.DataFrame,
+    metric_col: str,
+    select: str,
+) -> list[str]:
+    s = stats.xs(setting, level="setting")
+    d = dstats.loc[setting]
+    strategies = ordered(s.index.get_level_values("strategy"))
+    several_budgets = bool((s["budgets"] > 1).any())
+    lines = [f"Dense model: {metric_col} {pct(d['mean'])} ± {pct(d['std'])} % over {int(d['n'])} seeds.", ""]
+
+    rows = [
+        {
+            "sparsity %": "0 (dense)",
+            "compression": "1.00×",
+            **{st: f"{pct(d['mean'])} ± {pct(d['std'])} ({int(d['n'])})" for st in strategies},
+        }
+    ]
+    for level in sorted(s.index.get_level_values(LEVEL).unique()):
+        cells = s.xs(level, level=LEVEL)
+        row = {
+            "sparsity %": f"{100 * cells['sparsity'].mean():.1f}",
+            "compression": f"{cells['compression'].mean():.2f}×",
+        }
+        for st in strategies:
+            if st in cells.index:
+                c = cells.loc[st]
+                row[st] = f"{pct(c['mean'])} ± {pct(c['std'])} ({int(c['n'])})"
+                row[f"{st} Δ"] = signed_pp(c["delta"])
+                if several_budgets:
+                    row[f"{st} t"] = int(c["budget"])
+        rows.append(row)
+    table = pd.DataFrame(rows).fillna("")
+    lines += [
+        f"### Test {metric_col.removeprefix('test_')} (%) per strategy: mean ± std (n seeds); "
+        "Δ = mean difference to the same seed's dense model (percentage points)",
+        "",
+    ]
+    if several_budgets:
+        lines += [f"The budget t of every cell was chosen on {select} (mean over seeds), then reported on test.", ""]
+    lines += [table.to_markdown(index=False), ""]
+
+    pair_cols = {}
+    for a, b in PAIRS:
+        if a in strategies and b in strategies:
+            p = paired(chosen[chosen["setting"] == setting], a, b, metric_col).xs(setting, level="setting")
+            ties = p["ties"].map(lambda t: f", ={t}" if t else "")
+            pair_cols[f"{SHORT[a]} − {SHORT[b]}"] = (
+                p["mean_diff"].map(signed_pp)
+                + " ("
+                + p["a_wins"].astype(str)
+                + "–"
+                + p["b_wins"].astype(str)
+                + ties
+                + ")"
+            )
+    if pair_cols:
+        levels = sorted(s.index.get_level_values(LEVEL).unique())
+        pt = pd.DataFrame(pair_cols).reindex(levels)
+        pt.insert(0, "compression", [f"{s.xs(lv, level=LEVEL)['compression'].mean():.2f}×" for lv in levels])
+        pt.index = [f"{100 * lv:.1f}" for lv in levels]
+        pt.index.name = "target sparsity %"
+        lines += [
+            "### Paired differences over the same seeds (percentage points; seeds where A won–B won)",
+            "",
+            pt.fillna("–").to_markdown(),
+            "",
+        ]
+
+    h = headline.xs(setting, level="setting").reindex(strategies)
+    ht = pd.DataFrame(
+        {
+            "strategy": strategies,
+            "largest compression with median ≥ dense": [
+                f"{c:.2f}×" if pd.notna(c) else "never" for c in h["compression"]
+            ],
+            "sparsity %": [f"{100 * v:.1f}" if pd.notna(v) else "–" for v in h["sparsity"]],
+        }
+    )
+    lines += [
+        f"### Largest compression at which the median over seeds is at or above dense ({pct(d['mean'])} %)",
+        "",
+        ht.to_markdown(index=False),
+        "",
+    ]
+    return lines
+
+
+def _final_masks(df: pd.DataFrame, sweep_dir: Path) -> pd.DataFrame:
+    """Per-layer sparsity of the final masks of the finished jobs at the highest target."""
+    from prune_exp.report.plots import mask_layer_sparsity
+
+    done = df[df["job_state"] == "done"].drop_duplicates("job", keep="last")
+    done = done[done["target"] == done["target"].max()]
+    rows = []
+    for _, r in done.iterrows():
+        path = sweep_dir / r["job"] / "mask.safetensors"
+        if path.exists():
+            for layer, sp in mask_layer_sparsity(path).items():
+                rows.append(
+                    {
+                        "setting": r["setting"],
+                        "strategy": r["strategy"],
+                        "layer": layer,
+                        "sparsity": sp,
+                        "target": r["target"],
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``prune-exp-report SWEEP_DIR``: report a sweep dir (finished, partial, or from a cluster)."""
+    parser = argparse.ArgumentParser(prog="prune-exp-report", description=main.__doc__)
+    parser.add_argument("sweep_dir", type=Path, help="a multirun dir, e.g. outputs/compare/multiruns/<time>")
+    parser.add_argument(
+        "--metric",
+        default="acc",
+        choices=["acc", "acc_top5", "f1_macro"],
+        help="the test metric to report (default: acc)",
+    )
+    parser.add_argument("--no-plots", action="store_true", help="write the tables only")
+    args = parser.parse_args(argv)
+    if not args.sweep_dir.is_dir():
+        parser.error(f"SWEEP_DIR {args.sweep_dir} is not a directory")
+    sweep = report_sweep(args.sweep_dir, metric=args.metric, plots=not args.no_plots)
+    return 0 if not sweep.results.empty else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
