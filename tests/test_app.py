@@ -125,7 +125,7 @@ def test_compare_multirun_trains_one_dense_model_and_prints_the_comparison(tmp_p
         [
             "-m",
             "experiment=compare",
-            "hydra.sweeper.params.seed=0",
+            "seed=0",
             f"paths.data_dir={data_dir}",
             "dense.epochs=4",
             "optim.schedule.milestones=[2,3]",
@@ -143,10 +143,14 @@ def test_compare_multirun_trains_one_dense_model_and_prints_the_comparison(tmp_p
     assert len(list((tmp_path / "outputs" / "cache" / "dense").glob("*/meta.json"))) == 1
     assert all(len(r) == 5 for r in rows)  # dense + 4 rounds: 0.2, 0.36, 0.488, 0.5
     out = res.stdout
-    assert "finetune" in out and "weight_rewind" in out and "lr_rewind" in out and "Test accuracy" in out
-    summary = next((tmp_path / "outputs" / "compare" / "multiruns").glob("*/summary.md")).read_text()
+    assert "finetune" in out and "weight_rewind" in out and "lr_rewind" in out and "Sweep report" in out
+    sweep = next((tmp_path / "outputs" / "compare" / "multiruns").iterdir())
+    summary = (sweep / "summary.md").read_text()
+    assert "3 jobs: 3 done." in summary and "LRR − WR" in summary
     dense_acc = 100 * rows[0][0]["test_acc"]
-    assert re.search(rf"{dense_acc:.2f} ± 0.00 \(1\)", summary)
+    assert re.search(rf"\| 0 \(dense\) +\| 1\.00× +\| {dense_acc:.2f} \(1\)", summary)
+    for name in ("results.csv", "accuracy_vs_compression.png", "layer_sparsity.svg"):
+        assert (sweep / name).stat().st_size > 1000, name
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,7 @@ from prune_exp.report.tables import (
     dense_by_seed,
     dense_stats,
     largest_compression_at_dense,
+    mean_std_n,
     ordered,
     paired,
     pct,
@@ -78,12 +79,13 @@ def report_sweep(
     if plots and not stats.empty:
         from prune_exp.report import plots as P
 
-        figures = P.accuracy_vs_compression(stats, dstats, sweep_dir, metric)
+        sub = _subtitle(df)
+        figures = P.accuracy_vs_compression(stats, dstats, sweep_dir, metric, sub)
         if (df[df["round"] > 0].groupby(["setting", "strategy", LEVEL])["budget"].nunique() > 1).any():
-            figures += P.accuracy_vs_budget(df[df["round"] > 0], dstats, sweep_dir, metric_col, metric)
+            figures += P.accuracy_vs_budget(df[df["round"] > 0], dstats, sweep_dir, metric_col, metric, sub)
         masks = _final_masks(df, sweep_dir)
         if not masks.empty:
-            figures += P.layer_sparsity(masks, sweep_dir)
+            figures += P.layer_sparsity(masks, sweep_dir, sub)
         md += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figures if p.suffix == ".png"] + [""]
     md += ["Tidy results (one row per job and round, with every config value): `results.csv`.", ""]
     _finish(sweep_dir, md, out)
@@ -111,7 +113,7 @@ def _jobs_section(jobs: list[JobStatus]) -> list[str]:
             }
             for j in pending
         ]
-        lines += [pd.DataFrame(rows).to_markdown(index=False), ""]
+        lines += [pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True), ""]
     return lines
 
 
@@ -122,6 +124,16 @@ def _describe(df: pd.DataFrame) -> list[str]:
     budgets = sorted(df.loc[df["round"] > 0, "budget"].unique())
     parts += [f"seeds={', '.join(map(str, seeds))}", f"budgets t={', '.join(map(str, budgets))}"]
     return ["## Sweep", "", "; ".join(parts), ""]
+
+
+def _subtitle(df: pd.DataFrame) -> str:
+    """The constant facts of a sweep for figure titles: 'mnist1d · cnn1d · magnitude · ...'."""
+    keys = ["dataset", "model", "criterion", "structure", "scope", "schedule"]
+    parts = [str(df[k].iloc[0]) for k in keys if k in df and df[k].astype(str).nunique() == 1]
+    budgets = sorted(df.loc[df["round"] > 0, "budget"].unique()) if "budget" in df else []
+    if len(budgets) == 1:
+        parts.append(f"t = {budgets[0]} epochs")
+    return " · ".join(parts)
 
 
 def _setting_section(
@@ -137,13 +149,13 @@ def _setting_section(
     d = dstats.loc[setting]
     strategies = ordered(s.index.get_level_values("strategy"))
     several_budgets = bool((s["budgets"] > 1).any())
-    lines = [f"Dense model: {metric_col} {pct(d['mean'])} ± {pct(d['std'])} % over {int(d['n'])} seeds.", ""]
+    lines = [f"Dense model: {metric_col} {mean_std_n(d['mean'], d['std'], int(d['n']))} % (n seeds).", ""]
 
     rows = [
         {
             "sparsity %": "0 (dense)",
             "compression": "1.00×",
-            **{st: f"{pct(d['mean'])} ± {pct(d['std'])} ({int(d['n'])})" for st in strategies},
+            **{st: mean_std_n(d["mean"], d["std"], int(d["n"])) for st in strategies},
         }
     ]
     for level in sorted(s.index.get_level_values(LEVEL).unique()):
@@ -155,12 +167,15 @@ def _setting_section(
         for st in strategies:
             if st in cells.index:
                 c = cells.loc[st]
-                row[st] = f"{pct(c['mean'])} ± {pct(c['std'])} ({int(c['n'])})"
+                row[st] = mean_std_n(c["mean"], c["std"], int(c["n"]))
                 row[f"{st} Δ"] = signed_pp(c["delta"])
                 if several_budgets:
-                    row[f"{st} t"] = int(c["budget"])
+                    row[f"{st} t"] = str(int(c["budget"]))
         rows.append(row)
-    table = pd.DataFrame(rows).fillna("")
+    columns = ["sparsity %", "compression"]
+    for st in strategies:
+        columns += [st, f"{st} Δ"] + ([f"{st} t"] if several_budgets else [])
+    table = pd.DataFrame(rows).reindex(columns=columns).fillna("")
     lines += [
         f"### Test {metric_col.removeprefix('test_')} (%) per strategy: mean ± std (n seeds); "
         "Δ = mean difference to the same seed's dense model (percentage points)",
@@ -168,7 +183,7 @@ def _setting_section(
     ]
     if several_budgets:
         lines += [f"The budget t of every cell was chosen on {select} (mean over seeds), then reported on test.", ""]
-    lines += [table.to_markdown(index=False), ""]
+    lines += [table.to_markdown(index=False, disable_numparse=True), ""]
 
     pair_cols = {}
     for a, b in PAIRS:
@@ -193,7 +208,7 @@ def _setting_section(
         lines += [
             "### Paired differences over the same seeds (percentage points; seeds where A won–B won)",
             "",
-            pt.fillna("–").to_markdown(),
+            pt.fillna("–").to_markdown(disable_numparse=True),
             "",
         ]
 
@@ -210,7 +225,7 @@ def _setting_section(
     lines += [
         f"### Largest compression at which the median over seeds is at or above dense ({pct(d['mean'])} %)",
         "",
-        ht.to_markdown(index=False),
+        ht.to_markdown(index=False, disable_numparse=True),
         "",
     ]
     return lines
@@ -234,6 +249,7 @@ def _final_masks(df: pd.DataFrame, sweep_dir: Path) -> pd.DataFrame:
                         "layer": layer,
                         "sparsity": sp,
                         "target": r["target"],
+                        "job": r["job"],
                     }
                 )
     return pd.DataFrame(rows)

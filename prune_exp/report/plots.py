@@ -62,7 +62,9 @@ def _grid(n: int) -> tuple[plt.Figure, list[plt.Axes]]:
     return fig, list(axes.flat[:n])
 
 
-def accuracy_vs_compression(stats: pd.DataFrame, dense: pd.DataFrame, out_dir: Path, metric: str) -> list[Path]:
+def accuracy_vs_compression(
+    stats: pd.DataFrame, dense: pd.DataFrame, out_dir: Path, metric: str, subtitle: str = ""
+) -> list[Path]:
     """Median over seeds per strategy against the compression ratio (log2), min–max shaded."""
     settings = list(stats.index.get_level_values("setting").unique())
     fig, axes = _grid(len(settings))
@@ -83,14 +85,16 @@ def accuracy_vs_compression(stats: pd.DataFrame, dense: pd.DataFrame, out_dir: P
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}×"))
         ax.set_xlabel("compression ratio (all parameters / non-zero), log scale")
         ax.set_ylabel(f"test {metric} (%)")
-        ax.set_title(_title("Accuracy vs compression: median over seeds, min–max shaded", setting), fontsize=10)
+        ax.set_title(
+            _title("Accuracy vs compression: median over seeds, min–max shaded", setting, subtitle), fontsize=10
+        )
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower left")
     return _save(fig, out_dir, "accuracy_vs_compression")
 
 
 def accuracy_vs_budget(
-    chosen_all: pd.DataFrame, dense: pd.DataFrame, out_dir: Path, metric_col: str, metric: str
+    chosen_all: pd.DataFrame, dense: pd.DataFrame, out_dir: Path, metric_col: str, metric: str, subtitle: str = ""
 ) -> list[Path]:
     """One panel per (setting, sparsity): test metric against the retraining budget t."""
     panels = chosen_all.groupby(["setting", LEVEL])
@@ -104,15 +108,17 @@ def accuracy_vs_budget(
             ax.fill_between(x, 100 * g.min().loc[x], 100 * g.max().loc[x], color=c, alpha=0.18, lw=0)
         _dense_band(ax, dense.loc[setting])
         comp = d["compression"].mean()
-        ax.set_title(_title(f"Sparsity {100 * level:.1f}% ({comp:.2f}×): accuracy vs budget", setting), fontsize=10)
+        title = f"Sparsity {100 * level:.1f}% ({comp:.2f}×): accuracy vs budget"
+        ax.set_title(_title(title, setting, subtitle), fontsize=10)
+        ax.set_xticks(sorted(d["budget"].unique()))
         ax.set_xlabel("retraining budget t (epochs)")
         ax.set_ylabel(f"test {metric} (%)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="best")
     return _save(fig, out_dir, "accuracy_vs_budget")
 
 
-def layer_sparsity(masks: pd.DataFrame, out_dir: Path) -> list[Path]:
+def layer_sparsity(masks: pd.DataFrame, out_dir: Path, subtitle: str = "") -> list[Path]:
     """Grouped bars: the final masks' sparsity per prunable layer, one bar per strategy (mean
     over the jobs at the sweep's highest target sparsity)."""
     settings = list(masks["setting"].unique())
@@ -136,9 +142,11 @@ def layer_sparsity(masks: pd.DataFrame, out_dir: Path) -> list[Path]:
         ax.set_xticks(np.arange(len(layers)), layers, rotation=45, ha="right", fontsize=8)
         ax.set_ylabel("pruned weights in the layer (%)")
         ax.set_ylim(0, 100)
-        ax.set_title(_title("Per-layer sparsity of the final masks", setting), fontsize=10)
+        jobs = m.groupby("strategy")["job"].nunique().max()
+        title = f"Per-layer sparsity of the final masks (mean over {jobs} jobs per strategy)"
+        ax.set_title(_title(title, setting, subtitle), fontsize=10)
         ax.grid(alpha=0.3, axis="y")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=len(strategies) + 1)
     return _save(fig, out_dir, "layer_sparsity")
 
 
@@ -152,5 +160,6 @@ def mask_layer_sparsity(path: Path) -> dict[str, float]:
         return {n: 1.0 - float(f.get_tensor(n).mean()) for n in names}
 
 
-def _title(text: str, setting: str) -> str:
-    return text if setting == "all" else f"{text}\n{setting}"
+def _title(text: str, setting: str, subtitle: str = "") -> str:
+    lines = [text] + ([setting] if setting != "all" else []) + ([subtitle] if subtitle else [])
+    return "\n".join(lines)

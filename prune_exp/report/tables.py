@@ -121,5 +121,10 @@ def pct(x: float) -> str:
     return "–" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{100 * x:.2f}"
 
 
+def mean_std_n(mean: float, std: float, n: int) -> str:
+    """'94.17 ± 0.35 (3)' in percent; a single value has no spread: '94.17 (1)'."""
+    return f"{pct(mean)} ({n})" if n < 2 else f"{pct(mean)} ± {pct(std)} ({n})"
+
+
 def signed_pp(x: float) -> str:
     return "–" if x is None or np.isnan(x) else f"{100 * x:+.2f}"
