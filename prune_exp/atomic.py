@@ -40,14 +40,6 @@ def _umask() -> int:
     return mask
 
 
-def make_staging_dir(parent: Path, prefix: str) -> Path:
-    """A fresh private directory in ``parent`` (renamed into place later), with normal permissions."""
-    parent.mkdir(parents=True, exist_ok=True)
-    path = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
-    os.chmod(path, 0o777 & ~_umask())
-    return path
-
-
 def write_text(path: str | os.PathLike, text: str) -> None:
     """Atomically write ``text`` to ``path``."""
     with atomic_write(path) as tmp:

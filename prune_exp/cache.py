@@ -1,17 +1,21 @@
 """The shared dense run: content-hashed, locked while it trains, published atomically.
 
 An entry ``<cache_dir>/dense/<hash>/`` holds ``epoch_XXXX.safetensors`` (weights and
-buffers at the start of dense epoch X: 0 = init, T = final), ``meta.json`` and the dense
-training log. It is built in a private staging directory and renamed into place in one
-step, so a reader sees a complete entry or none. A file lock makes every other job that
-needs the same entry wait for the one that trains it, then reuse it.
+buffers at the start of dense epoch X: 0 = init, T = final), ``meta.json`` (with the
+sha256 of every epoch file) and the dense training log. It is built in
+``.<hash>.partial/`` and renamed into place in one step, so a reader sees a complete entry
+or none. A file lock makes every other job that needs the same entry wait for the one
+that trains it, then reuse it; the OS releases the lock when its holder dies, and the
+next job resumes the partial run from its last epoch (``resume.ckpt``).
+
+Epoch files are safetensors (no pickle) and are checked against their sha256 before use: a
+truncated or altered file is refused with a message that says what to delete.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,12 +24,13 @@ from typing import Any
 
 import torch
 from filelock import FileLock
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_bytes
+from safetensors.torch import save_file
 
-from prune_exp.atomic import atomic_write, make_staging_dir
-from prune_exp.config import ConfigError
+from prune_exp.atomic import atomic_write
+from prune_exp.config import ConfigError, CorruptFileError
 
-CACHE_VERSION = 1  # bump when the entry format or what determines a dense run changes
+CACHE_VERSION = 2  # bump when the entry format or what determines a dense run changes
 META = "meta.json"
 
 
@@ -69,10 +74,36 @@ class DenseRun:
         return set(self.meta["saved_epochs"])
 
     def state(self, epoch: int) -> dict[str, torch.Tensor]:
-        """Weights and buffers at the start of dense epoch ``epoch`` (safetensors: no pickle)."""
+        """Weights and buffers at the start of dense epoch ``epoch`` (safetensors: no pickle),
+        after checking the file against the sha256 in meta.json."""
         if epoch not in self.saved_epochs:
             raise KeyError(f"dense run {self.hash} kept no weights for epoch {epoch}")
-        return load_file(str(self.path / epoch_file(epoch)))
+        data = self._verified_bytes(epoch)
+        try:
+            return load_bytes(data)
+        except Exception as e:  # a file that matches its hash but is no safetensors: never written by us
+            raise self._corrupt(epoch_file(epoch), f"not a safetensors file ({e})") from e
+
+    def verify(self, epochs: set[int]) -> None:
+        """Raise CorruptFileError unless the files of ``epochs`` are intact."""
+        for e in sorted(epochs & self.saved_epochs):
+            self._verified_bytes(e)
+
+    def _verified_bytes(self, epoch: int) -> bytes:
+        name = epoch_file(epoch)
+        try:
+            data = (self.path / name).read_bytes()
+        except FileNotFoundError:
+            raise self._corrupt(name, "the file is missing") from None
+        expected = self.meta.get("files", {}).get(name)
+        if hashlib.sha256(data).hexdigest() != expected:
+            raise self._corrupt(name, "its sha256 does not match meta.json (truncated or altered)")
+        return data
+
+    def _corrupt(self, name: str, why: str) -> CorruptFileError:
+        return CorruptFileError(
+            f"dense cache file {self.path / name} is corrupt: {why}; delete {self.path} to train the dense model again"
+        )
 
 
 class DenseCache:
@@ -84,11 +115,27 @@ class DenseCache:
     def entry(self, h: str) -> Path:
         return self.dir / h
 
+    def partial(self, h: str) -> Path:
+        """Where the run of ``h`` is trained; it stays there (resumable) until published."""
+        return self.dir / f".{h}.partial"
+
     def load(self, h: str) -> DenseRun | None:
         meta = self.entry(h) / META
         if not meta.exists():
+            if self.entry(h).exists():
+                raise CorruptFileError(
+                    f"dense cache entry {self.entry(h)} has no {META}; delete it to train the dense model again"
+                )
             return None
-        return DenseRun(h, self.entry(h), json.loads(meta.read_text()))
+        try:
+            parsed = json.loads(meta.read_text())
+            if not isinstance(parsed, dict) or not {"spec", "saved_epochs", "files", "metrics"} <= parsed.keys():
+                raise ValueError("keys missing")
+        except ValueError as e:
+            raise CorruptFileError(
+                f"dense cache file {meta} is corrupt ({e}); delete {self.entry(h)} to train the dense model again"
+            ) from e
+        return DenseRun(h, self.entry(h), parsed)
 
     @contextmanager
     def lock(self, h: str) -> Iterator[None]:
@@ -115,17 +162,21 @@ class DenseCache:
                 f"this job rewinds to; allowed: dense.rewind_epochs that include them (delete that "
                 f"directory and rerun to train the dense model again)"
             )
+        run.verify(needed_epochs | {run.epochs})
         return run, True
 
     def _train_and_publish(self, h: str, spec: dict, train: Callable[[Path], dict[str, Any]]) -> DenseRun:
-        staging = make_staging_dir(self.dir, prefix=f".{h}.")
-        try:
-            meta = {**train(staging), "hash": h, "spec": spec}
-            (staging / META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-            staging.rename(self.entry(h))  # atomic: the entry appears complete or not at all
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+        """Train in the partial dir (resuming what a killed job left there), then publish it.
+        On failure the partial dir stays: the next job that needs this run resumes it."""
+        staging = self.partial(h)
+        staging.mkdir(parents=True, exist_ok=True)
+        meta = {**train(staging), "hash": h, "spec": spec}
+        meta["files"] = {
+            epoch_file(e): hashlib.sha256((staging / epoch_file(e)).read_bytes()).hexdigest()
+            for e in meta["saved_epochs"]
+        }
+        (staging / META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        staging.rename(self.entry(h))  # atomic: the entry appears complete or not at all
         run = self.load(h)
         assert run is not None
         return run

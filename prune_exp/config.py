@@ -17,8 +17,16 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 
-class ConfigError(ValueError):
+class PruneExpError(Exception):
+    """A problem with the user's input or files, reported as one line (no traceback)."""
+
+
+class ConfigError(PruneExpError, ValueError):
     """A config value that is not allowed; the message names the key and the allowed values."""
+
+
+class CorruptFileError(PruneExpError):
+    """A file prune-exp wrote earlier (cache entry, checkpoint) that is truncated or was altered."""
 
 
 # --------------------------------------------------------------------------------------- data

@@ -1,7 +1,14 @@
-"""One job: the dense stage, the prune-retrain stage, records and final artifacts."""
+"""One job: the dense stage, the prune-retrain stage, records and final artifacts.
+
+A job is resumable: started again in the same job dir with the same config (a SLURM
+requeue, or a rerun with ``hydra.run.dir`` / ``hydra.sweep.dir`` of the killed run), it
+continues from its last epoch; a job that finished does no training and returns its
+result. A job dir that holds a job of a different config is refused.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -14,14 +21,15 @@ from torch import nn
 
 from prune_exp.atomic import write_json
 from prune_exp.cache import DenseCache, save_state
-from prune_exp.config import RunConfig
+from prune_exp.checkpoint import RESUME_FILE, Persist, ResumeCheckpoint
+from prune_exp.config import ConfigError, RunConfig
 from prune_exp.data.base import TensorDataModule
 from prune_exp.lit.callbacks import RoundResult
 from prune_exp.lit.module import PruneModule
 from prune_exp.pruning.criteria import Criterion
 from prune_exp.pruning.pruner import Pruner, sparsity_schedule
 from prune_exp.pruning.structure import Structure
-from prune_exp.records import STATUS_FILE, JobInfo, ParamCounts, RecordWriter, make_row
+from prune_exp.records import RECORDS_FILE, STATUS_FILE, JobInfo, ParamCounts, RecordWriter, make_row, read_records
 from prune_exp.retrain.schedules import LRSchedule
 from prune_exp.retrain.strategies import plan_round
 from prune_exp.stages import Job, dense_stage, prune_retrain_stage
@@ -44,21 +52,31 @@ class Experiment:
     job_dir: Path
     overrides: list[str] = field(default_factory=list)
     progress_bar: bool = False
+    fingerprint: str = ""  # run.config_fingerprint: what makes two jobs the same job
 
     def run(self) -> float:
         """Run the job; ``status.json`` in the job dir says running, done or failed (and why)."""
-        self.job_dir.mkdir(parents=True, exist_ok=True)
         status = self.job_dir / STATUS_FILE
-        write_json(status, {"state": "running", "started": _now()})
+        previous = check_job_dir(self.job_dir, self.fingerprint)
+        if previous.get("state") == "done":
+            log.info("job already done (%s): nothing to train", self.job_dir)
+            return float(previous["value"])
+        self.job_dir.mkdir(parents=True, exist_ok=True)
+        # dense_cached: whether the dense run came from the cache when the job *first* got it
+        # (a resumed job finds the run it trained itself in the cache).
+        base = {"fingerprint": self.fingerprint, "overrides": self.overrides}
+        if "dense_cached" in previous:
+            base["dense_cached"] = previous["dense_cached"]
+        write_json(status, {**base, "state": "running", "started": _now()})
         try:
-            value = self._run()
+            value = self._run(base, status)
         except BaseException as e:
-            write_json(status, {"state": "failed", "error": f"{type(e).__name__}: {e}", "ended": _now()})
+            write_json(status, {**base, "state": "failed", "error": f"{type(e).__name__}: {e}", "ended": _now()})
             raise
-        write_json(status, {"state": "done", "value": value, "ended": _now()})
+        write_json(status, {**base, "state": "done", "value": value, "ended": _now()})
         return value
 
-    def _run(self) -> float:
+    def _run(self, base: dict, status: Path) -> float:
         cfg = self.cfg
         started = time.perf_counter()
         if cfg.trainer.num_threads is not None:
@@ -82,6 +100,10 @@ class Experiment:
         keep = set(range(T + 1)) if cfg.dense.rewind_epochs is None else set(cfg.dense.rewind_epochs)
         needed = {plan.rewind_epoch} if plan.rewind_epoch is not None else set()
         dense, cached = dense_stage(job, DenseCache(cfg.paths.cache_dir), self.dense_spec, keep, needed)
+        if "dense_cached" not in base:
+            base["dense_cached"] = cached
+            write_json(status, {**base, "state": "running", "started": _now()})
+        cached = base["dense_cached"]
 
         info = JobInfo(
             strategy=plan.strategy,
@@ -107,7 +129,6 @@ class Experiment:
             overrides=self.overrides,
         )
         writer = RecordWriter(self.job_dir)
-        cum = {"epochs": T, "steps": info.dense_steps, "seconds": info.dense_seconds}
 
         def on_round_end(result: RoundResult, module: PruneModule, pruner: Pruner) -> None:
             total = sum(p.numel() for p in module.net.parameters())
@@ -124,14 +145,12 @@ class Experiment:
                         epochs=0,
                         steps=0,
                         seconds=0.0,
-                        cum_epochs=cum["epochs"],
-                        cum_steps=cum["steps"],
-                        cum_seconds=cum["seconds"],
+                        cum_epochs=T,
+                        cum_steps=info.dense_steps,
+                        cum_seconds=info.dense_seconds,
                     )
                 )
-            cum["epochs"] += result.epochs
-            cum["steps"] += result.steps
-            cum["seconds"] += result.seconds
+            last = writer.rows[-1]
             counts = ParamCounts.of(result.mask, pruner.prunable_names, total)
             writer.append(
                 make_row(
@@ -144,9 +163,9 @@ class Experiment:
                     epochs=result.epochs,
                     steps=result.steps,
                     seconds=result.seconds,
-                    cum_epochs=cum["epochs"],
-                    cum_steps=cum["steps"],
-                    cum_seconds=cum["seconds"],
+                    cum_epochs=last["cum_epochs"] + result.epochs,
+                    cum_steps=last["cum_steps"] + result.steps,
+                    cum_seconds=last["cum_seconds"] + result.seconds,
                 )
             )
             row = writer.rows[-1]
@@ -174,7 +193,8 @@ class Experiment:
                 layer_rate_scale=cfg.prune.layer_rate_scale,
             )
 
-        module, pruner, results = prune_retrain_stage(
+        resume = ResumeCheckpoint(self.job_dir / RESUME_FILE)
+        module, pruner, mask = prune_retrain_stage(
             job,
             dense,
             pruner_factory=make_pruner,
@@ -182,11 +202,45 @@ class Experiment:
             finetune_lr=cfg.retrain.finetune_lr,
             log_dir=self.job_dir / "retrain_log",
             on_round_end=on_round_end,
+            resume=resume,
+            persist=[Persist("records", writer)],
         )
-        results[-1].mask.save(self.job_dir / MASK_FILE, prunable=pruner.prunable_names)
+        mask.save(self.job_dir / MASK_FILE, prunable=pruner.prunable_names)
         save_state(self.job_dir / WEIGHTS_FILE, module.net.state_dict())
+        resume.remove()  # the job is complete: mask, weights and records are all there is to keep
         log.info("job done in %.1fs: %s", time.perf_counter() - started, writer.path)
         return float(writer.rows[-1][f"val_{cfg.select_metric}"])
+
+
+def check_job_dir(job_dir: Path, fingerprint: str) -> dict:
+    """The job dir's earlier status ({} if none); ConfigError if it belongs to another config.
+
+    Called by the job and by the preflight (before Hydra writes into the dir)."""
+    status = job_dir / STATUS_FILE
+    if not status.exists():
+        if (job_dir / RESUME_FILE).exists():
+            raise ConfigError(f"{job_dir} holds a checkpoint but no {STATUS_FILE}; allowed: a fresh hydra.run.dir")
+        return {}
+    try:
+        previous = json.loads(status.read_text())
+    except ValueError:
+        previous = {"state": "unreadable"}
+    if previous.get("fingerprint") != fingerprint:
+        raise ConfigError(
+            f"hydra.run.dir / hydra.sweep.dir: {job_dir} already holds a job of another config "
+            f"(overrides {previous.get('overrides')}); allowed: that job's config (to resume it) or a fresh dir"
+        )
+    if previous.get("state") == "done" and not _complete(job_dir):
+        previous["state"] = "incomplete"
+    return previous
+
+
+def _complete(job_dir: Path) -> bool:
+    try:
+        rows = read_records(job_dir / RECORDS_FILE)
+    except (OSError, ValueError):
+        return False
+    return bool(rows) and rows[-1]["round"] == rows[-1]["rounds"] and (job_dir / MASK_FILE).exists()
 
 
 def _now() -> str:

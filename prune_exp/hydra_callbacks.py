@@ -1,11 +1,16 @@
 """Hydra callbacks: Preflight checks every job of a run or sweep before Hydra writes anything;
-Report summarizes a sweep when it ends."""
+Report summarizes a sweep when it ends.
+
+The preflight refuses, with one line naming the key: a bad config value, an output or cache
+dir that cannot be written, a job dir that holds a job of another config, and a dense cache
+entry a job would use that is truncated or altered."""
 
 from __future__ import annotations
 
 import json
 import logging
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +19,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from prune_exp.config import ConfigError
+from prune_exp.config import ConfigError, PruneExpError
 
 log = logging.getLogger("prune_exp")
 
@@ -67,9 +72,42 @@ def sweep_job_overrides(config: DictConfig) -> list[list[str]] | None:
     return [job for batch in batches for job in batch]
 
 
+def check_writable(key: str, path: Path) -> None:
+    """ConfigError unless ``path`` exists as a writable dir or could be created as one."""
+    path = path.absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    try:
+        if not existing.is_dir():
+            raise OSError(f"{existing} is not a directory")
+        with tempfile.TemporaryFile(dir=existing):  # the real test: os.access says yes to root
+            pass
+    except OSError as e:
+        raise ConfigError(f"{key}={str(path)!r} cannot be written ({e}); allowed: a writable directory") from None
+
+
+def check_outputs(config: DictConfig, job_dir: Path | None, dir_key: str) -> None:
+    """The job dir (if known) belongs to this config, the output and cache dirs can be
+    written, and the dense cache entry this job would reuse is intact."""
+    from prune_exp.cache import DenseCache, spec_hash
+    from prune_exp.experiment import check_job_dir
+    from prune_exp.retrain.strategies import plan_round
+    from prune_exp.run import config_fingerprint, dense_spec_of
+
+    if job_dir is not None:
+        check_writable(dir_key, job_dir)
+        check_job_dir(job_dir, config_fingerprint(config))
+    cache_dir = Path(str(OmegaConf.select(config, "paths.cache_dir")))
+    check_writable("paths.cache_dir", cache_dir)
+    cache = DenseCache(cache_dir)
+    run = cache.load(spec_hash(dense_spec_of(config)))
+    if run is not None:
+        plan = plan_round(config.retrain.strategy, config.retrain.budget, config.dense.epochs)
+        run.verify({run.epochs} | ({plan.rewind_epoch} if plan.rewind_epoch is not None else set()))
+
+
 # Errors that mean "bad input": ours, OmegaConf's (wrong type, unknown key) and Hydra's
 # (an option that does not exist). Each names the key.
-INPUT_ERRORS = (ConfigError, OmegaConfBaseException, HydraException)
+INPUT_ERRORS = (PruneExpError, OmegaConfBaseException, HydraException)
 
 
 def _exit_with(e: Exception, where: str = "") -> None:
@@ -84,6 +122,7 @@ class Preflight(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             check_job(config)
+            check_outputs(config, Path(config.hydra.run.dir), "hydra.run.dir")
         except INPUT_ERRORS as e:
             _exit_with(e)
 
@@ -95,9 +134,13 @@ class Preflight(Callback):
             log.info("preflight: not a basic sweep, every job checks its own config when it starts")
             return
         seen: dict[str, None] = {}
-        for overrides in jobs:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        numbered = OmegaConf.to_container(config.hydra.sweep)["subdir"] == "${hydra.job.num}"
+        for num, overrides in enumerate(jobs):
             try:
-                check_job(compose(config_name=config_name, overrides=overrides), seen)
+                job_cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+                check_job(job_cfg, seen)
+                check_outputs(job_cfg, sweep_dir / str(num) if numbered else None, "hydra.sweep.dir")
             except INPUT_ERRORS as e:
                 _exit_with(e, f" in the sweep job [{' '.join(overrides)}]")
 

@@ -12,6 +12,9 @@ from prune_exp.pruning.mask import Mask
 
 RECORDS_FILE = "records.jsonl"
 STATUS_FILE = "status.json"  # {"state": "running" | "done" | "failed", ...}, rewritten atomically
+# Columns that differ between two runs of the same config: wall times and where the job ran.
+# Everything else is the same, bit for bit, on CPU (tests/test_resume.py), also across a kill.
+VOLATILE = ("retrain_seconds", "cum_seconds", "dense_seconds", "job_dir")
 
 
 @dataclass(frozen=True)
@@ -102,7 +105,11 @@ def make_row(
 
 
 class RecordWriter:
-    """Keeps a job's rows and rewrites the whole file atomically after each new row."""
+    """Keeps a job's rows and rewrites the whole file atomically after each new row.
+
+    Its state goes into the stage's resume checkpoint: a resumed job starts from the rows
+    of that checkpoint (a row written after it, by the killed process, is written again).
+    """
 
     def __init__(self, job_dir: str | Path) -> None:
         self.path = Path(job_dir) / RECORDS_FILE
@@ -110,7 +117,17 @@ class RecordWriter:
 
     def append(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
+        self._write()
+
+    def _write(self) -> None:
         write_text(self.path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.rows))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": json.dumps(self.rows)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rows = json.loads(state["rows"])
+        self._write()
 
 
 def read_records(path: str | Path) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from prune_exp.config import PathsConfig, RunConfig, check_config
+from prune_exp.config import PathsConfig, PruneExpError, RunConfig, check_config
 
 log = logging.getLogger("prune_exp")
 
@@ -64,6 +64,19 @@ def dense_spec_of(cfg: DictConfig) -> dict:
     )
 
 
+def config_fingerprint(cfg: DictConfig) -> str:
+    """A hash of everything that decides a job's results: the config without ``paths``, the
+    Hydra settings and the progress bar. A job dir belongs to one fingerprint (resume)."""
+    import hashlib
+    import json
+
+    keep = [k for k in cfg if k not in ("hydra", "paths")]
+    tree = OmegaConf.to_container(OmegaConf.masked_copy(cfg, keep), resolve=True)
+    assert isinstance(tree, dict)
+    tree.get("trainer", {}).pop("progress_bar", None)
+    return hashlib.sha256(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def run(cfg: DictConfig) -> float:
     """Build the job's objects from ``cfg`` and run it; return the final val score."""
     from hydra.utils import instantiate
@@ -92,13 +105,19 @@ def run(cfg: DictConfig) -> float:
         job_dir=Path(rc.paths.output_dir),
         overrides=overrides,
         progress_bar=progress,
+        fingerprint=config_fingerprint(cfg),
     )
     return exp.run()
 
 
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="run")
 def main(cfg: DictConfig) -> float:
-    return run(cfg)
+    try:
+        return run(cfg)
+    except PruneExpError as e:
+        # The user's input or files, not our bug: one line, no traceback (status.json has it too).
+        log.error("%s", e)
+        sys.exit(f"prune-exp: {e}")
 
 
 if __name__ == "__main__":

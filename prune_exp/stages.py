@@ -1,14 +1,15 @@
 """The two stages of a job: the (shared, cached) dense run, then the prune-retrain rounds.
 
-Everything here takes typed objects; ``run.py`` is the only place that reads a DictConfig.
+Each stage checkpoints itself at every epoch end and, started again after a kill, resumes
+from that checkpoint (see checkpoint.py). Everything here takes typed objects; ``run.py``
+is the only place that reads a DictConfig.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,12 @@ from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 
 from prune_exp.cache import DenseCache, DenseRun, epoch_file, save_state
+from prune_exp.checkpoint import RESUME_FILE, Persist, ResumeCheckpoint, RNGState, SafeCheckpointIO, Stopwatch
 from prune_exp.config import OptimConfig, TrainerConfig
 from prune_exp.data.base import TensorDataModule
 from prune_exp.lit.callbacks import MaskEnforcer, PruneRetrainCycle, RewindPointSaver, RoundResult
 from prune_exp.lit.module import PruneModule
+from prune_exp.pruning.mask import Mask
 from prune_exp.pruning.pruner import Pruner
 from prune_exp.retrain.schedules import LRPosition, LRSchedule
 from prune_exp.retrain.strategies import RoundPlan
@@ -38,11 +41,20 @@ warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` 
 
 
 def make_trainer(
-    cfg: TrainerConfig, *, max_epochs: int, callbacks: list[Callback], log_dir: Path, progress_bar: bool
+    cfg: TrainerConfig,
+    *,
+    max_epochs: int,
+    callbacks: list[Callback],
+    log_dir: Path,
+    progress_bar: bool,
+    resume: ResumeCheckpoint | None = None,
 ) -> pl.Trainer:
-    """A Lightning Trainer for one stage; validation runs every epoch and is logged to CSV."""
+    """A Lightning Trainer for one stage; validation runs every epoch and is logged to CSV.
+    With ``resume``, the whole state is checkpointed there at every epoch end, RNGs included."""
     if progress_bar:
         callbacks = [*callbacks, RichProgressBar()]
+    if resume is not None:
+        callbacks = [*callbacks, Persist("rng", RNGState()), resume]
     return pl.Trainer(
         accelerator=cfg.accelerator,
         devices=cfg.devices,
@@ -53,7 +65,8 @@ def make_trainer(
         callbacks=callbacks,
         logger=CSVLogger(str(log_dir), name="", version=""),
         log_every_n_steps=cfg.log_every_n_steps,
-        enable_checkpointing=False,
+        enable_checkpointing=resume is not None,
+        plugins=[SafeCheckpointIO()],
         enable_progress_bar=progress_bar,
         enable_model_summary=False,
         num_sanity_val_steps=0,
@@ -94,7 +107,9 @@ def dense_stage(
     T = job.schedule.total_epochs
 
     def train(staging: Path) -> dict[str, Any]:
-        log.info("training the dense model (%d epochs) into the cache", T)
+        resume = ResumeCheckpoint(staging / RESUME_FILE)
+        ckpt = resume.resume_from()
+        log.info("%s the dense model (%d epochs) into the cache", "resuming" if ckpt else "training", T)
         pl.seed_everything(job.seed, verbose=False)
         net = job.build_net()
         module = PruneModule(net, job.optim, job.datamodule.num_classes)
@@ -102,17 +117,22 @@ def dense_stage(
         saver = RewindPointSaver(
             net, keep_epochs | needed | {0, T}, lambda e, state: save_state(staging / epoch_file(e), state)
         )
+        clock = Stopwatch()
         trainer = make_trainer(
-            job.trainer, max_epochs=T, callbacks=[saver, *job.callbacks], log_dir=staging, progress_bar=job.progress_bar
+            job.trainer,
+            max_epochs=T,
+            callbacks=[saver, Persist("dense_clock", clock), *job.callbacks],
+            log_dir=staging,
+            progress_bar=job.progress_bar,
+            resume=resume,
         )
-        start = time.perf_counter()
-        trainer.fit(module, datamodule=job.datamodule)
-        seconds = time.perf_counter() - start
+        trainer.fit(module, datamodule=job.datamodule, ckpt_path=ckpt)
+        resume.remove()  # the entry keeps the epoch files; the training state is not needed any more
         return {
             "saved_epochs": sorted(keep_epochs | needed | {0, T}),
             "metrics": evaluate_splits(module, job.datamodule),
             "steps": trainer.global_step,
-            "seconds": seconds,
+            "seconds": clock.seconds,
         }
 
     run, cached = cache.get_or_train(spec, needed, train)
@@ -135,8 +155,12 @@ def prune_retrain_stage(
     finetune_lr: float | None,
     log_dir: Path,
     on_round_end: Callable[[RoundResult, PruneModule, Pruner], None],
-) -> tuple[PruneModule, Pruner, list[RoundResult]]:
-    """Prune the dense model round by round and retrain it as ``plan`` says."""
+    resume: ResumeCheckpoint | None = None,
+    persist: Sequence[Callback] = (),
+) -> tuple[PruneModule, Pruner, Mask]:
+    """Prune the dense model round by round and retrain it as ``plan`` says; return the final
+    mask. With ``resume``, continue from its checkpoint if one is there, and checkpoint into it
+    (the ``persist`` callbacks carry the caller's state, e.g. the records, through it)."""
     net = job.build_net()
     net.load_state_dict(dense.state(dense.epochs))
     module = PruneModule(net, job.optim, job.datamodule.num_classes)
@@ -176,9 +200,13 @@ def prune_retrain_stage(
         trainer = make_trainer(
             job.trainer,
             max_epochs=pruner.rounds * plan.epochs,
-            callbacks=[enforcer, cycle, *job.callbacks],
+            callbacks=[enforcer, cycle, *persist, *job.callbacks],
             log_dir=log_dir,
             progress_bar=job.progress_bar,
+            resume=resume,
         )
-        trainer.fit(module, datamodule=job.datamodule)
-    return module, pruner, cycle.results
+        ckpt = resume.resume_from() if resume is not None else None
+        if ckpt:
+            log.info("resuming the prune-retrain rounds from %s", ckpt)
+        trainer.fit(module, datamodule=job.datamodule, ckpt_path=ckpt)
+    return module, pruner, cycle.mask

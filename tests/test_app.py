@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from prune_exp.config import STRATEGIES
 from prune_exp.lit.module import PruneModule
 from prune_exp.pruning.mask import Mask
-from prune_exp.records import read_records
+from prune_exp.records import VOLATILE, read_records
 from prune_exp.run import run
 
 pytestmark = pytest.mark.slow
@@ -109,6 +109,19 @@ def test_a_second_job_reuses_the_dense_run(tmp_path: Path, data_dir: Path) -> No
     assert (a[0]["dense_cached"], b[0]["dense_cached"]) == (False, True)
     assert a[0]["dense_hash"] == b[0]["dense_hash"] and a[0]["test_acc"] == b[0]["test_acc"]
     assert len(list((tmp_path / "outputs" / "cache" / "dense").glob("*/meta.json"))) == 1
+
+
+@pytest.mark.parametrize("extra", [["retrain=lr_rewind"], ["retrain=reinit", "prune/criterion=random"]])
+def test_same_config_and_seed_give_identical_records(tmp_path: Path, data_dir: Path, extra: list[str]) -> None:
+    def records(root: str, seed: int = 0) -> list[dict]:
+        run(job_config(tmp_path / root, data_dir, [*SMALL, *extra, f"seed={seed}"]))
+        rows = read_records(tmp_path / root / "job" / "records.jsonl")
+        # (the overrides name each root's paths here; test_resume compares them too)
+        return [{k: v for k, v in r.items() if k not in (*VOLATILE, "overrides")} for r in rows]
+
+    a, b, other_seed = records("a"), records("b"), records("c", seed=1)
+    assert a == b  # every column but wall times and the job dir, bit for bit
+    assert [r["test_loss"] for r in a] != [r["test_loss"] for r in other_seed]
 
 
 def test_channel_structure_runs_end_to_end(tmp_path: Path, data_dir: Path) -> None:

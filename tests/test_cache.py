@@ -12,7 +12,7 @@ from helpers import composed
 from safetensors.torch import save_file
 
 from prune_exp.cache import DenseCache, spec_hash
-from prune_exp.config import ConfigError
+from prune_exp.config import ConfigError, CorruptFileError
 from prune_exp.run import dense_spec_of
 
 
@@ -64,9 +64,11 @@ def test_what_determines_the_dense_run_is_in_the_hash() -> None:
     assert hash_of("trainer.precision=32") == base  # "32" and "32-true" are the same precision
 
 
-def fake_train(calls: list[int], delay: float = 0.0, fail: bool = False):
+def fake_train(calls: list[int], delay: float = 0.0, fail: bool = False, seen: list | None = None):
     def train(staging: Path) -> dict:
         calls.append(1)
+        if seen is not None:
+            seen.append(sorted(p.name for p in staging.iterdir()))
         time.sleep(delay)
         for e in (0, 1, 2):
             save_file({"w": torch.full((3,), float(e))}, str(staging / f"epoch_{e:04d}.safetensors"))
@@ -101,14 +103,70 @@ def test_concurrent_requests_train_once(tmp_path: Path) -> None:
     assert len(calls) == 1 and sorted(c for _, c in results) == [False, True, True, True]
 
 
-def test_a_failed_training_publishes_nothing_and_leaves_no_staging(tmp_path: Path) -> None:
-    cache, calls = DenseCache(tmp_path), []
+def test_a_failed_training_publishes_nothing_and_the_next_job_resumes_its_partial_dir(tmp_path: Path) -> None:
+    cache, calls, seen = DenseCache(tmp_path), [], []
+    h = spec_hash(SPEC)
     with pytest.raises(RuntimeError, match="killed"):
-        cache.get_or_train(SPEC, set(), fake_train(calls, fail=True))
-    assert cache.load(spec_hash(SPEC)) is None
-    assert [p.name for p in cache.dir.iterdir() if not p.name.endswith(".lock")] == []
-    _run, cached = cache.get_or_train(SPEC, set(), fake_train(calls))  # and the next job trains it
+        cache.get_or_train(SPEC, set(), fake_train(calls, fail=True, seen=seen))
+    assert cache.load(h) is None and not cache.entry(h).exists()
+    assert sorted(p.name for p in cache.dir.iterdir()) == [f".{h}.partial", f"{h}.lock"]
+    run, cached = cache.get_or_train(SPEC, set(), fake_train(calls, seen=seen))  # the next job picks it up
     assert not cached and len(calls) == 2
+    assert seen == [[], ["epoch_0000.safetensors", "epoch_0001.safetensors", "epoch_0002.safetensors"]]
+    assert not cache.partial(h).exists() and run.path == cache.entry(h)
+
+
+def published(tmp_path: Path) -> DenseCache:
+    cache = DenseCache(tmp_path)
+    cache.get_or_train(SPEC, set(), fake_train([]))
+    return cache
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda f: f.write_bytes(f.read_bytes()[:-7]), "its sha256 does not match"),  # truncated
+        # altered: 2.0 -> 3.0, same size, still a valid safetensors file
+        (lambda f: f.write_bytes(f.read_bytes().replace(b"\x00\x00\x00\x40", b"\x00\x00\x40\x40")), "its sha256"),
+        (lambda f: f.unlink(), "the file is missing"),
+    ],
+)
+def test_a_damaged_epoch_file_is_refused_with_what_to_delete(tmp_path: Path, damage, message: str) -> None:
+    cache = published(tmp_path)
+    entry = cache.entry(spec_hash(SPEC))
+    damage(entry / "epoch_0002.safetensors")
+    with pytest.raises(CorruptFileError, match=rf"epoch_0002\.safetensors is corrupt: {message}.*delete {entry}"):
+        cache.get_or_train(SPEC, set(), fake_train([]))
+    # an epoch the job does not need is checked when it is read
+    assert torch.equal(cache.load(spec_hash(SPEC)).state(1)["w"], torch.ones(3))
+
+
+def test_a_pickle_planted_as_an_epoch_file_is_never_unpickled(tmp_path: Path) -> None:
+    cache = published(tmp_path)
+    entry = cache.entry(spec_hash(SPEC))
+    marker = tmp_path / "pwned"
+    torch.save({"w": Payload(marker)}, entry / "epoch_0001.safetensors")
+    with pytest.raises(CorruptFileError, match="epoch_0001"):
+        cache.load(spec_hash(SPEC)).state(1)
+    assert not marker.exists()
+
+
+class Payload:
+    """Unpickling this runs code (touches a file): what a malicious cache file would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_damaged_meta_file_is_refused(tmp_path: Path) -> None:
+    cache = published(tmp_path)
+    meta = cache.entry(spec_hash(SPEC)) / "meta.json"
+    meta.write_text(meta.read_text()[:40])
+    with pytest.raises(CorruptFileError, match=r"meta\.json is corrupt.*delete"):
+        cache.get_or_train(SPEC, set(), fake_train([]))
 
 
 def test_a_cached_run_without_a_needed_rewind_point_is_a_config_error(tmp_path: Path) -> None:

@@ -82,15 +82,17 @@ def retrain(
             sparsities=list(sparsities),
         )
 
-    _, pruner, results = prune_retrain_stage(
+    results: list[RoundResult] = []
+    _, pruner, mask = prune_retrain_stage(
         job,
         dense,
         pruner_factory=factory,
         plan=plan,
         finetune_lr=finetune_lr,
         log_dir=tmp_path / "log",
-        on_round_end=lambda *a: None,
+        on_round_end=lambda result, *_: results.append(result),
     )
+    assert mask == results[-1].mask
     return pruner, results
 
 

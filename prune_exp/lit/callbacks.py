@@ -1,9 +1,11 @@
 """Callbacks: MaskEnforcer keeps pruned weights at zero, PruneRetrainCycle runs the rounds,
-RewindPointSaver keeps the dense run's weights at the epochs rewinding can need."""
+RewindPointSaver keeps the dense run's weights at the epochs rewinding can need.
+
+PruneRetrainCycle saves its state (round, mask, the round's start) in the stage's resume
+checkpoint, so a killed stage resumes mid-round with the same mask and LR position."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +15,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import nn
 
+from prune_exp.checkpoint import Stopwatch
 from prune_exp.pruning.mask import Mask
 from prune_exp.pruning.pruner import Pruner
 from prune_exp.retrain.schedules import LRPosition, LRSchedule
@@ -132,12 +135,12 @@ class PruneRetrainCycle(Callback):
         self.results: list[RoundResult] = []
         self._pruned: dict[str, float] = {}
         self._start_step = 0
-        self._start_time = 0.0
+        self._clock = Stopwatch()
 
     # ---- the round, independent of Lightning
     def begin_round(self, global_step: int, optimizers: list[torch.optim.Optimizer]) -> None:
         self.round += 1
-        self._start_time, self._start_step = time.perf_counter(), global_step
+        self._clock, self._start_step = Stopwatch(), global_step
         self.mask = self.pruner.prune(self.mask, self.round)
         self.enforcer.set_mask(self.mask)
         self._pruned = self.evaluate()
@@ -147,8 +150,11 @@ class PruneRetrainCycle(Callback):
             self.enforcer.set_mask(self.mask)
         for opt in optimizers:  # optimizer state is never carried across rounds
             opt.state.clear()
+        self._set_lr_position()
+
+    def _set_lr_position(self) -> None:
         self.module.lr_position = LRPosition(
-            self.lr, self.plan.lr_start_epoch * self.steps_per_epoch, global_step, self.steps_per_epoch
+            self.lr, self.plan.lr_start_epoch * self.steps_per_epoch, self._start_step, self.steps_per_epoch
         )
 
     def finish_round(self, global_step: int, epochs: int) -> RoundResult:
@@ -160,7 +166,7 @@ class PruneRetrainCycle(Callback):
             retrained=self.evaluate(),
             epochs=epochs,
             steps=global_step - self._start_step,
-            seconds=time.perf_counter() - self._start_time,
+            seconds=self._clock.seconds,
         )
         self.results.append(result)
         self.on_round_end(result)
@@ -172,6 +178,24 @@ class PruneRetrainCycle(Callback):
             self.begin_round(0, [])
             self.finish_round(0, 0)
         return self.results
+
+    # ---- resume (Lightning puts this state into the stage's checkpoint)
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "round": self.round,
+            "mask": dict(self.mask),
+            "pruned": dict(self._pruned),
+            "start_step": self._start_step,
+            "clock": self._clock.state_dict(),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.round, self._pruned, self._start_step = state_dict["round"], state_dict["pruned"], state_dict["start_step"]
+        self._clock.load_state_dict(state_dict["clock"])
+        self.mask = Mask(state_dict["mask"])
+        self.enforcer.set_mask(self.mask)
+        if self.round:
+            self._set_lr_position()
 
     # ---- Lightning hooks
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

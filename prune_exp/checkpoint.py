@@ -1,0 +1,148 @@
+"""Resuming a killed stage: one checkpoint per stage, rewritten atomically at every epoch end.
+
+A stage (the dense run, the prune-retrain rounds) keeps ``resume.ckpt`` in its directory.
+Lightning writes it through :class:`SafeCheckpointIO` (temp file + rename: a reader sees the
+previous checkpoint or the new one, never a partial file) and reads it back with
+``torch.load(weights_only=True)``, so a pickle payload planted in its place is refused,
+not run. Besides the model, optimizer and loop counters that Lightning saves, the
+checkpoint holds the state of every object wrapped in :class:`Persist` (the round and its
+mask, the records written so far, the stopwatch) and the RNG states, so that a resumed
+stage continues exactly where an uninterrupted one would be: on CPU its records match bit
+for bit.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.fabric.plugins import CheckpointIO
+from lightning.pytorch.callbacks import Callback, Checkpoint
+
+from prune_exp.atomic import atomic_write
+from prune_exp.config import CorruptFileError
+
+RESUME_FILE = "resume.ckpt"
+
+
+class SafeCheckpointIO(CheckpointIO):
+    """torch.save through an atomic rename; torch.load with ``weights_only=True`` always."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        with atomic_write(path) as tmp:
+            torch.save(checkpoint, tmp)
+
+    def load_checkpoint(self, path: Any, map_location: Any | None = None, weights_only: bool | None = None) -> Any:
+        return load_checkpoint(Path(path), map_location)
+
+    def remove_checkpoint(self, path: Any) -> None:
+        Path(path).unlink(missing_ok=True)
+
+
+def load_checkpoint(path: Path, map_location: Any | None = None) -> dict[str, Any]:
+    """Read a checkpoint; anything but plain tensors and containers is refused."""
+    try:
+        return torch.load(path, map_location=map_location or "cpu", weights_only=True)
+    except Exception as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CorruptFileError(
+            f"cannot resume from {path}: it is not a checkpoint prune-exp wrote (truncated, or altered: "
+            f"{reason[:200]}); delete it to run that stage from its start"
+        ) from e
+
+
+class ResumeCheckpoint(Checkpoint):
+    """Saves the whole training state to ``path`` at the end of every epoch.
+
+    A ``Checkpoint`` subclass, so Lightning runs it after every other callback: the round that
+    ended in this epoch is already recorded when the state is saved.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        trainer.save_checkpoint(self.path)
+
+    def resume_from(self) -> str | None:
+        """The checkpoint to hand to ``Trainer.fit(ckpt_path=...)``, if an earlier run left one."""
+        return str(self.path) if self.path.exists() else None
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+class Stateful(Protocol):
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class Persist(Callback):
+    """Puts ``obj.state_dict()`` into every checkpoint and hands it back on resume."""
+
+    def __init__(self, key: str, obj: Stateful) -> None:
+        self.key, self.obj = key, obj
+
+    @property
+    def state_key(self) -> str:
+        return f"Persist[{self.key}]"
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.obj.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.obj.load_state_dict(state_dict)
+
+
+class RNGState:
+    """The global RNGs (torch CPU and CUDA, NumPy, Python), as tensors and plain values."""
+
+    def state_dict(self) -> dict[str, Any]:
+        np_state = np.random.get_state()
+        out: dict[str, Any] = {
+            "torch": torch.get_rng_state(),
+            "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(float, np_state[2:])],
+            "python": _to_plain(random.getstate()),
+        }
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            out["cuda"] = torch.cuda.get_rng_state_all()
+        return out
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        torch.set_rng_state(state["torch"])
+        name, keys, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(cached)))
+        random.setstate(_to_tuple(state["python"]))
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _to_plain(x: Any) -> Any:
+    return [_to_plain(v) for v in x] if isinstance(x, tuple) else x
+
+
+def _to_tuple(x: Any) -> Any:
+    return tuple(_to_tuple(v) for v in x) if isinstance(x, list) else x
+
+
+class Stopwatch:
+    """Wall seconds spent in a stage, summed over the processes that worked on it."""
+
+    def __init__(self) -> None:
+        self._before = 0.0
+        self._start = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        return self._before + time.perf_counter() - self._start
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seconds": self.seconds}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._before, self._start = float(state["seconds"]), time.perf_counter()

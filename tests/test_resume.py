@@ -1,0 +1,110 @@
+"""Kill a real job with SIGKILL at several points, start it again, and get the records, mask
+and weights of an uninterrupted run bit for bit; a finished job started again trains nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from prune_exp.records import VOLATILE, read_records
+
+pytestmark = pytest.mark.slow
+
+# ~0.5 s per epoch here (1,200 steps of batch 8): slow enough to kill mid-epoch by polling files.
+ARGS = [
+    "data=synthetic",
+    "data.num_samples=12000",
+    "data.batch_size=8",
+    "model=mlp",
+    "optim.lr=0.01",
+    "dense.epochs=4",
+    "optim.schedule.milestones=[2,3]",
+    "retrain=weight_rewind",
+    "retrain.budget=2",
+    "prune.sparsity=0.5",
+    "prune.rate=0.3",
+    "hydra.run.dir=outputs/job",
+]
+
+
+def start(root: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PRUNE_EXP_ROOT": str(root)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "prune_exp", *ARGS],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def finish(proc: subprocess.Popen) -> str:
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out[-3000:]
+    return out
+
+
+def kill_when(proc: subprocess.Popen, ready: Callable[[], bool], delay: float, what: str) -> None:
+    """SIGKILL ``proc`` ``delay`` seconds after ``ready()`` first holds; fail if it ended first."""
+    deadline = time.monotonic() + 240
+    while not ready():
+        assert proc.poll() is None, f"the job ended before {what}:\n{proc.stdout.read()[-3000:]}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+    time.sleep(delay)
+    assert proc.poll() is None, f"the job ended before it could be killed {what}"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def rows_of(root: Path) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in VOLATILE} for r in read_records(root / "outputs/job/records.jsonl")]
+
+
+def test_a_job_killed_at_several_points_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
+    ref, killed = tmp_path / "ref", tmp_path / "killed"
+    ref.mkdir()
+    killed.mkdir()
+    reference = start(ref)  # the uninterrupted run, side by side with the killed one
+
+    job = killed / "outputs/job"
+    dense_ckpt = lambda: any((killed / "outputs/cache/dense").glob(".*.partial/resume.ckpt"))  # noqa: E731
+    records = lambda: len(read_records(job / "records.jsonl")) if (job / "records.jsonl").exists() else 0  # noqa: E731
+
+    # 1. mid-epoch in dense training, after its first checkpoint
+    kill_when(start(killed), dense_ckpt, 0.25, "dense epoch 2")
+    assert [p.suffix for p in (killed / "outputs/cache/dense").iterdir() if not p.name.startswith(".")] == [".lock"]
+    # 2. mid-epoch in the first retraining round (its first epoch checkpointed, no round finished)
+    proc = start(killed)
+    kill_when(proc, lambda: (job / "resume.ckpt").exists(), 0.25, "retraining epoch 2")
+    assert records() == 0
+    # 3. right after round 1 is recorded (its checkpoint may or may not be written yet)
+    kill_when(start(killed), lambda: records() >= 2, 0.0, "the end of round 1")
+    # 4. to the end
+    out = finish(start(killed))
+    assert "resuming the prune-retrain rounds" in out
+    finish(reference)
+
+    assert rows_of(killed) == rows_of(ref)
+    assert [r["round"] for r in rows_of(killed)] == [0, 1, 2]
+    for name in ("mask.safetensors", "weights.safetensors"):
+        a, b = load_file(job / name), load_file(ref / "outputs/job" / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    assert not (job / "resume.ckpt").exists()
+    assert not list((killed / "outputs/cache/dense").glob(".*.partial"))
+
+    # A finished job started again trains nothing and leaves its files as they were.
+    before = {p: p.stat().st_mtime_ns for p in job.iterdir() if p.is_file() and p.suffix != ".log"}
+    out = finish(start(killed))
+    assert "job already done" in out and "dense" not in out
+    assert before == {p: p.stat().st_mtime_ns for p in before}
