@@ -34,10 +34,17 @@ CACHE_VERSION = 2  # bump when the entry format or what determines a dense run c
 META = "meta.json"
 
 
-def dense_spec(*, data: dict, model: dict, optim: dict, epochs: int, seed: int, precision: str) -> dict:
-    """Exactly what determines a dense run — pruning and retraining settings are not in it."""
+def dense_spec(
+    *, data: dict, model: dict, optim: dict, epochs: int, seed: int, precision: str, world_size: int = 1
+) -> dict:
+    """Exactly what determines a dense run — pruning and retraining settings are not in it.
+
+    A DDP run (``world_size`` > 1) sums its gradients in another order than one process, so
+    its weights differ in the last bits: it gets its own entry."""
     precision = {"32": "32-true", "64": "64-true"}.get(str(precision), str(precision))
+    extra = {"world_size": world_size} if world_size > 1 else {}
     return {
+        **extra,
         "version": CACHE_VERSION,
         "data": data,
         "model": model,

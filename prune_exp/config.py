@@ -199,12 +199,15 @@ class DenseConfig:
 
 PRECISIONS = ("32-true", "32", "64-true", "64", "16-mixed", "bf16-mixed", "bf16-true", "16-true")
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
+TRAINER_STRATEGIES = ("auto", "ddp")
 
 
 @dataclass
 class TrainerConfig:
     accelerator: str = "cpu"
-    devices: int = 1
+    devices: int = 1  # processes per node with strategy=ddp (CPU: gloo, GPU: nccl)
+    num_nodes: int = 1
+    strategy: str = "auto"  # auto (one process) | ddp (data.batch_size is split across the processes)
     precision: str = "32-true"
     deterministic: bool = True
     gradient_clip_val: float | None = None
@@ -309,6 +312,11 @@ def round_fractions_max(prune: PruneConfig) -> float:
     return min(prune.rate, prune.sparsity)
 
 
+def world_size(cfg: TrainerConfig) -> int:
+    """Processes that train together: devices x nodes under DDP, else 1."""
+    return cfg.devices * cfg.num_nodes if cfg.strategy == "ddp" else 1
+
+
 def check_config(cfg: RunConfig) -> None:
     """Raise ConfigError for the first value that types alone cannot rule out."""
     data = cfg.data
@@ -378,6 +386,13 @@ def check_config(cfg: RunConfig) -> None:
     _choice("trainer.precision", str(tr.precision), PRECISIONS)
     _choice("trainer.accelerator", tr.accelerator, ACCELERATORS)
     _positive_int("trainer.devices", tr.devices)
+    _positive_int("trainer.num_nodes", tr.num_nodes)
+    _choice("trainer.strategy", tr.strategy, TRAINER_STRATEGIES)
+    world = tr.devices * tr.num_nodes
+    if world > 1 and tr.strategy != "ddp":
+        raise _fail("trainer.strategy", tr.strategy, f"ddp when trainer.devices x trainer.num_nodes = {world} > 1")
+    if tr.strategy == "ddp" and data.batch_size % world:
+        raise _fail("data.batch_size", data.batch_size, f"a multiple of the {world} DDP processes (it is split)")
     _positive_int("trainer.log_every_n_steps", tr.log_every_n_steps)
     if tr.num_threads is not None:
         _positive_int("trainer.num_threads", tr.num_threads)

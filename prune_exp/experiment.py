@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,14 +23,24 @@ from torch import nn
 from prune_exp.atomic import write_json
 from prune_exp.cache import DenseCache, save_state
 from prune_exp.checkpoint import RESUME_FILE, Persist, ResumeCheckpoint
-from prune_exp.config import ConfigError, RunConfig
+from prune_exp.config import ConfigError, RunConfig, world_size
 from prune_exp.data.base import TensorDataModule
+from prune_exp.dist import is_main, tensors_digest
 from prune_exp.lit.callbacks import RoundResult
 from prune_exp.lit.module import PruneModule
 from prune_exp.pruning.criteria import Criterion
 from prune_exp.pruning.pruner import Pruner, sparsity_schedule
 from prune_exp.pruning.structure import Structure
-from prune_exp.records import RECORDS_FILE, STATUS_FILE, JobInfo, ParamCounts, RecordWriter, make_row, read_records
+from prune_exp.records import (
+    RECORDS_FILE,
+    STATUS_FILE,
+    JobInfo,
+    ParamCounts,
+    RecordWriter,
+    make_row,
+    read_records,
+    slurm_job_id,
+)
 from prune_exp.retrain.schedules import LRSchedule
 from prune_exp.retrain.strategies import plan_round
 from prune_exp.stages import Job, dense_stage, prune_retrain_stage
@@ -67,13 +78,13 @@ class Experiment:
         base = {"fingerprint": self.fingerprint, "overrides": self.overrides}
         if "dense_cached" in previous:
             base["dense_cached"] = previous["dense_cached"]
-        write_json(status, {**base, "state": "running", "started": _now()})
+        write_status(status, {**base, "state": "running", "started": _now()})
         try:
             value = self._run(base, status)
         except BaseException as e:
-            write_json(status, {**base, "state": "failed", "error": f"{type(e).__name__}: {e}", "ended": _now()})
+            write_status(status, {**base, "state": "failed", "error": f"{type(e).__name__}: {e}", "ended": _now()})
             raise
-        write_json(status, {**base, "state": "done", "value": value, "ended": _now()})
+        write_status(status, {**base, "state": "done", "value": value, "ended": _now()})
         return value
 
     def _run(self, base: dict, status: Path) -> float:
@@ -83,6 +94,7 @@ class Experiment:
             torch.set_num_threads(cfg.trainer.num_threads)
         for name in ("lightning.pytorch", "lightning.fabric"):  # keep job logs about the experiment
             logging.getLogger(name).setLevel(logging.WARNING)
+        self.datamodule.world_size = world_size(cfg.trainer)
         self.datamodule.setup("fit")  # loads (or generates) the data once; Lightning reuses it
         T = cfg.dense.epochs
         plan = plan_round(cfg.retrain.strategy, cfg.retrain.budget, T)
@@ -102,7 +114,7 @@ class Experiment:
         dense, cached = dense_stage(job, DenseCache(cfg.paths.cache_dir), self.dense_spec, keep, needed)
         if "dense_cached" not in base:
             base["dense_cached"] = cached
-            write_json(status, {**base, "state": "running", "started": _now()})
+            write_status(status, {**base, "state": "running", "started": _now()})
         cached = base["dense_cached"]
 
         info = JobInfo(
@@ -127,6 +139,9 @@ class Experiment:
             dense_seconds=float(dense.meta["seconds"]),
             job_dir=str(self.job_dir),
             overrides=self.overrides,
+            host=socket.gethostname(),
+            slurm_job_id=slurm_job_id(),
+            world_size=world_size(cfg.trainer),
         )
         writer = RecordWriter(self.job_dir)
 
@@ -140,6 +155,7 @@ class Experiment:
                         round_=0,
                         target_sparsity=0.0,
                         counts=counts,
+                        mask_sha256=tensors_digest(dict(pruner.initial_mask())),
                         pruned={},
                         retrained=dense.meta["metrics"],
                         epochs=0,
@@ -158,6 +174,7 @@ class Experiment:
                     round_=result.round,
                     target_sparsity=result.target_sparsity,
                     counts=counts,
+                    mask_sha256=result.mask_digest,
                     pruned=result.pruned,
                     retrained=result.retrained,
                     epochs=result.epochs,
@@ -205,9 +222,10 @@ class Experiment:
             resume=resume,
             persist=[Persist("records", writer)],
         )
-        mask.save(self.job_dir / MASK_FILE, prunable=pruner.prunable_names)
-        save_state(self.job_dir / WEIGHTS_FILE, module.net.state_dict())
-        resume.remove()  # the job is complete: mask, weights and records are all there is to keep
+        if is_main():
+            mask.save(self.job_dir / MASK_FILE, prunable=pruner.prunable_names)
+            save_state(self.job_dir / WEIGHTS_FILE, module.net.state_dict())
+            resume.remove()  # the job is complete: mask, weights and records are all there is to keep
         log.info("job done in %.1fs: %s", time.perf_counter() - started, writer.path)
         return float(writer.rows[-1][f"val_{cfg.select_metric}"])
 
@@ -241,6 +259,11 @@ def _complete(job_dir: Path) -> bool:
     except (OSError, ValueError):
         return False
     return bool(rows) and rows[-1]["round"] == rows[-1]["rounds"] and (job_dir / MASK_FILE).exists()
+
+
+def write_status(path: Path, status: dict) -> None:
+    if is_main():  # (DDP) one writer: rank 0
+        write_json(path, status)
 
 
 def _now() -> str:

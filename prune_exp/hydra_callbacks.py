@@ -134,12 +134,20 @@ class Preflight(Callback):
             log.info("preflight: not a basic sweep, every job checks its own config when it starts")
             return
         seen: dict[str, None] = {}
+        launcher = str(OmegaConf.select(config, "hydra.launcher._target_"))
         sweep_dir = Path(config.hydra.sweep.dir)
         numbered = OmegaConf.to_container(config.hydra.sweep)["subdir"] == "${hydra.job.num}"
         for num, overrides in enumerate(jobs):
             try:
                 job_cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
                 check_job(job_cfg, seen)
+                tr = job_cfg.trainer
+                if tr.strategy == "ddp" and tr.devices * tr.num_nodes > 1 and "Slurm" not in launcher:
+                    raise ConfigError(
+                        f"trainer.strategy=ddp with {tr.devices * tr.num_nodes} processes in a multirun needs a "
+                        f"launcher that starts one process per device; allowed: hydra/launcher=slurm with "
+                        f"hydra.launcher.tasks_per_node={tr.devices}, or a single run (no -m)"
+                    )
                 check_outputs(job_cfg, sweep_dir / str(num) if numbered else None, "hydra.sweep.dir")
             except INPUT_ERRORS as e:
                 _exit_with(e, f" in the sweep job [{' '.join(overrides)}]")

@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from prune_exp.atomic import write_text
+from prune_exp.dist import is_main
 from prune_exp.pruning.mask import Mask
 
 RECORDS_FILE = "records.jsonl"
 STATUS_FILE = "status.json"  # {"state": "running" | "done" | "failed", ...}, rewritten atomically
 # Columns that differ between two runs of the same config: wall times and where the job ran.
 # Everything else is the same, bit for bit, on CPU (tests/test_resume.py), also across a kill.
-VOLATILE = ("retrain_seconds", "cum_seconds", "dense_seconds", "job_dir")
+VOLATILE = ("retrain_seconds", "cum_seconds", "dense_seconds", "job_dir", "host", "slurm_job_id")
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,18 @@ class JobInfo:
     dense_seconds: float
     job_dir: str
     overrides: list[str] = field(default_factory=list)
+    host: str = ""  # where the job ran
+    slurm_job_id: str | None = None  # "<array job>_<task>" or "<job>" under SLURM, else None
+    world_size: int = 1  # processes training together (DDP)
+
+
+def slurm_job_id() -> str | None:
+    """The SLURM job this process runs in (array jobs as ``<array job id>_<task id>``)."""
+    import os
+
+    if "SLURM_ARRAY_JOB_ID" in os.environ and "SLURM_ARRAY_TASK_ID" in os.environ:
+        return f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    return os.environ.get("SLURM_JOB_ID")
 
 
 @dataclass(frozen=True)
@@ -69,6 +82,7 @@ def make_row(
     round_: int,
     target_sparsity: float,
     counts: ParamCounts,
+    mask_sha256: str,
     pruned: dict[str, float],
     retrained: dict[str, float],
     epochs: int,
@@ -91,6 +105,7 @@ def make_row(
         "total_params": counts.total,
         "prunable_params": counts.prunable,
         "prunable_nonzero": counts.prunable_kept,
+        "mask_sha256": mask_sha256,
         **{f"pruned_{k}": v for k, v in pruned.items()},
         **retrained,
         "retrain_epochs": epochs,
@@ -120,6 +135,8 @@ class RecordWriter:
         self._write()
 
     def _write(self) -> None:
+        if not is_main():  # (DDP) every rank keeps the rows, rank 0 writes them
+            return
         write_text(self.path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.rows))
 
     def state_dict(self) -> dict[str, Any]:

@@ -61,6 +61,7 @@ def dense_spec_of(cfg: DictConfig) -> dict:
         epochs=cfg.dense.epochs,
         seed=cfg.seed,
         precision=cfg.trainer.precision,
+        world_size=cfg.trainer.devices * cfg.trainer.num_nodes if cfg.trainer.strategy == "ddp" else 1,
     )
 
 

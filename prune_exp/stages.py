@@ -18,9 +18,11 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from torch import nn
 
-from prune_exp.cache import DenseCache, DenseRun, epoch_file, save_state
+from prune_exp import dist
+from prune_exp.cache import DenseCache, DenseRun, epoch_file, save_state, spec_hash
 from prune_exp.checkpoint import RESUME_FILE, Persist, ResumeCheckpoint, RNGState, SafeCheckpointIO, Stopwatch
 from prune_exp.config import OptimConfig, TrainerConfig
 from prune_exp.data.base import TensorDataModule
@@ -36,6 +38,9 @@ log = logging.getLogger(__name__)
 # In-memory tensors need no loader workers, and a short epoch is no reason to log less often.
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
+# On a SLURM login node Lightning suggests srun; jobs that should run under SLURM are submitted
+# by hydra/launcher=slurm (which uses srun), a local run is meant to be local.
+warnings.filterwarnings("ignore", message=r".*The `srun` command is available on your system.*")
 # Lightning's own use of a torch API that torch has deprecated; nothing a user can act on.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
 
@@ -55,9 +60,17 @@ def make_trainer(
         callbacks = [*callbacks, RichProgressBar()]
     if resume is not None:
         callbacks = [*callbacks, Persist("rng", RNGState()), resume]
+    plugins: list[Any] = [SafeCheckpointIO()]
+    if SLURMEnvironment.detect():
+        # submitit (hydra/launcher=slurm) requeues a preempted or timed-out job and the job
+        # resumes from its checkpoint; Lightning's own requeue on SIGUSR1 would compete with it.
+        plugins.append(SLURMEnvironment(auto_requeue=False))
     return pl.Trainer(
         accelerator=cfg.accelerator,
         devices=cfg.devices,
+        num_nodes=cfg.num_nodes,
+        strategy=cfg.strategy,
+        use_distributed_sampler=False,  # the datamodule shards the epoch's order itself (EpochShuffle)
         precision=cfg.precision,
         deterministic=cfg.deterministic,
         gradient_clip_val=cfg.gradient_clip_val,
@@ -66,7 +79,7 @@ def make_trainer(
         logger=CSVLogger(str(log_dir), name="", version=""),
         log_every_n_steps=cfg.log_every_n_steps,
         enable_checkpointing=resume is not None,
-        plugins=[SafeCheckpointIO()],
+        plugins=plugins,
         enable_progress_bar=progress_bar,
         enable_model_summary=False,
         num_sanity_val_steps=0,
@@ -103,7 +116,10 @@ class Job:
 def dense_stage(
     job: Job, cache: DenseCache, spec: dict, keep_epochs: set[int], needed: set[int]
 ) -> tuple[DenseRun, bool]:
-    """The dense run for ``spec``: from the cache, or trained now (once, under a lock)."""
+    """The dense run for ``spec``: from the cache, or trained now (once, under a lock).
+
+    Under DDP, rank 0 takes the lock, trains and publishes; the other ranks train along
+    (writing nothing), wait for it to publish, then read the entry like any later job."""
     T = job.schedule.total_epochs
 
     def train(staging: Path) -> dict[str, Any]:
@@ -115,7 +131,9 @@ def dense_stage(
         module = PruneModule(net, job.optim, job.datamodule.num_classes)
         module.lr_position = LRPosition(job.schedule, 0, 0, job.steps_per_epoch)
         saver = RewindPointSaver(
-            net, keep_epochs | needed | {0, T}, lambda e, state: save_state(staging / epoch_file(e), state)
+            net,
+            keep_epochs | needed | {0, T},
+            lambda e, state: save_state(staging / epoch_file(e), state) if dist.is_main() else None,
         )
         clock = Stopwatch()
         trainer = make_trainer(
@@ -127,7 +145,8 @@ def dense_stage(
             resume=resume,
         )
         trainer.fit(module, datamodule=job.datamodule, ckpt_path=ckpt)
-        resume.remove()  # the entry keeps the epoch files; the training state is not needed any more
+        if dist.is_main():
+            resume.remove()  # the entry keeps the epoch files; the training state is not needed any more
         return {
             "saved_epochs": sorted(keep_epochs | needed | {0, T}),
             "metrics": evaluate_splits(module, job.datamodule),
@@ -135,7 +154,17 @@ def dense_stage(
             "seconds": clock.seconds,
         }
 
-    run, cached = cache.get_or_train(spec, needed, train)
+    if dist.is_main():
+        run, cached = cache.get_or_train(spec, needed, train)
+        dist.barrier()  # (DDP) the other ranks read the entry once it is published
+    else:
+        found, cached = cache.load(spec_hash(spec)), True
+        if found is None:
+            train(cache.partial(spec_hash(spec)))
+            dist.barrier()
+            found = cache.load(spec_hash(spec))
+        assert found is not None, "rank 0 did not publish the dense run"
+        run = found
     log.info(
         "dense run %s (%s): val acc %.4f, test acc %.4f",
         run.hash,

@@ -38,21 +38,28 @@ class EpochShuffle(Sampler[int]):
     """A random order that is a pure function of (seed, epoch).
 
     Lightning calls ``set_epoch`` at the start of every epoch, so a run resumed at epoch k
-    sees exactly the order an uninterrupted run would have seen.
+    sees exactly the order an uninterrupted run would have seen. Under DDP, rank r of w
+    takes every w-th index from r of the same order (padded with its start to a multiple of
+    w, like DistributedSampler): the w ranks' batches of B/w together are the one-process
+    run's batch of B.
     """
 
-    def __init__(self, n: int, seed: int) -> None:
+    def __init__(self, n: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
         self.n, self.seed, self.epoch = n, seed, 0
+        self.rank, self.world_size = rank, world_size
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.n
+        return -(-self.n // self.world_size)
 
     def __iter__(self) -> Iterator[int]:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=g).tolist())
+        order = torch.randperm(self.n, generator=g)
+        if self.world_size > 1:
+            order = torch.cat([order, order[: len(self) * self.world_size - self.n]])[self.rank :: self.world_size]
+        return iter(order.tolist())
 
 
 def split_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -84,6 +91,7 @@ class TensorDataModule(pl.LightningDataModule):
         self.split_seed = split_seed
         self.data_dir = data_dir
         self.shuffle_seed = shuffle_seed  # the run's seed: the data order differs per seed
+        self.world_size = 1  # DDP processes; batch_size is split across them (set by the job)
         self.train: TensorDataset | None = None
         self.val: TensorDataset | None = None
         self.test: TensorDataset | None = None
@@ -119,9 +127,15 @@ class TensorDataModule(pl.LightningDataModule):
         self.test = tensors(x_test, y_test)
 
     def _loader(self, ds: TensorDataset | None, batch_size: int, shuffle: bool) -> DataLoader:
+        """Training: this rank's share of the shuffled order. Evaluation: every example, on
+        every rank (each rank measures the same model on the whole split)."""
         if ds is None:
             raise RuntimeError("call setup() before asking for a dataloader")
-        sampler = EpochShuffle(len(ds), self.shuffle_seed) if shuffle else None
+        sampler = None
+        if shuffle:
+            rank = self.trainer.global_rank if self.trainer is not None else 0
+            sampler = EpochShuffle(len(ds), self.shuffle_seed, rank, self.world_size)
+            batch_size //= self.world_size
         # In-memory tensors: a worker process would only add IPC cost.
         return DataLoader(ds, batch_size=batch_size, sampler=sampler, collate_fn=_identity, num_workers=0)
 
@@ -139,4 +153,5 @@ class TensorDataModule(pl.LightningDataModule):
         """Optimizer steps in one training epoch (the last, partial batch included)."""
         if self.train is None:
             raise RuntimeError("call setup() first")
-        return -(-len(self.train) // self.batch_size)
+        per_rank = -(-len(self.train) // self.world_size)
+        return -(-per_rank // (self.batch_size // self.world_size))

@@ -6,6 +6,7 @@ checkpoint, so a killed stage resumes mid-round with the same mask and LR positi
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,11 +16,14 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import nn
 
+from prune_exp import dist
 from prune_exp.checkpoint import Stopwatch
 from prune_exp.pruning.mask import Mask
 from prune_exp.pruning.pruner import Pruner
 from prune_exp.retrain.schedules import LRPosition, LRSchedule
 from prune_exp.retrain.strategies import RoundPlan
+
+log = logging.getLogger(__name__)
 
 
 class MaskEnforcer(Callback):
@@ -91,6 +95,7 @@ class RoundResult:
     round: int
     target_sparsity: float
     mask: Mask
+    mask_digest: str  # dist.tensors_digest of the mask: equal digests, equal masks
     pruned: dict[str, float]  # metrics right after pruning ("val/acc", "test/loss", ...)
     retrained: dict[str, float]  # metrics after the round's retraining
     epochs: int
@@ -131,6 +136,7 @@ class PruneRetrainCycle(Callback):
         self.lr, self.steps_per_epoch = lr, steps_per_epoch
         self.on_round_end = on_round_end
         self.mask = pruner.initial_mask()
+        self.mask_digest = ""
         self.round = 0
         self.results: list[RoundResult] = []
         self._pruned: dict[str, float] = {}
@@ -142,6 +148,9 @@ class PruneRetrainCycle(Callback):
         self.round += 1
         self._clock, self._start_step = Stopwatch(), global_step
         self.mask = self.pruner.prune(self.mask, self.round)
+        self.mask_digest = dist.tensors_digest(dict(self.mask))
+        log.info("round %d: mask sha256 %s (rank %d)", self.round, self.mask_digest, dist.global_rank())
+        dist.check_same_on_every_rank(f"the mask of round {self.round}", self.mask_digest)
         self.enforcer.set_mask(self.mask)
         self._pruned = self.evaluate()
         state = self.round_start_weights(self.round)
@@ -162,6 +171,7 @@ class PruneRetrainCycle(Callback):
             round=self.round,
             target_sparsity=self.pruner.sparsities[self.round - 1],
             mask=self.mask,
+            mask_digest=self.mask_digest,
             pruned=self._pruned,
             retrained=self.evaluate(),
             epochs=epochs,
@@ -193,6 +203,7 @@ class PruneRetrainCycle(Callback):
         self.round, self._pruned, self._start_step = state_dict["round"], state_dict["pruned"], state_dict["start_step"]
         self._clock.load_state_dict(state_dict["clock"])
         self.mask = Mask(state_dict["mask"])
+        self.mask_digest = dist.tensors_digest(state_dict["mask"]) if self.round else ""
         self.enforcer.set_mask(self.mask)
         if self.round:
             self._set_lr_position()

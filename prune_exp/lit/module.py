@@ -80,12 +80,16 @@ class PruneModule(pl.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         if self._loss_count:
-            self.log("train/loss", self._loss_sum / self._loss_count, prog_bar=True)
+            # (DDP) averaged over the ranks, each of which saw its share of the epoch
+            self.log("train/loss", self._loss_sum / self._loss_count, prog_bar=True, sync_dist=True)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
         logits = self(x)
-        self.log("val/loss", F.cross_entropy(logits, y), on_epoch=True, prog_bar=True, batch_size=len(y))
+        # Every rank evaluates the whole split (no sharding), so sync_dist averages equal values.
+        self.log(
+            "val/loss", F.cross_entropy(logits, y), on_epoch=True, prog_bar=True, batch_size=len(y), sync_dist=True
+        )
         self.val_metrics.update(logits, y)
         self.log_dict(self.val_metrics, on_epoch=True, prog_bar=False, batch_size=len(y))
 
