@@ -25,6 +25,10 @@ class ConfigError(PruneExpError, ValueError):
     """A config value that is not allowed; the message names the key and the allowed values."""
 
 
+class DataMissingError(PruneExpError):
+    """A dataset whose files are not in ``paths.data_dir`` and cannot be downloaded."""
+
+
 class CorruptFileError(PruneExpError):
     """A file prune-exp wrote earlier (cache entry, checkpoint) that is truncated or was altered."""
 
@@ -65,6 +69,18 @@ class SyntheticConfig(DataConfig):
     noise: float = 1.0
     test_fraction: float = 0.2
     data_seed: int = 0
+
+
+@dataclass
+class MNISTConfig(DataConfig):
+    _target_: str = "prune_exp.data.vision.MNISTDataModule"
+    download: bool = True  # fetch into paths.data_dir when missing (needs the internet once)
+    val_fraction: float = 1 / 12  # 5,000 of the 60,000 training images
+
+
+@dataclass
+class FashionMNISTConfig(MNISTConfig):
+    _target_: str = "prune_exp.data.vision.FashionMNISTDataModule"
 
 
 # -------------------------------------------------------------------------------------- model
@@ -244,7 +260,13 @@ class RunConfig:
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
-    "data": {"mnist1d": MNIST1DConfig, "digits": DigitsConfig, "synthetic": SyntheticConfig},
+    "data": {
+        "mnist1d": MNIST1DConfig,
+        "digits": DigitsConfig,
+        "synthetic": SyntheticConfig,
+        "mnist": MNISTConfig,
+        "fashion_mnist": FashionMNISTConfig,
+    },
     "model": {"mlp": MLPConfig, "cnn1d": CNN1DConfig},
     "optim": {"sgd": SGDConfig, "adam": AdamConfig},
     "optim/schedule": {

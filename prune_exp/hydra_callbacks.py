@@ -39,7 +39,8 @@ def check_job(cfg: DictConfig, _seen: dict[str, None] | None = None) -> None:
     model_key = json.dumps(parts, sort_keys=True, default=str)
     if _seen is not None and model_key in _seen:
         return
-    dm = instantiate(cfg.data)
+    dm = instantiate(cfg.data, data_dir=str(OmegaConf.select(cfg, "paths.data_dir")))
+    dm.check_available()  # downloads a missing dataset now, once for the sweep, or fails here
     if rc.select_metric == "acc_top5" and dm.num_classes <= 5:
         raise ConfigError(
             f"select_metric='acc_top5' needs more than 5 classes, the data has {dm.num_classes}; allowed: acc, f1_macro"
@@ -113,7 +114,8 @@ INPUT_ERRORS = (PruneExpError, OmegaConfBaseException, HydraException)
 def _exit_with(e: Exception, where: str = "") -> None:
     # One clear message, no traceback: it is the user's input, not our bug. (Hydra turns an
     # exception raised in a callback into a warning, so exiting is the way to stop the run.)
-    sys.exit(f"prune-exp: config error{where}: {e}")
+    kind = "error" if isinstance(e, PruneExpError) and not isinstance(e, ConfigError) else "config error"
+    sys.exit(f"prune-exp: {kind}{where}: {e}")
 
 
 class Preflight(Callback):

@@ -9,6 +9,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -117,3 +118,24 @@ def tiny_dense(job: Job, cache_root: Path) -> DenseRun:
     )
     run, _ = dense_stage(job, DenseCache(cache_root), spec, set(range(T + 1)), set())
     return run
+
+
+# ------------------------------------------------------------- torchvision files, offline
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """The IDX format MNIST ships in: magic (0, 0, dtype 0x08 = ubyte, ndim), big-endian sizes, bytes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def fake_mnist(root: Path, folder: str, n_train: int = 48, n_test: int = 16) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28)),
+        "train-labels-idx1-ubyte": np.arange(n_train) % 10,
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28)),
+        "t10k-labels-idx1-ubyte": (np.arange(n_test) + 3) % 10,
+    }
+    for name, a in arrays.items():
+        write_idx(root / folder / "raw" / name, a)
+    return arrays

@@ -177,6 +177,8 @@ def test_compare_multirun_trains_one_dense_model_and_prints_the_comparison(tmp_p
         (["prune.exclude=[nothing.*]"], "prune.exclude pattern 'nothing.*' matches no prunable parameter"),
         (["retrain=finetuning"], "Could not find 'retrain/finetuning'"),
         (["prune.sparsty=0.5"], "sparsty"),
+        (["data=mnist", "model=mlp", "data.download=false"], "MNIST is not in"),
+        (["data=fashion_mnist", "model=mlp"], "(missing: train-images-idx3-ubyte, "),  # offline here
     ],
 )
 def test_bad_input_fails_before_anything_is_written(tmp_path: Path, args: list[str], message: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import composed
+from helpers import composed, fake_mnist
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
@@ -30,9 +30,18 @@ def test_every_group_has_options() -> None:
     assert options("retrain") == ["finetune", "lottery", "lr_rewind", "none", "reinit", "weight_rewind"]
 
 
+@pytest.fixture(scope="module")
+def image_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tiny MNIST and Fashion-MNIST files, so the datasets' availability check passes offline."""
+    root = tmp_path_factory.mktemp("images")
+    for folder in ("MNIST", "FashionMNIST"):
+        fake_mnist(root, folder)
+    return root
+
+
 @pytest.mark.parametrize(("group", "option"), ALL_OPTIONS, ids=[f"{g}={o}" for g, o in ALL_OPTIONS])
-def test_every_option_composes_into_a_checked_typed_config(group: str, option: str) -> None:
-    with composed([f"{group}={option}"]) as cfg:
+def test_every_option_composes_into_a_checked_typed_config(group: str, option: str, image_data_dir: Path) -> None:
+    with composed([f"{group}={option}", f"paths.data_dir={image_data_dir}"]) as cfg:
         rc = to_run_config(cfg, resolve_paths=False)
         check_job(cfg)  # the model-dependent checks too
     assert isinstance(rc, RunConfig)

@@ -5,12 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
+from helpers import fake_mnist
 
+from prune_exp.config import DataMissingError
 from prune_exp.data.base import EpochShuffle, split_indices
 from prune_exp.data.digits import DigitsDataModule
 from prune_exp.data.mnist1d import MNIST1DDataModule
 from prune_exp.data.synthetic import SyntheticDataModule
+from prune_exp.data.vision import FashionMNISTDataModule, MNISTDataModule
 
 COMMON = {"batch_size": 100, "eval_batch_size": 500, "split_seed": 0}
 
@@ -60,3 +64,30 @@ def test_epoch_shuffle_is_a_function_of_seed_and_epoch() -> None:
     b.set_epoch(3)
     assert list(a) == list(b) != first
     assert list(EpochShuffle(50, seed=2)) != first
+
+
+# ------------------------------------------------------------------ torchvision, offline
+@pytest.mark.parametrize(("cls", "folder"), [(MNISTDataModule, "MNIST"), (FashionMNISTDataModule, "FashionMNIST")])
+def test_mnist_family_reads_idx_files_through_torchvision(tmp_path: Path, cls, folder: str) -> None:
+    arrays = fake_mnist(tmp_path, folder)
+    dm = cls(batch_size=8, eval_batch_size=16, val_fraction=0.25, split_seed=0, data_dir=str(tmp_path), download=False)
+    dm.setup()
+    assert (len(dm.train), len(dm.val), len(dm.test)) == (36, 12, 16)
+    expected = (arrays["t10k-images-idx3-ubyte"] / 255.0 - cls.mean[0]) / cls.std[0]
+    assert dm.test.x.shape == (16, 1, 28, 28)
+    np.testing.assert_allclose(dm.test.x[:, 0].numpy(), expected, rtol=1e-6, atol=1e-6)
+    assert dm.test.y.tolist() == arrays["t10k-labels-idx1-ubyte"].tolist()
+    seen = sorted(dm.train.y.tolist() + dm.val.y.tolist())
+    assert seen == sorted(arrays["train-labels-idx1-ubyte"].tolist())
+
+
+def test_a_missing_dataset_offline_names_the_directory_and_the_files(tmp_path: Path) -> None:
+    fake_mnist(tmp_path, "MNIST")
+    (tmp_path / "MNIST/raw/t10k-labels-idx1-ubyte").unlink()
+    dm = MNISTDataModule(batch_size=8, eval_batch_size=16, val_fraction=0.25, split_seed=0, data_dir=str(tmp_path))
+    dm.download = False
+    with pytest.raises(DataMissingError, match=r"MNIST is not in .*MNIST/raw \(missing: t10k-labels-idx1-ubyte\)"):
+        dm.setup()
+    dm.download = True  # this machine is offline: the download fails, with the same message and why
+    with pytest.raises(DataMissingError, match=r"missing: t10k-labels-idx1-ubyte\) and downloading it failed"):
+        dm.check_available()

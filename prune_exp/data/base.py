@@ -111,6 +111,10 @@ class TensorDataModule(pl.LightningDataModule):
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Return float features and int labels: x_train, y_train, x_test, y_test."""
 
+    def check_available(self) -> None:
+        """Raise DataMissingError if the data cannot be had (the preflight calls this before any
+        job starts). Generated and bundled datasets are always there."""
+
     # ---- Lightning API
     def setup(self, stage: str | None = None) -> None:
         if self.train is not None:
