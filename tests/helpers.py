@@ -139,3 +139,28 @@ def fake_mnist(root: Path, folder: str, n_train: int = 48, n_test: int = 16) -> 
     for name, a in arrays.items():
         write_idx(root / folder / "raw" / name, a)
     return arrays
+
+
+def fake_cifar(root: Path, hundred: bool = False, per_file: int = 10) -> dict[str, np.ndarray]:
+    """CIFAR's own format: pickled dicts of uint8 rows (3072 = 3 x 32 x 32, channel-major)."""
+    import pickle
+
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    cls = CIFAR100 if hundred else CIFAR10
+    label_key = "fine_labels" if hundred else "labels"
+    rng = np.random.default_rng(1)
+    folder = root / cls.base_folder
+    folder.mkdir(parents=True, exist_ok=True)
+    out: dict[str, list] = {"train_x": [], "train_y": [], "test_x": [], "test_y": []}
+    for split, files in (("train", cls.train_list), ("test", cls.test_list)):
+        for name, _md5 in files:
+            data = rng.integers(0, 256, (per_file, 3072), dtype=np.uint8)
+            labels = [int(v) for v in rng.integers(0, 100 if hundred else 10, per_file)]
+            with open(folder / name, "wb") as f:
+                pickle.dump({"data": data, label_key: labels}, f)
+            out[f"{split}_x"].append(data.reshape(-1, 3, 32, 32))
+            out[f"{split}_y"] += labels
+    with open(folder / cls.meta["filename"], "wb") as f:
+        pickle.dump({cls.meta["key"]: [f"class{i}" for i in range(100 if hundred else 10)]}, f)
+    return {k: np.concatenate(v) if k.endswith("_x") else np.asarray(v) for k, v in out.items()}

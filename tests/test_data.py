@@ -7,14 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import fake_mnist
+from helpers import fake_cifar, fake_mnist
 
 from prune_exp.config import DataMissingError
 from prune_exp.data.base import EpochShuffle, split_indices
 from prune_exp.data.digits import DigitsDataModule
 from prune_exp.data.mnist1d import MNIST1DDataModule
 from prune_exp.data.synthetic import SyntheticDataModule
-from prune_exp.data.vision import FashionMNISTDataModule, MNISTDataModule
+from prune_exp.data.vision import CIFAR10DataModule, CIFAR100DataModule, FashionMNISTDataModule, MNISTDataModule
 
 COMMON = {"batch_size": 100, "eval_batch_size": 500, "split_seed": 0}
 
@@ -73,10 +73,11 @@ def test_mnist_family_reads_idx_files_through_torchvision(tmp_path: Path, cls, f
     dm = cls(batch_size=8, eval_batch_size=16, val_fraction=0.25, split_seed=0, data_dir=str(tmp_path), download=False)
     dm.setup()
     assert (len(dm.train), len(dm.val), len(dm.test)) == (36, 12, 16)
+    assert dm.test.x.dtype == torch.uint8 and dm.test.x.shape == (16, 1, 28, 28)  # normalized per batch
+    (x, y), *_ = list(dm.test_dataloader())
     expected = (arrays["t10k-images-idx3-ubyte"] / 255.0 - cls.mean[0]) / cls.std[0]
-    assert dm.test.x.shape == (16, 1, 28, 28)
-    np.testing.assert_allclose(dm.test.x[:, 0].numpy(), expected, rtol=1e-6, atol=1e-6)
-    assert dm.test.y.tolist() == arrays["t10k-labels-idx1-ubyte"].tolist()
+    np.testing.assert_allclose(x[:, 0].numpy(), expected, rtol=1e-5, atol=1e-5)
+    assert y.tolist() == arrays["t10k-labels-idx1-ubyte"].tolist()
     seen = sorted(dm.train.y.tolist() + dm.val.y.tolist())
     assert seen == sorted(arrays["train-labels-idx1-ubyte"].tolist())
 
@@ -91,3 +92,47 @@ def test_a_missing_dataset_offline_names_the_directory_and_the_files(tmp_path: P
     dm.download = True  # this machine is offline: the download fails, with the same message and why
     with pytest.raises(DataMissingError, match=r"missing: t10k-labels-idx1-ubyte\) and downloading it failed"):
         dm.check_available()
+
+
+@pytest.mark.parametrize("hundred", [False, True])
+def test_cifar_reads_the_pickled_batches_through_torchvision(tmp_path: Path, hundred: bool) -> None:
+    arrays = fake_cifar(tmp_path, hundred)
+    cls = CIFAR100DataModule if hundred else CIFAR10DataModule
+    dm = cls(batch_size=10, eval_batch_size=100, val_fraction=0.2, split_seed=0, data_dir=str(tmp_path), verify=False)
+    dm.setup()
+    assert (len(dm.train), len(dm.val), len(dm.test)) == ((8, 2, 10) if hundred else (40, 10, 10))  # 1 or 5 train files
+    assert torch.equal(dm.test.x, torch.from_numpy(arrays["test_x"]))  # uint8, channel-major as stored
+    assert dm.test.y.tolist() == arrays["test_y"].tolist() and dm.num_classes == (100 if hundred else 10)
+    with pytest.raises(RuntimeError, match="not found or corrupted"):  # md5 checked unless verify=false
+        cls(batch_size=10, eval_batch_size=100, val_fraction=0.2, split_seed=0, data_dir=str(tmp_path)).setup()
+
+
+def test_cifar_augmentation_is_a_padded_crop_and_flip_and_is_reseeded_per_epoch(tmp_path: Path) -> None:
+    fake_cifar(tmp_path)
+    dm = CIFAR10DataModule(
+        batch_size=10,
+        eval_batch_size=100,
+        val_fraction=0.2,
+        split_seed=0,
+        data_dir=str(tmp_path),
+        verify=False,
+        crop_padding=4,
+        flip=True,
+    )
+    dm.setup()
+    idx = list(range(10))
+    mean, std = torch.tensor(dm.mean).view(3, 1, 1), torch.tensor(dm.std).view(3, 1, 1)
+
+    def batch(epoch: int) -> torch.Tensor:
+        dm.reseed(epoch, rank=0)
+        return dm.train.__getitems__(idx)[0]
+
+    a, a_again, b = batch(1), batch(1), batch(2)
+    assert torch.equal(a, a_again) and not torch.equal(a, b)  # a function of (seed, epoch, rank)
+    padded = torch.nn.functional.pad(dm.train.x[:10].float(), (4, 4, 4, 4))
+    for i in range(10):  # every augmented image is a 32x32 window of the padded image, maybe mirrored
+        img = a[i] * std + mean
+        windows = [padded[i, :, r : r + 32, c : c + 32] / 255 for r in range(9) for c in range(9)]
+        assert any(torch.allclose(img, w, atol=1e-5) or torch.allclose(img, w.flip(2), atol=1e-5) for w in windows)
+    x_eval, _ = dm.val.__getitems__(idx)  # evaluation: normalized only
+    assert torch.allclose(x_eval * std + mean, dm.val.x[:10].float() / 255, atol=1e-5)

@@ -1,33 +1,47 @@
-"""In-memory tensor datamodules: the base every small offline dataset builds on."""
+"""In-memory tensor datamodules: the base every dataset that fits in memory builds on.
+
+The whole split lives in one tensor on the training device (uint8 for images); a batch is
+one index op on that device, then a batch transform there (normalization, and for
+training the augmentation, a whole batch at a time). The DataLoader is only the batching
+shell Lightning expects: no worker processes, no per-example Python.
+"""
 
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+BatchTransform = Callable[[torch.Tensor], torch.Tensor]
+
 
 class TensorDataset(Dataset):
-    """(x, y) tensors; ``__getitems__`` fetches a whole batch with one index op, no collate."""
+    """(x, y) tensors; ``__getitems__`` fetches a whole batch with one index op on the tensors'
+    device and applies ``transform`` to it, no collate."""
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, transform: BatchTransform | None = None) -> None:
         if len(x) != len(y):
             raise ValueError(f"x has {len(x)} rows but y has {len(y)}")
-        self.x, self.y = x, y
+        self.x, self.y, self.transform = x, y, transform
+
+    def to(self, device: torch.device) -> None:
+        self.x, self.y = self.x.to(device), self.y.to(device)
 
     def __len__(self) -> int:
         return len(self.y)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.x[i], self.y[i]
+        x, y = self.__getitems__([i])
+        return x[0], y[0]
 
     def __getitems__(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        t = torch.as_tensor(idx)
-        return self.x[t], self.y[t]
+        t = torch.as_tensor(idx, device=self.x.device)
+        x = self.x[t]
+        return (self.transform(x) if self.transform is not None else x), self.y[t]
 
 
 def _identity(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -44,12 +58,17 @@ class EpochShuffle(Sampler[int]):
     run's batch of B.
     """
 
-    def __init__(self, n: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self, n: int, seed: int, rank: int = 0, world_size: int = 1, on_epoch: Callable[[int], None] | None = None
+    ) -> None:
         self.n, self.seed, self.epoch = n, seed, 0
         self.rank, self.world_size = rank, world_size
+        self.on_epoch = on_epoch  # e.g. the augmentation reseeds itself per epoch
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+        if self.on_epoch is not None:
+            self.on_epoch(epoch)
 
     def __len__(self) -> int:
         return -(-self.n // self.world_size)
@@ -109,7 +128,20 @@ class TensorDataModule(pl.LightningDataModule):
 
     @abstractmethod
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Return float features and int labels: x_train, y_train, x_test, y_test."""
+        """Return features (float, or uint8 images N x C x H x W) and int labels:
+        x_train, y_train, x_test, y_test."""
+
+    def train_transform(self) -> BatchTransform | None:
+        """Applied to every training batch on the device (e.g. normalize + augment)."""
+        return None
+
+    def eval_transform(self) -> BatchTransform | None:
+        """Applied to every evaluation batch on the device (e.g. normalize)."""
+        return None
+
+    def reseed(self, epoch: int, rank: int) -> None:
+        """Called at the start of every training epoch: seed the augmentation from
+        (seed, epoch, rank), so that a resumed run augments exactly like an uninterrupted one."""
 
     def check_available(self) -> None:
         """Raise DataMissingError if the data cannot be had (the preflight calls this before any
@@ -122,23 +154,38 @@ class TensorDataModule(pl.LightningDataModule):
         x, y, x_test, y_test = self.load_arrays()
         fit_idx, val_idx = split_indices(len(y), self.val_fraction, self.split_seed)
 
-        def tensors(xs: np.ndarray, ys: np.ndarray) -> TensorDataset:
-            xt = torch.as_tensor(np.ascontiguousarray(xs), dtype=torch.float32)
-            return TensorDataset(xt.reshape(len(xt), *self.input_shape), torch.as_tensor(ys, dtype=torch.long))
+        def tensors(xs: np.ndarray, ys: np.ndarray, transform: BatchTransform | None) -> TensorDataset:
+            dtype = torch.uint8 if xs.dtype == np.uint8 else torch.float32
+            xt = torch.as_tensor(np.ascontiguousarray(xs), dtype=dtype)
+            return TensorDataset(
+                xt.reshape(len(xt), *self.input_shape), torch.as_tensor(ys, dtype=torch.long), transform
+            )
 
-        self.train = tensors(x[fit_idx], y[fit_idx])
-        self.val = tensors(x[val_idx], y[val_idx])
-        self.test = tensors(x_test, y_test)
+        self.train = tensors(x[fit_idx], y[fit_idx], self.train_transform())
+        self.val = tensors(x[val_idx], y[val_idx], self.eval_transform())
+        self.test = tensors(x_test, y_test, self.eval_transform())
+
+    def _place(self) -> None:
+        """Move the splits to the device Lightning trains on (once; a no-op on CPU)."""
+        if self.trainer is None or self.train is None:
+            return
+        device = self.trainer.strategy.root_device
+        for ds in (self.train, self.val, self.test):
+            if ds is not None and ds.x.device != device:
+                ds.to(device)
 
     def _loader(self, ds: TensorDataset | None, batch_size: int, shuffle: bool) -> DataLoader:
         """Training: this rank's share of the shuffled order. Evaluation: every example, on
         every rank (each rank measures the same model on the whole split)."""
         if ds is None:
             raise RuntimeError("call setup() before asking for a dataloader")
+        self._place()
         sampler = None
         if shuffle:
             rank = self.trainer.global_rank if self.trainer is not None else 0
-            sampler = EpochShuffle(len(ds), self.shuffle_seed, rank, self.world_size)
+            sampler = EpochShuffle(
+                len(ds), self.shuffle_seed, rank, self.world_size, on_epoch=lambda e: self.reseed(e, rank)
+            )
             batch_size //= self.world_size
         # In-memory tensors: a worker process would only add IPC cost.
         return DataLoader(ds, batch_size=batch_size, sampler=sampler, collate_fn=_identity, num_workers=0)

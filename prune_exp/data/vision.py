@@ -2,7 +2,9 @@
 
 Downloaded on first use when ``data.download`` is true and the machine is online; with the
 files missing and no way to fetch them, the preflight fails with one line naming the
-directory and the files expected, before any job starts.
+directory and the files expected, before any job starts. The images stay uint8 in memory
+(on the training device once training starts); normalization and augmentation run there a
+batch at a time (augment.py).
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from typing import ClassVar
 import numpy as np
 
 from prune_exp.config import DataMissingError
-from prune_exp.data.base import TensorDataModule
+from prune_exp.data.augment import CropFlip, Normalize
+from prune_exp.data.base import BatchTransform, TensorDataModule
 
 DOWNLOAD_TIMEOUT_S = 60  # per connection: an unreachable mirror fails instead of hanging
 
@@ -26,9 +29,14 @@ class TorchvisionDataModule(TensorDataModule):
     mean: ClassVar[tuple[float, ...]]
     std: ClassVar[tuple[float, ...]]
 
-    def __init__(self, *, download: bool = True, **kwargs) -> None:
+    def __init__(
+        self, *, download: bool = True, crop_padding: int = 0, flip: bool = False, verify: bool = True, **kwargs
+    ) -> None:
         super().__init__(**kwargs)
         self.download = download
+        self.crop_padding, self.flip = crop_padding, flip  # training augmentation (0, False: none)
+        self.verify = verify  # check the files' md5 where torchvision knows it (CIFAR)
+        self._augment: CropFlip | None = None
 
     @property
     def num_classes(self) -> int:
@@ -92,17 +100,29 @@ class TorchvisionDataModule(TensorDataModule):
         return data, targets.astype(np.int64)
 
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """uint8 N x C x H x W images and int64 labels, train then test."""
         self.check_available()
         (x, y), (x_test, y_test) = self._arrays(True), self._arrays(False)
-        return self._normalize(x), y, self._normalize(x_test), y_test
+        return _nchw(x), y, _nchw(x_test), y_test
 
-    def _normalize(self, images: np.ndarray) -> np.ndarray:
-        """uint8 N x H x W (x C) -> float32 N x C x H x W, (x / 255 - mean) / std per channel."""
-        x = images.astype(np.float32) / 255.0
-        x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
-        mean = np.asarray(self.mean, dtype=np.float32).reshape(1, -1, 1, 1)
-        std = np.asarray(self.std, dtype=np.float32).reshape(1, -1, 1, 1)
-        return (x - mean) / std
+    # ---- on-device batch transforms
+    def eval_transform(self) -> BatchTransform:
+        return Normalize(self.mean, self.std)
+
+    def train_transform(self) -> BatchTransform:
+        if not (self.crop_padding or self.flip):
+            return Normalize(self.mean, self.std)
+        self._augment = CropFlip(Normalize(self.mean, self.std), self.crop_padding, self.flip)
+        return self._augment
+
+    def reseed(self, epoch: int, rank: int) -> None:
+        if self._augment is not None:
+            self._augment.reseed((self.shuffle_seed * 1_000_003 + epoch) * 64 + rank)
+
+
+def _nchw(images: np.ndarray) -> np.ndarray:
+    """N x H x W (grey) or N x H x W x C -> N x C x H x W, still uint8."""
+    return np.ascontiguousarray(images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2))
 
 
 class MNISTDataModule(TorchvisionDataModule):
@@ -128,3 +148,61 @@ class FashionMNISTDataModule(MNISTDataModule):
 
     dataset = "FashionMNIST"
     mean, std = (0.2860,), (0.3530,)
+
+
+class CIFAR10DataModule(TorchvisionDataModule):
+    """CIFAR-10 (Krizhevsky): 50,000 training and 10,000 test 32x32 colour images, read from
+    the pickled batches of ``cifar-10-python.tar.gz`` (``<data_dir>/cifar-10-batches-py``)."""
+
+    dataset = "CIFAR10"
+    mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (3, 32, 32)
+
+    @property
+    def folder(self) -> Path:
+        from torchvision.datasets import CIFAR10
+
+        return Path(self.data_dir) / CIFAR10.base_folder
+
+    def _tv_class(self):
+        import torchvision.datasets as tvd
+
+        return getattr(tvd, self.dataset)
+
+    def expected_files(self) -> list[str]:
+        cls = self._tv_class()
+        return [name for name, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
+
+    def _make(self, train: bool, download: bool):
+        cls = self._tv_class()
+        if self.verify or download:
+            return cls(root=self.data_dir, train=train, download=download)
+
+        class Unverified(cls):  # same reader, file presence instead of md5 (for files you made)
+            meta: ClassVar[dict] = {**cls.meta, "md5": None}
+
+            def _check_integrity(self) -> bool:
+                files = self.train_list + self.test_list
+                return all((Path(self.root) / self.base_folder / n).exists() for n, _ in files)
+
+        return Unverified(root=self.data_dir, train=train, download=False)
+
+
+class CIFAR100DataModule(CIFAR10DataModule):
+    """CIFAR-100: CIFAR-10's images and format with 100 fine classes (``cifar-100-python``)."""
+
+    dataset = "CIFAR100"
+    mean, std = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
+
+    @property
+    def num_classes(self) -> int:
+        return 100
+
+    @property
+    def folder(self) -> Path:
+        from torchvision.datasets import CIFAR100
+
+        return Path(self.data_dir) / CIFAR100.base_folder
