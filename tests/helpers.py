@@ -164,3 +164,16 @@ def fake_cifar(root: Path, hundred: bool = False, per_file: int = 10) -> dict[st
     with open(folder / cls.meta["filename"], "wb") as f:
         pickle.dump({cls.meta["key"]: [f"class{i}" for i in range(100 if hundred else 10)]}, f)
     return {k: np.concatenate(v) if k.endswith("_x") else np.asarray(v) for k, v in out.items()}
+
+
+def fake_image_folder(root: Path, classes: int = 3, per_class: int = 4, size: int = 40) -> None:
+    """ImageNet's layout: <root>/imagenet/{train,val}/<class>/<image>.png."""
+    from PIL import Image
+
+    rng = np.random.default_rng(2)
+    for split in ("train", "val"):
+        for c in range(classes):
+            folder = root / "imagenet" / split / f"n{c:08d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(folder / f"{i}.png")

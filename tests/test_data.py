@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import fake_cifar, fake_mnist
+from helpers import fake_cifar, fake_image_folder, fake_mnist
 
 from prune_exp.config import DataMissingError
 from prune_exp.data.base import EpochShuffle, split_indices
 from prune_exp.data.digits import DigitsDataModule
+from prune_exp.data.imagefolder import ImageFolderDataModule
 from prune_exp.data.mnist1d import MNIST1DDataModule
 from prune_exp.data.synthetic import SyntheticDataModule
 from prune_exp.data.vision import CIFAR10DataModule, CIFAR100DataModule, FashionMNISTDataModule, MNISTDataModule
@@ -136,3 +137,33 @@ def test_cifar_augmentation_is_a_padded_crop_and_flip_and_is_reseeded_per_epoch(
         assert any(torch.allclose(img, w, atol=1e-5) or torch.allclose(img, w.flip(2), atol=1e-5) for w in windows)
     x_eval, _ = dm.val.__getitems__(idx)  # evaluation: normalized only
     assert torch.allclose(x_eval * std + mean, dm.val.x[:10].float() / 255, atol=1e-5)
+
+
+def test_image_folders_load_through_torchvision_with_val_carved_from_train(tmp_path: Path) -> None:
+    fake_image_folder(tmp_path)
+    dm = ImageFolderDataModule(
+        batch_size=4,
+        eval_batch_size=8,
+        val_fraction=0.25,
+        split_seed=0,
+        data_dir=str(tmp_path),
+        num_classes=3,
+        image_size=32,
+        resize=36,
+        num_workers=0,
+    )
+    dm.setup()
+    assert (len(dm.train), len(dm.val), len(dm.test)) == (9, 3, 12)
+    assert set(dm.train.indices).isdisjoint(dm.val.indices)
+    x, _ = next(iter(dm.train_dataloader()))
+    assert x.shape == (4, 3, 32, 32) and x.dtype == torch.float32 and dm.steps_per_epoch == 3
+    xt, yt = next(iter(dm.test_dataloader()))
+    assert xt.shape == (8, 3, 32, 32) and yt.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+    with pytest.raises(DataMissingError, match=r"data\.num_classes=1000 but .* has 3 class folders"):
+        ImageFolderDataModule(
+            batch_size=4, eval_batch_size=8, val_fraction=0.25, split_seed=0, data_dir=str(tmp_path)
+        ).setup()
+    with pytest.raises(DataMissingError, match=r"no image folders in .*nowhere/train"):
+        ImageFolderDataModule(
+            batch_size=4, eval_batch_size=8, val_fraction=0.25, split_seed=0, data_dir=str(tmp_path), root="nowhere"
+        ).check_available()

@@ -1,0 +1,134 @@
+"""ImageNet-style folders (``<root>/<split>/<class>/<image>``) through torchvision's
+ImageFolder: the classic DataLoader path, decoding and augmenting in worker processes.
+
+Training: RandomResizedCrop + horizontal flip; evaluation: resize + center crop; both
+normalized with ImageNet's statistics. The validation split is carved from the training
+folder (``data.val_fraction``); the folder named by ``data.test_dir`` (ImageNet's
+``val``) is the test set. The epoch order is :class:`EpochShuffle`'s, like every dataset.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning.pytorch as pl
+from torch.utils.data import DataLoader, Subset
+
+from prune_exp.config import DataMissingError
+from prune_exp.data.base import EpochShuffle, split_indices
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+class ImageFolderDataModule(pl.LightningDataModule):
+    def __init__(
+        self,
+        *,
+        batch_size: int,
+        eval_batch_size: int,
+        val_fraction: float,
+        split_seed: int,
+        data_dir: str = "data",
+        shuffle_seed: int = 0,
+        root: str = "imagenet",
+        train_dir: str = "train",
+        test_dir: str = "val",
+        num_classes: int = 1000,
+        image_size: int = 224,
+        resize: int = 256,
+        num_workers: int = 8,
+    ) -> None:
+        super().__init__()
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.val_fraction, self.split_seed, self.shuffle_seed = val_fraction, split_seed, shuffle_seed
+        self.root = Path(data_dir) / root
+        self.train_dir, self.test_dir = train_dir, test_dir
+        self._num_classes, self.image_size, self.resize = num_classes, image_size, resize
+        self.num_workers = num_workers
+        self.world_size = 1
+        self.train = self.val = self.test = None
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (3, self.image_size, self.image_size)
+
+    @property
+    def num_classes(self) -> int:
+        return self._num_classes
+
+    def _classes(self, split: str) -> list[str]:
+        folder = self.root / split
+        return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+
+    def check_available(self) -> None:
+        for split in (self.train_dir, self.test_dir):
+            classes = self._classes(split)
+            if not classes:
+                raise DataMissingError(
+                    f"paths.data_dir: no image folders in {self.root / split} (expected "
+                    f"{self.root / split}/<class>/<image>, e.g. ImageNet's train/ and val/ sorted into class "
+                    f"folders); allowed: data.root, data.train_dir, data.test_dir pointing at such folders"
+                )
+            if len(classes) != self.num_classes:
+                raise DataMissingError(
+                    f"data.num_classes={self.num_classes} but {self.root / split} has {len(classes)} class folders; "
+                    f"allowed: data.num_classes={len(classes)}"
+                )
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train is not None:
+            return
+        from torchvision import transforms
+        from torchvision.datasets import ImageFolder
+
+        self.check_available()
+        normalize = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
+        train_tf = transforms.Compose(
+            [
+                transforms.RandomResizedCrop(self.image_size),
+                transforms.RandomHorizontalFlip(),
+                transforms.ToTensor(),
+                normalize,
+            ]
+        )
+        eval_tf = transforms.Compose(
+            [transforms.Resize(self.resize), transforms.CenterCrop(self.image_size), transforms.ToTensor(), normalize]
+        )
+        train_all = ImageFolder(str(self.root / self.train_dir), transform=train_tf)
+        fit_idx, val_idx = split_indices(len(train_all), self.val_fraction, self.split_seed)
+        self.train = Subset(train_all, fit_idx.tolist())
+        self.val = Subset(ImageFolder(str(self.root / self.train_dir), transform=eval_tf), val_idx.tolist())
+        self.test = ImageFolder(str(self.root / self.test_dir), transform=eval_tf)
+
+    def _loader(self, ds, batch_size: int, shuffle: bool) -> DataLoader:
+        if ds is None:
+            raise RuntimeError("call setup() before asking for a dataloader")
+        sampler = None
+        if shuffle:
+            rank = self.trainer.global_rank if self.trainer is not None else 0
+            sampler = EpochShuffle(len(ds), self.shuffle_seed, rank, self.world_size)
+            batch_size //= self.world_size
+        return DataLoader(
+            ds,
+            batch_size=batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            pin_memory=True,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train, self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val, self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test, self.eval_batch_size, shuffle=False)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        if self.train is None:
+            raise RuntimeError("call setup() first")
+        per_rank = -(-len(self.train) // self.world_size)
+        return -(-per_rank // (self.batch_size // self.world_size))
