@@ -208,6 +208,7 @@ class Experiment:
                 include=cfg.prune.include,
                 exclude=cfg.prune.exclude,
                 layer_rate_scale=cfg.prune.layer_rate_scale,
+                score_batches=self.datamodule.scoring_batches,
             )
 
         resume = ResumeCheckpoint(self.job_dir / RESUME_FILE)

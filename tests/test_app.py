@@ -124,6 +124,25 @@ def test_same_config_and_seed_give_identical_records(tmp_path: Path, data_dir: P
     assert [r["test_loss"] for r in a] != [r["test_loss"] for r in other_seed]
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["prune/criterion=taylor", "prune.criterion.batches=3", "structure=channel"],
+        ["structure=nm", "prune.schedule=one_shot", "prune.sparsity=0.5"],
+    ],
+)
+def test_taylor_and_nm_run_end_to_end(tmp_path: Path, data_dir: Path, extra: list[str]) -> None:
+    run(job_config(tmp_path, data_dir, [*SMALL, *extra]))
+    rows = read_records(tmp_path / "job" / "records.jsonl")
+    mask = Mask.load(tmp_path / "job" / "mask.safetensors")
+    if "structure=nm" in extra:
+        assert [r["round"] for r in rows] == [0, 1] and rows[1]["sparsity"] == 0.5
+        for name, m in mask.items():
+            assert (m.reshape(m.shape[0], -1, 4).sum(-1) == 2).all(), name
+    else:
+        assert rows[-1]["criterion"] == "taylor" and rows[-1]["sparsity"] > 0
+
+
 def test_channel_structure_runs_end_to_end(tmp_path: Path, data_dir: Path) -> None:
     run(job_config(tmp_path, data_dir, [*SMALL, "structure=channel", "model.batch_norm=true", "prune.scope=layerwise"]))
     rows = read_records(tmp_path / "job" / "records.jsonl")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from torch import nn
 from prune_exp.config import ConfigError
 from prune_exp.models.cnn1d import CNN1D
 from prune_exp.models.mlp import MLP
-from prune_exp.pruning.criteria import Magnitude, Random
+from prune_exp.pruning.criteria import Magnitude, Random, ScoreContext, Taylor
 from prune_exp.pruning.mask import Mask
 from prune_exp.pruning.pruner import (
     Pruner,
@@ -21,7 +22,7 @@ from prune_exp.pruning.pruner import (
     select_lowest_weighted,
     sparsity_schedule,
 )
-from prune_exp.pruning.structure import Channel, Unstructured
+from prune_exp.pruning.structure import NM, Channel, Unstructured
 
 
 def make_pruner(
@@ -267,3 +268,95 @@ def test_channel_pruning_never_removes_a_layers_last_channel() -> None:
     mask = p.prune(p.initial_mask(), 1)
     for name in p.prunable_names:
         assert int(mask[name].flatten(1).all(1).sum()) == 1, name
+
+
+# ------------------------------------------------------------------ Taylor, N:M
+def _taylor_setup(structure):
+    torch.manual_seed(0)
+    net = nn.Sequential(OrderedDict(fc1=nn.Linear(6, 8), relu=nn.ReLU(), classifier=nn.Linear(8, 3)))
+    xs, ys = torch.randn(4, 5, 6), torch.randint(0, 3, (4, 5))
+    batches = lambda: zip(xs, ys, strict=True)  # noqa: E731
+    pruner = Pruner(
+        net,
+        criterion=Taylor(batches=3),
+        structure=structure,
+        scope="layerwise",
+        sparsities=[0.5],
+        score_batches=batches,
+    )
+    return net, xs, ys, pruner
+
+
+def _manual_contributions(net, xs, ys, n_batches):
+    """c_b = g_b * w for each of the first n_batches batches, computed here independently."""
+    out = []
+    for b in range(n_batches):
+        net.zero_grad()
+        torch.nn.functional.cross_entropy(net(xs[b]), ys[b]).backward()
+        out.append({n: (p.grad * p).detach().clone() for n, p in net.named_parameters() if n.endswith("weight")})
+    net.zero_grad(set_to_none=True)
+    return out
+
+
+def test_taylor_scores_weights_by_squared_gradient_times_weight_over_the_batches() -> None:
+    net, xs, ys, pruner = _taylor_setup(Unstructured())
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    ctx = ScoreContext(net, 1, 0, pruner.score_batches)
+    scores = Taylor(batches=3).unit_scores(dict(net.named_parameters()), ctx, Unstructured())
+    expected = _manual_contributions(net, xs, ys, 3)
+    for name in ("fc1.weight", "classifier.weight"):
+        want = sum(c[name] ** 2 for c in expected).reshape(-1)
+        torch.testing.assert_close(scores[name], want, rtol=1e-5, atol=1e-9)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # no side effects
+    assert all(p.grad is None for p in net.parameters())
+
+
+def test_taylor_scores_a_channel_by_the_square_of_its_summed_contributions() -> None:
+    net, xs, ys, pruner = _taylor_setup(Channel())
+    ctx = ScoreContext(net, 1, 0, pruner.score_batches)
+    scores = Taylor(batches=2).unit_scores({"fc1.weight": net.fc1.weight}, ctx, Channel())
+    expected = _manual_contributions(net, xs, ys, 2)
+    want = sum(c["fc1.weight"].sum(1) ** 2 for c in expected)  # (sum_s g_s w_s)^2, not sum_s (g_s w_s)^2
+    torch.testing.assert_close(scores["fc1.weight"], want, rtol=1e-5, atol=1e-9)
+    mask = pruner.prune(pruner.initial_mask(), 1)
+    kept_rows = mask["fc1.weight"].all(1)
+    assert int(kept_rows.sum()) == 4  # 8 filters, layerwise 50%
+
+
+def test_nm_keeps_the_n_largest_of_every_m_along_the_input_dim() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        OrderedDict(
+            conv1=nn.Conv2d(3, 8, 3), conv2=nn.Conv2d(8, 8, 3), flatten=nn.Flatten(), classifier=nn.LazyLinear(4)
+        )
+    )
+    net(torch.randn(1, 3, 8, 8))  # materialize the lazy classifier: 8 * 4 * 4 = 128 inputs
+    pruner = Pruner(net, criterion=Magnitude(), structure=NM(2, 4), scope="global", sparsities=[0.5])
+    assert pruner.prunable_names == ["conv2.weight", "classifier.weight"]  # conv1 has 3 input channels
+    mask = pruner.prune(pruner.initial_mask(), 1)
+    for name in pruner.prunable_names:
+        w, keep = dict(net.named_parameters())[name].detach(), mask[name]
+        groups_w = w.movedim(1, -1).reshape(-1, 4).abs()
+        groups_k = keep.movedim(1, -1).reshape(-1, 4)
+        assert (groups_k.sum(1) == 2).all()
+        assert (
+            groups_w[groups_k].reshape(-1, 2).min(1).values >= groups_w[~groups_k].reshape(-1, 2).max(1).values
+        ).all()
+    assert mask.sparsity(pruner.prunable_names) == 0.5
+
+
+def test_nm_needs_its_own_sparsity_one_shot() -> None:
+    from helpers import composed
+
+    from prune_exp.run import to_run_config
+
+    with composed(["structure=nm", "prune.schedule=one_shot", "prune.sparsity=0.5"]) as cfg:
+        to_run_config(cfg, resolve_paths=False)
+    with (
+        composed(["structure=nm"]) as cfg,
+        pytest.raises(
+            ConfigError,
+            match=r"prune\.sparsity=0\.9 .*allowed: 0\.5 with prune\.schedule=one_shot for structure=nm \(2:4",
+        ),
+    ):
+        to_run_config(cfg, resolve_paths=False)

@@ -193,6 +193,16 @@ class TensorDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train, self.batch_size, shuffle=True)
 
+    def scoring_batches(self) -> DataLoader:
+        """Training data for data-driven criteria (Taylor): the whole batch, the same order on
+        every rank and in every round (seed, epoch 0), no augmentation."""
+        if self.train is None:
+            raise RuntimeError("call setup() first")
+        self._place()
+        ds = TensorDataset(self.train.x, self.train.y, self.eval_transform())
+        sampler = EpochShuffle(len(ds), self.shuffle_seed)
+        return DataLoader(ds, batch_size=self.batch_size, sampler=sampler, collate_fn=_identity, num_workers=0)
+
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val, self.eval_batch_size, shuffle=False)
 

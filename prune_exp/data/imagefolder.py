@@ -120,6 +120,15 @@ class ImageFolderDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train, self.batch_size, shuffle=True)
 
+    def scoring_batches(self) -> DataLoader:
+        """Training images with the evaluation transform, in the (seed, epoch 0) order, unsharded:
+        what data-driven criteria (Taylor) score with."""
+        if self.train is None:
+            raise RuntimeError("call setup() first")
+        ds = Subset(self.val.dataset, self.train.indices)  # val's dataset: train folder, eval transform
+        sampler = EpochShuffle(len(ds), self.shuffle_seed)
+        return DataLoader(ds, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers)
+
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val, self.eval_batch_size, shuffle=False)
 

@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from prune_exp.config import ConfigError
-from prune_exp.pruning.criteria import Criterion, ScoreContext
+from prune_exp.pruning.criteria import Batches, Criterion, ScoreContext
 from prune_exp.pruning.mask import Mask
-from prune_exp.pruning.structure import PRUNABLE_TYPES, ModelGraph, Structure
+from prune_exp.pruning.structure import NM, PRUNABLE_TYPES, ModelGraph, Structure
 
 
 # ------------------------------------------------------------------------- the round schedule
@@ -135,6 +135,7 @@ class Pruner:
         include: Sequence[str] = (),
         exclude: Sequence[str] = (),
         layer_rate_scale: Mapping[str, float] | None = None,
+        score_batches: Batches | None = None,
     ) -> None:
         if scope not in ("global", "layerwise"):
             raise ConfigError(f"prune.scope={scope!r} is not allowed; allowed: one of global, layerwise")
@@ -142,6 +143,7 @@ class Pruner:
         self.criterion, self.structure, self.scope = criterion, structure, scope
         self.sparsities = list(sparsities)
         self.seed = seed
+        self.score_batches = score_batches  # training batches, for data-driven criteria (Taylor)
         self.graph = ModelGraph(model)
         self.layers = self._select_layers(list(include), list(exclude), dict(layer_rate_scale or {}))
         self.prunable_names = [layer.param for layer in self.layers]
@@ -206,15 +208,25 @@ class Pruner:
         if not 1 <= round_ <= self.rounds:
             raise ValueError(f"round {round_} is outside 1..{self.rounds}")
         params = dict(self.model.named_parameters())
-        scores = self.criterion.scores(
-            {ly.param: params[ly.param] for ly in self.layers}, ScoreContext(self.model, round_, self.seed)
+        scores = self.criterion.unit_scores(
+            {ly.param: params[ly.param] for ly in self.layers},
+            ScoreContext(self.model, round_, self.seed, self.score_batches),
+            self.structure,
         )
+        if isinstance(self.structure, NM):  # selection inside each group of m, no ranking of layers
+            new = dict(mask)
+            for ly in self.layers:
+                shape = params[ly.param].shape
+                keep = mask[ly.param]
+                chosen = self.structure.select(scores[ly.param].reshape(shape), keep.to(params[ly.param].device))
+                new[ly.param] = chosen.to(keep.device)
+            return Mask(new)
         unit_scores, shapes = {}, {}
         for ly in self.layers:
-            s = self.structure.unit_scores(scores[ly.param]).float()
+            s = scores[ly.param].float()
             if torch.isnan(s).any():
                 raise FloatingPointError(f"pruning scores of {ly.param} contain NaN: did training diverge?")
-            alive = self.structure.unit_alive(mask[ly.param])
+            alive = self.structure.unit_alive(mask[ly.param]).to(s.device)
             unit_scores[ly.param] = torch.where(alive, s, torch.full_like(s, -math.inf))
             shapes[ly.param] = params[ly.param].shape
 

@@ -114,6 +114,51 @@ class Channel(Structure):
         return graph.channel_dependents.get(module_name, [])
 
 
+class NM(Structure):
+    """N:M semi-structured sparsity: in every group of ``m`` consecutive weights along the input
+    dimension (a Linear's columns, a conv's input channels at each kernel position), the ``n``
+    highest-scoring weights are kept — the pattern sparse tensor cores run (2:4 on NVIDIA
+    Ampere and later). The sparsity is 1 - n/m in every pruned layer, so the pruner does not
+    rank layers against each other: it selects inside each group. Layers whose input
+    dimension is not a multiple of ``m`` (e.g. a first conv on 3 colour channels) stay dense.
+    """
+
+    name = "nm"
+
+    def __init__(self, n: int = 2, m: int = 4) -> None:
+        if not (isinstance(n, int) and isinstance(m, int) and 1 <= n < m):
+            raise ValueError(f"structure n={n}, m={m}: need integers with 1 <= n < m")
+        self.n, self.m = n, m
+
+    @property
+    def sparsity(self) -> float:
+        return 1.0 - self.n / self.m
+
+    def skips(self, module_name: str, graph: ModelGraph) -> bool:
+        return graph.input_dims.get(module_name, 0) % self.m != 0
+
+    def unit_scores(self, scores: torch.Tensor) -> torch.Tensor:
+        return scores.reshape(-1)
+
+    def unit_alive(self, keep: torch.Tensor) -> torch.Tensor:
+        return keep.reshape(-1)
+
+    def unit_size(self, shape: torch.Size) -> int:
+        return 1
+
+    def expand(self, unit_keep: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        return unit_keep.reshape(shape)
+
+    def select(self, scores: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """Keep-mask with the top ``n`` of every ``m`` along the input dim (pruned ones never return)."""
+        s = torch.where(keep, scores.float(), torch.full_like(scores, -math.inf, dtype=torch.float32))
+        moved = s.movedim(1, -1)  # (out, *kernel, in): groups run along the input dim
+        groups = moved.reshape(-1, self.m)
+        top = groups.topk(self.n, dim=1).indices
+        kept = torch.zeros_like(groups, dtype=torch.bool).scatter_(1, top, True)
+        return kept.reshape(moved.shape).movedim(-1, 1) & keep
+
+
 class ModelGraph:
     """What the structures need to know about a model's wiring, found with torch.fx.
 
@@ -126,6 +171,8 @@ class ModelGraph:
     def __init__(self, model: nn.Module) -> None:
         modules = dict(model.named_modules())
         prunable = [n for n, m in modules.items() if isinstance(m, PRUNABLE_TYPES)]
+        # size of each prunable weight's input dim (dim 1): in_features or in_channels / groups
+        self.input_dims = {n: modules[n].weight.shape[1] for n in prunable}
         self.output_layers: set[str] = set()
         norms: dict[str, list[str]] = {}
         try:
