@@ -72,15 +72,54 @@ class SyntheticConfig(DataConfig):
 
 
 @dataclass
-class MNISTConfig(DataConfig):
-    _target_: str = "prune_exp.data.vision.MNISTDataModule"
+class VisionConfig(DataConfig):
+    """torchvision datasets: uint8 in memory, normalized and augmented on the device per batch."""
+
     download: bool = True  # fetch into paths.data_dir when missing (needs the internet once)
-    val_fraction: float = 1 / 12  # 5,000 of the 60,000 training images
+    crop_padding: int = 0  # training augmentation: random crop from the image padded by this
+    flip: bool = False  # training augmentation: random horizontal flip
+    verify: bool = True  # check the files' md5 (CIFAR); false accepts files you made yourself
+
+
+@dataclass
+class MNISTConfig(VisionConfig):
+    _target_: str = "prune_exp.data.vision.MNISTDataModule"
+    val_fraction: float = 1 / 12  # 5,000 of the 60,000 training images (the LTH paper)
 
 
 @dataclass
 class FashionMNISTConfig(MNISTConfig):
     _target_: str = "prune_exp.data.vision.FashionMNISTDataModule"
+
+
+@dataclass
+class CIFAR10Config(VisionConfig):
+    _target_: str = "prune_exp.data.vision.CIFAR10DataModule"
+    val_fraction: float = 0.2  # Renda et al. hold out 20% of the training set
+    crop_padding: int = 4
+    flip: bool = True
+
+
+@dataclass
+class CIFAR100Config(CIFAR10Config):
+    _target_: str = "prune_exp.data.vision.CIFAR100DataModule"
+
+
+@dataclass
+class ImageFolderConfig(DataConfig):
+    """ImageNet-style class folders, read by DataLoader workers (the classic path)."""
+
+    _target_: str = "prune_exp.data.imagefolder.ImageFolderDataModule"
+    root: str = "imagenet"  # under paths.data_dir
+    train_dir: str = "train"
+    test_dir: str = "val"  # ImageNet's validation set is the test set; val is carved from train
+    num_classes: int = 1000
+    image_size: int = 224
+    resize: int = 256  # evaluation: resize, then center-crop image_size
+    num_workers: int = 8
+    batch_size: int = 256
+    eval_batch_size: int = 256
+    val_fraction: float = 0.02  # ~25,000 training images held out
 
 
 # -------------------------------------------------------------------------------------- model
@@ -99,6 +138,55 @@ class CNN1DConfig:
     strides: list[int] = field(default_factory=lambda: [2, 2, 2])
     padding: int = 1
     batch_norm: bool = False
+
+
+@dataclass
+class LeNet300Config(MLPConfig):
+    """LeNet-300-100 (LeCun et al. 1998; Han et al. 2015; the LTH paper's MNIST network)."""
+
+    hidden: list[int] = field(default_factory=lambda: [300, 100])
+
+
+@dataclass
+class LeNet5Config:
+    """Caffe's LeNet-5, as pruned by Han et al. (2015); needs images of at least 16x16."""
+
+    _target_: str = "prune_exp.models.lenet.LeNet5"
+
+
+@dataclass
+class ConvNetConfig:
+    """The LTH paper's Conv-2/4/6: 3x3 convs, a max-pool after every ``pool_every``, FC layers."""
+
+    _target_: str = "prune_exp.models.convnet.ConvNet"
+    channels: list[int] = field(default_factory=lambda: [64, 64])
+    hidden: list[int] = field(default_factory=lambda: [256, 256])
+    pool_every: int = 2
+
+
+@dataclass
+class ResNetCIFARConfig:
+    """He et al.'s CIFAR ResNet with projection shortcuts (OpenLTH's cifar_resnet)."""
+
+    _target_: str = "prune_exp.models.resnet_cifar.ResNetCIFAR"
+    depth: int = 20  # 6n+2: 20, 32, 44, 56, 110
+
+
+@dataclass
+class VGGCIFARConfig:
+    """VGG for CIFAR with one linear classifier (OpenLTH's cifar_vgg)."""
+
+    _target_: str = "prune_exp.models.vgg_cifar.VGGCIFAR"
+    depth: int = 16  # 11, 13, 16, 19
+    batch_norm: bool = True
+
+
+@dataclass
+class TorchvisionResNetConfig:
+    """torchvision's ImageNet ResNets, untrained, ``fc`` renamed ``classifier``."""
+
+    _target_: str = "prune_exp.models.torchvision_resnet.TorchvisionResNet"
+    arch: str = "resnet18"  # resnet18, resnet34, resnet50, resnet101, resnet152
 
 
 # ---------------------------------------------------------------------------- optim, schedule
@@ -163,6 +251,12 @@ class RandomConfig:
     _target_: str = "prune_exp.pruning.criteria.Random"
 
 
+@dataclass
+class TaylorConfig:
+    _target_: str = "prune_exp.pruning.criteria.Taylor"
+    batches: int = 16  # training batches the first-order Taylor scores are accumulated over
+
+
 SCOPES = ("global", "layerwise")
 PRUNE_SCHEDULES = ("one_shot", "iterative")
 
@@ -190,6 +284,13 @@ class UnstructuredConfig:
 @dataclass
 class ChannelConfig:
     _target_: str = "prune_exp.pruning.structure.Channel"
+
+
+@dataclass
+class NMConfig:
+    _target_: str = "prune_exp.pruning.structure.NM"
+    n: int = 2  # keep n of every m consecutive weights along the input dim (2:4 by default)
+    m: int = 4
 
 
 # ------------------------------------------------------------------------------------ retrain
@@ -230,6 +331,8 @@ class TrainerConfig:
     log_every_n_steps: int = 10
     progress_bar: bool | None = None  # None: on in a terminal, off in multiruns
     num_threads: int | None = None  # torch.set_num_threads; None leaves torch's default
+    compile: bool = False  # torch.compile the net (once per stage; the masks keep working)
+    channels_last: bool = False  # NHWC memory format for conv nets (GPU, with bf16/fp16)
 
 
 @dataclass
@@ -266,8 +369,31 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "synthetic": SyntheticConfig,
         "mnist": MNISTConfig,
         "fashion_mnist": FashionMNISTConfig,
+        "cifar10": CIFAR10Config,
+        "cifar100": CIFAR100Config,
+        "imagenet": ImageFolderConfig,
     },
-    "model": {"mlp": MLPConfig, "cnn1d": CNN1DConfig},
+    "model": {  # presets (resnet56, vgg16, ...) share their family's schema
+        "mlp": MLPConfig,
+        "cnn1d": CNN1DConfig,
+        "lenet300": LeNet300Config,
+        "lenet5": LeNet5Config,
+        "conv2": ConvNetConfig,
+        "conv4": ConvNetConfig,
+        "conv6": ConvNetConfig,
+        "resnet_cifar": ResNetCIFARConfig,
+        "resnet20": ResNetCIFARConfig,
+        "resnet56": ResNetCIFARConfig,
+        "resnet110": ResNetCIFARConfig,
+        "vgg_cifar": VGGCIFARConfig,
+        "vgg11": VGGCIFARConfig,
+        "vgg16": VGGCIFARConfig,
+        "vgg19": VGGCIFARConfig,
+        "torchvision_resnet": TorchvisionResNetConfig,
+        "resnet18": TorchvisionResNetConfig,
+        "resnet34": TorchvisionResNetConfig,
+        "resnet50": TorchvisionResNetConfig,
+    },
     "optim": {"sgd": SGDConfig, "adam": AdamConfig},
     "optim/schedule": {
         "multistep": MultiStepScheduleConfig,
@@ -275,8 +401,8 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "constant": ConstantScheduleConfig,
     },
     "prune": {"default": PruneConfig},
-    "prune/criterion": {"magnitude": MagnitudeConfig, "random": RandomConfig},
-    "structure": {"unstructured": UnstructuredConfig, "channel": ChannelConfig},
+    "prune/criterion": {"magnitude": MagnitudeConfig, "random": RandomConfig, "taylor": TaylorConfig},
+    "structure": {"unstructured": UnstructuredConfig, "channel": ChannelConfig, "nm": NMConfig},
     "retrain": {"default": RetrainConfig},
     "trainer": {"default": TrainerConfig},
     "paths": {"default": PathsConfig},
@@ -315,9 +441,10 @@ def _choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
 
 
 def _range(key: str, value: float, lo: float, hi: float, lo_open: bool, hi_open: bool) -> None:
-    ok_lo = value > lo if lo_open else value >= lo
-    ok_hi = value < hi if hi_open else value <= hi
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and ok_lo and ok_hi):
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok_lo = numeric and (value > lo if lo_open else value >= lo)
+    ok_hi = numeric and (value < hi if hi_open else value <= hi)
+    if not (ok_lo and ok_hi):
         interval = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
         raise _fail(key, value, f"a number in {interval}")
 
@@ -350,6 +477,8 @@ def check_config(cfg: RunConfig) -> None:
             _range(f"data.{key}", getattr(data, key), 0.0, 1.0, True, True)
     if hasattr(data, "num_samples"):
         _positive_int("data.num_samples", data.num_samples)
+    if isinstance(data, VisionConfig) and not (isinstance(data.crop_padding, int) and data.crop_padding >= 0):
+        raise _fail("data.crop_padding", data.crop_padding, "an integer >= 0")
 
     T = cfg.dense.epochs
     _positive_int("dense.epochs", T)
@@ -391,6 +520,21 @@ def check_config(cfg: RunConfig) -> None:
     for pattern, scale in pr.layer_rate_scale.items():
         hi = 1.0 / biggest if biggest > 0 else math.inf
         _range(f"prune.layer_rate_scale[{pattern}]", scale, 0.0, hi, True, True)
+
+    if isinstance(pr.criterion, TaylorConfig):
+        _positive_int("prune.criterion.batches", pr.criterion.batches)
+    st = cfg.structure
+    if isinstance(st, NMConfig):
+        if not (isinstance(st.n, int) and isinstance(st.m, int) and 1 <= st.n < st.m):
+            raise _fail("structure.n", st.n, f"an integer in [1, structure.m={st.m})")
+        implied = 1 - st.n / st.m
+        if pr.schedule != "one_shot" or abs(pr.sparsity - implied) > 1e-9:
+            raise _fail(
+                "prune.sparsity",
+                pr.sparsity,
+                f"{implied:g} with prune.schedule=one_shot for structure=nm "
+                f"({st.n}:{st.m} keeps {st.n} of every {st.m})",
+            )
 
     rt = cfg.retrain
     _choice("retrain.strategy", rt.strategy, STRATEGIES)

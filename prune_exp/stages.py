@@ -87,6 +87,16 @@ def make_trainer(
     )
 
 
+def make_module(job: Job, net: nn.Module) -> PruneModule:
+    return PruneModule(
+        net,
+        job.optim,
+        job.datamodule.num_classes,
+        compile=job.trainer.compile,
+        channels_last=job.trainer.channels_last,
+    )
+
+
 def evaluate_splits(module: PruneModule, dm: TensorDataModule) -> dict[str, float]:
     """Every metric on val and test, keyed ``val_acc``, ``test_loss``, ..."""
     out: dict[str, float] = {}
@@ -128,7 +138,7 @@ def dense_stage(
         log.info("%s the dense model (%d epochs) into the cache", "resuming" if ckpt else "training", T)
         pl.seed_everything(job.seed, verbose=False)
         net = job.build_net()
-        module = PruneModule(net, job.optim, job.datamodule.num_classes)
+        module = make_module(job, net)
         module.lr_position = LRPosition(job.schedule, 0, 0, job.steps_per_epoch)
         saver = RewindPointSaver(
             net,
@@ -192,7 +202,7 @@ def prune_retrain_stage(
     (the ``persist`` callbacks carry the caller's state, e.g. the records, through it)."""
     net = job.build_net()
     net.load_state_dict(dense.state(dense.epochs))
-    module = PruneModule(net, job.optim, job.datamodule.num_classes)
+    module = make_module(job, net)
     pruner = pruner_factory(net)
     enforcer = MaskEnforcer(net)
     rewind_state = dense.state(plan.rewind_epoch) if plan.weights == "rewind" else None

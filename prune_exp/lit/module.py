@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import nullcontext
 
 import lightning.pytorch as pl
 import torch
@@ -41,7 +42,15 @@ class PruneModule(pl.LightningModule):
     """Trains ``net``; the LR at every step comes from ``lr_position`` (set by the stage or by
     PruneRetrainCycle), so rewinding the schedule is just moving that position."""
 
-    def __init__(self, net: nn.Module, optim: OptimConfig, num_classes: int) -> None:
+    def __init__(
+        self,
+        net: nn.Module,
+        optim: OptimConfig,
+        num_classes: int,
+        *,
+        compile: bool = False,
+        channels_last: bool = False,
+    ) -> None:
         super().__init__()
         self.net = net
         self.optim_cfg = optim
@@ -50,8 +59,24 @@ class PruneModule(pl.LightningModule):
         self._loss_sum = torch.zeros(())
         self._loss_count = 0
         self.val_metrics = make_metrics(num_classes).clone(prefix="val/")
+        # channels_last: NHWC convolutions (faster with cuDNN under mixed precision); the masks
+        # are multiplied elementwise, whatever the layout.
+        self.channels_last = channels_last
+        if channels_last:
+            net.to(memory_format=torch.channels_last)
+        # torch.compile: the net is compiled once, at its first forward, and kept for every round
+        # (masks, rewinds and resets change the parameters in place, never the graph). Kept out
+        # of the module tree so that state_dict keys stay the net's own.
+        self._compile = compile
+        self.__dict__["_compiled"] = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self._compile:
+            if self.__dict__["_compiled"] is None:
+                self.__dict__["_compiled"] = torch.compile(self.net)
+            return self.__dict__["_compiled"](x)
         return self.net(x)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -101,9 +126,12 @@ class PruneModule(pl.LightningModule):
         metrics = make_metrics(self.num_classes).to(self.device)
         loss_sum, n = 0.0, 0
         try:
+            trainer = self._trainer  # the run's precision (autocast) when a Trainer is attached
+            context = trainer.precision_plugin.forward_context() if trainer is not None else nullcontext()
             for x, y in loader:
                 x, y = x.to(self.device), y.to(self.device)
-                logits = self.net(x)
+                with context:
+                    logits = self(x).float()
                 loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
                 n += len(y)
                 metrics.update(logits, y)
