@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning.pytorch as pl
+import torch
 from torch.utils.data import DataLoader, Subset
 
 from prune_exp.config import DataMissingError
@@ -113,7 +114,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
             batch_size=batch_size,
             sampler=sampler,
             num_workers=self.num_workers,
-            pin_memory=True,
+            pin_memory=torch.cuda.is_available(),
             persistent_workers=self.num_workers > 0,
         )
 
