@@ -347,6 +347,16 @@ METRICS = ("acc", "acc_top5", "f1_macro")
 
 
 @dataclass
+class EfficiencyConfig:
+    """What every round measures besides accuracy (FLOPs and bytes are always counted)."""
+
+    measure_speed: bool = True  # latency (batch 1) and throughput (batch below), on the run's device
+    warmup: int = 3  # untimed forward passes before timing
+    reps: int = 10  # timed forward passes; the median is recorded
+    batch: int = 256  # throughput batch size
+
+
+@dataclass
 class RunConfig:
     data: Any = MISSING
     model: Any = MISSING
@@ -355,6 +365,7 @@ class RunConfig:
     structure: Any = MISSING
     retrain: RetrainConfig = MISSING
     dense: DenseConfig = field(default_factory=DenseConfig)
+    efficiency: EfficiencyConfig = field(default_factory=EfficiencyConfig)
     trainer: TrainerConfig = MISSING
     paths: PathsConfig = MISSING
     name: str = "default"
@@ -564,6 +575,12 @@ def check_config(cfg: RunConfig) -> None:
         _positive_int("trainer.num_threads", tr.num_threads)
     if tr.gradient_clip_val is not None:
         _range("trainer.gradient_clip_val", tr.gradient_clip_val, 0.0, math.inf, True, True)
+
+    ef = cfg.efficiency
+    for key in ("warmup", "reps", "batch"):
+        if key == "warmup" and ef.warmup == 0:
+            continue
+        _positive_int(f"efficiency.{key}", getattr(ef, key))
 
     _choice("select_metric", cfg.select_metric, METRICS)
     if not (isinstance(cfg.seed, int) and cfg.seed >= 0):

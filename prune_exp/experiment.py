@@ -26,9 +26,11 @@ from prune_exp.checkpoint import RESUME_FILE, Persist, ResumeCheckpoint
 from prune_exp.config import ConfigError, RunConfig, world_size
 from prune_exp.data.base import TensorDataModule
 from prune_exp.dist import is_main, tensors_digest
+from prune_exp.efficiency import FlopProfile, effective_flops, flop_profile, measure_speed, param_bytes
 from prune_exp.lit.callbacks import RoundResult
 from prune_exp.lit.module import PruneModule
 from prune_exp.pruning.criteria import Criterion
+from prune_exp.pruning.mask import Mask
 from prune_exp.pruning.pruner import Pruner, sparsity_schedule
 from prune_exp.pruning.structure import Structure
 from prune_exp.records import (
@@ -144,11 +146,42 @@ class Experiment:
             world_size=world_size(cfg.trainer),
         )
         writer = RecordWriter(self.job_dir)
+        profiles: list[FlopProfile] = []  # the dense forward FLOPs, counted once
+        examples = len(self.datamodule.train)  # per epoch
+
+        def efficiency(module: PruneModule, mask: Mask, epochs: int) -> dict:
+            """FLOPs, bytes, speed and training cost for a record row. Training FLOPs are
+            3 x forward FLOPs per example (forward + backward) x examples seen, with the dense
+            kernels a masked model runs on; the dense stage is counted in every job's total."""
+            if not profiles:
+                profiles.append(flop_profile(module.net, self.datamodule.input_shape))
+            p = profiles[0]
+            eff = effective_flops(p, mask)
+            dense_bytes, nonzero_bytes = param_bytes(module.net, mask)
+            dense_train = 3 * p.total * examples * T
+            train = 3 * p.total * examples * epochs
+            out = {
+                "flops_dense": p.total,
+                "flops_effective": eff,
+                "theoretical_speedup": p.total / max(eff, 1),
+                "param_bytes_dense": dense_bytes,
+                "param_bytes_nonzero": nonzero_bytes,
+                "train_flops": train,
+                "dense_train_flops": dense_train,
+                "cum_train_flops": (writer.rows[-1]["cum_train_flops"] if writer.rows else dense_train) + train,
+            }
+            ef = cfg.efficiency
+            if ef.measure_speed:
+                out["latency_ms"], out["throughput"] = measure_speed(
+                    module.net, self.datamodule.input_shape, batch=ef.batch, warmup=ef.warmup, reps=ef.reps
+                )
+            return out
 
         def on_round_end(result: RoundResult, module: PruneModule, pruner: Pruner) -> None:
             total = sum(p.numel() for p in module.net.parameters())
             if not writer.rows:  # round 0: the dense model, as loaded from the dense run
                 counts = ParamCounts.of(pruner.initial_mask(), pruner.prunable_names, total)
+                dense_efficiency = efficiency(module, pruner.initial_mask(), 0)
                 writer.append(
                     make_row(
                         info,
@@ -164,10 +197,12 @@ class Experiment:
                         cum_epochs=T,
                         cum_steps=info.dense_steps,
                         cum_seconds=info.dense_seconds,
+                        efficiency=dense_efficiency,
                     )
                 )
             last = writer.rows[-1]
             counts = ParamCounts.of(result.mask, pruner.prunable_names, total)
+            round_efficiency = efficiency(module, result.mask, result.epochs)
             writer.append(
                 make_row(
                     info,
@@ -183,6 +218,7 @@ class Experiment:
                     cum_epochs=last["cum_epochs"] + result.epochs,
                     cum_steps=last["cum_steps"] + result.steps,
                     cum_seconds=last["cum_seconds"] + result.seconds,
+                    efficiency=round_efficiency,
                 )
             )
             row = writer.rows[-1]

@@ -15,7 +15,16 @@ RECORDS_FILE = "records.jsonl"
 STATUS_FILE = "status.json"  # {"state": "running" | "done" | "failed", ...}, rewritten atomically
 # Columns that differ between two runs of the same config: wall times and where the job ran.
 # Everything else is the same, bit for bit, on CPU (tests/test_resume.py), also across a kill.
-VOLATILE = ("retrain_seconds", "cum_seconds", "dense_seconds", "job_dir", "host", "slurm_job_id")
+VOLATILE = (
+    "retrain_seconds",
+    "cum_seconds",
+    "dense_seconds",
+    "job_dir",
+    "host",
+    "slurm_job_id",
+    "latency_ms",
+    "throughput",
+)
 
 
 @dataclass(frozen=True)
@@ -91,6 +100,7 @@ def make_row(
     cum_epochs: int,
     cum_steps: int,
     cum_seconds: float,
+    efficiency: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One record row. Metric keys are ``<split>_<metric>``; ``pruned_`` ones are measured right
     after pruning, the others after the round's retraining. Costs are cumulative over the job,
@@ -114,6 +124,7 @@ def make_row(
         "cum_epochs": cum_epochs,
         "cum_steps": cum_steps,
         "cum_seconds": cum_seconds,
+        **(efficiency or {}),
     }
     row.update(asdict(info))
     return row

@@ -65,6 +65,20 @@ RECORD_KEYS = {
     "dataset",
     "model",
     "select_metric",
+    "mask_sha256",
+    "host",
+    "slurm_job_id",
+    "world_size",
+    "flops_dense",
+    "flops_effective",
+    "theoretical_speedup",
+    "param_bytes_dense",
+    "param_bytes_nonzero",
+    "latency_ms",
+    "throughput",
+    "train_flops",
+    "dense_train_flops",
+    "cum_train_flops",
 }
 
 
