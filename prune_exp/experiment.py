@@ -23,6 +23,7 @@ from torch import nn
 from prune_exp.atomic import write_json
 from prune_exp.cache import DenseCache, save_state
 from prune_exp.checkpoint import RESUME_FILE, Persist, ResumeCheckpoint
+from prune_exp.compact import compact, save_compacted
 from prune_exp.config import ConfigError, RunConfig, world_size
 from prune_exp.data.base import TensorDataModule
 from prune_exp.dist import is_main, tensors_digest
@@ -171,13 +172,26 @@ class Experiment:
                 "cum_train_flops": (writer.rows[-1]["cum_train_flops"] if writer.rows else dense_train) + train,
             }
             ef = cfg.efficiency
+            shape = self.datamodule.input_shape
             if ef.measure_speed:
                 out["latency_ms"], out["throughput"] = measure_speed(
-                    module.net, self.datamodule.input_shape, batch=ef.batch, warmup=ef.warmup, reps=ef.reps
+                    module.net, shape, batch=ef.batch, warmup=ef.warmup, reps=ef.reps
                 )
+            if self.structure.name == "channel":  # the physically smaller model: exact FLOPs, real speed
+                small, _plan = compact(module.net, mask, shape, skip=pruner_outputs[0])
+                out["flops_compacted"] = flop_profile(small, shape).total
+                out["params_compacted"] = sum(p.numel() for p in small.parameters())
+                if ef.measure_speed:
+                    out["latency_ms_compacted"], out["throughput_compacted"] = measure_speed(
+                        small, shape, batch=ef.batch, warmup=ef.warmup, reps=ef.reps
+                    )
             return out
 
+        pruner_outputs: list[set[str]] = []  # the network's output layers (never compacted away)
+
         def on_round_end(result: RoundResult, module: PruneModule, pruner: Pruner) -> None:
+            if not pruner_outputs:
+                pruner_outputs.append(set(pruner.graph.output_layers))
             total = sum(p.numel() for p in module.net.parameters())
             if not writer.rows:  # round 0: the dense model, as loaded from the dense run
                 counts = ParamCounts.of(pruner.initial_mask(), pruner.prunable_names, total)
@@ -262,6 +276,11 @@ class Experiment:
         if is_main():
             mask.save(self.job_dir / MASK_FILE, prunable=pruner.prunable_names)
             save_state(self.job_dir / WEIGHTS_FILE, module.net.state_dict())
+            if self.structure.name == "channel":  # compact.safetensors + compact.json, next to the masked model
+                small, plan = compact(
+                    module.net, mask, self.datamodule.input_shape, skip=set(pruner.graph.output_layers)
+                )
+                save_compacted(self.job_dir, small, plan)
             resume.remove()  # the job is complete: mask, weights and records are all there is to keep
         log.info("job done in %.1fs: %s", time.perf_counter() - started, writer.path)
         return float(writer.rows[-1][f"val_{cfg.select_metric}"])

@@ -24,6 +24,8 @@ VOLATILE = (
     "slurm_job_id",
     "latency_ms",
     "throughput",
+    "latency_ms_compacted",
+    "throughput_compacted",
 )
 
 

@@ -12,6 +12,7 @@ from helpers import job_config, run_cli
 from hydra.utils import instantiate
 from safetensors.torch import load_file
 
+from prune_exp.compact import load_compacted
 from prune_exp.config import STRATEGIES
 from prune_exp.lit.module import PruneModule
 from prune_exp.pruning.mask import Mask
@@ -158,9 +159,28 @@ def test_taylor_and_nm_run_end_to_end(tmp_path: Path, data_dir: Path, extra: lis
 
 
 def test_channel_structure_runs_end_to_end(tmp_path: Path, data_dir: Path) -> None:
-    run(job_config(tmp_path, data_dir, [*SMALL, "structure=channel", "model.batch_norm=true", "prune.scope=layerwise"]))
+    cfg = job_config(
+        tmp_path, data_dir, [*SMALL, "structure=channel", "model.batch_norm=true", "prune.scope=layerwise"]
+    )
+    run(cfg)
     rows = read_records(tmp_path / "job" / "records.jsonl")
     assert rows[-1]["structure"] == "channel"
+    # the compacted model: fewer FLOPs than the masked model's non-zero weights suggest, and
+    # its files reload into a model that computes what the saved masked weights compute
+    assert rows[-1]["flops_compacted"] <= rows[-1]["flops_effective"] < rows[-1]["flops_dense"]
+    assert rows[-1]["params_compacted"] < rows[-1]["total_params"] and rows[-1]["latency_ms_compacted"] > 0
+    dm = instantiate(cfg.data, data_dir=str(data_dir))
+    dm.setup()
+
+    def build():
+        return instantiate(cfg.model, input_shape=dm.input_shape, num_classes=dm.num_classes)
+
+    masked = build().eval()
+    masked.load_state_dict(load_file(str(tmp_path / "job" / "weights.safetensors")))
+    small = load_compacted(tmp_path / "job", build, dm.input_shape)
+    x = dm.test.x[:64]
+    with torch.no_grad():
+        assert (small(x) - masked(x)).abs().max() <= 1e-4
     assert rows[-1]["sparsity_all"] > rows[-1]["sparsity"] * rows[-1]["prunable_params"] / rows[-1]["total_params"]
 
 
