@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prune_exp.atomic import write_text
-from prune_exp.dist import is_main
-from prune_exp.pruning.mask import Mask
+
+if TYPE_CHECKING:  # records are read by the report, which should not pay for importing torch
+    from prune_exp.pruning.mask import Mask
 
 RECORDS_FILE = "records.jsonl"
 STATUS_FILE = "status.json"  # {"state": "running" | "done" | "failed", ...}, rewritten atomically
@@ -148,6 +149,8 @@ class RecordWriter:
         self._write()
 
     def _write(self) -> None:
+        from prune_exp.dist import is_main
+
         if not is_main():  # (DDP) every rank keeps the rows, rank 0 writes them
             return
         write_text(self.path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.rows))
