@@ -135,7 +135,7 @@ def test_experiment_has_the_published_hyperparameters(experiment: str) -> None:
 def fabricated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """CIFAR-10 pickled batches, MNIST IDX files and ImageNet class folders, tiny."""
     root = tmp_path_factory.mktemp("fabricated")
-    fake_cifar(root, per_file=8)
+    fake_cifar(root, per_file=2)
     fake_mnist(root, "MNIST")
     fake_image_folder(root, classes=3, per_class=4, size=64)
     return root
@@ -143,7 +143,7 @@ def fabricated(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 # A few steps: 2 dense epochs, 1 retraining epoch per round, at most 2 rounds (one batch per
 # epoch on the fabricated data); everything else as the experiment says.
-SHORT = ["dense.epochs=2", "retrain.budget=1"]
+SHORT = ["dense.epochs=2", "retrain.budget=1", "efficiency.batch=2", "efficiency.reps=1", "efficiency.warmup=0"]
 PER_DATA = {
     "renda": ["data.verify=false", "optim.schedule.milestones=[1]", "prune.sparsity=0.36"],
     "li": ["data.verify=false", "optim.schedule.milestones=[1]"],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
@@ -90,7 +91,74 @@ def split_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.nd
     return np.sort(perm[k:]), np.sort(perm[:k])
 
 
-class TensorDataModule(pl.LightningDataModule):
+class SplitDataModule(pl.LightningDataModule):
+    """What every datamodule shares: train / val / test splits, the training order
+    (:class:`EpochShuffle`, sharded under DDP) and the steps per epoch the LR schedule is laid
+    out in. Subclasses say how a split becomes a DataLoader (``_make_loader``)."""
+
+    def __init__(self, *, batch_size: int, eval_batch_size: int, shuffle_seed: int = 0) -> None:
+        super().__init__()
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.shuffle_seed = shuffle_seed  # the run's seed: the data order differs per seed
+        self.world_size = 1  # DDP processes; batch_size is split across them (set by the job)
+        self.train: Any = None
+        self.val: Any = None
+        self.test: Any = None
+
+    @abstractmethod
+    def _make_loader(self, ds: Any, batch_size: int, sampler: Sampler | None) -> DataLoader:
+        """A DataLoader over ``ds`` in ``sampler``'s order (None: in order)."""
+
+    def reseed(self, epoch: int, rank: int) -> None:
+        """Called at the start of every training epoch: seed the augmentation from
+        (seed, epoch, rank), so that a resumed run augments exactly like an uninterrupted one."""
+
+    def _loader(self, ds: Any, batch_size: int, shuffle: bool) -> DataLoader:
+        """Training: this rank's share of the shuffled order. Evaluation: every example, on
+        every rank (each rank measures the same model on the whole split)."""
+        if ds is None:
+            raise RuntimeError("call setup() before asking for a dataloader")
+        sampler = None
+        if shuffle:
+            rank = self.trainer.global_rank if self.trainer is not None else 0
+            sampler = EpochShuffle(
+                len(ds), self.shuffle_seed, rank, self.world_size, on_epoch=lambda e: self.reseed(e, rank)
+            )
+            batch_size //= self.world_size
+        return self._make_loader(ds, batch_size, sampler)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train, self.batch_size, shuffle=True)
+
+    @abstractmethod
+    def _scoring_dataset(self) -> Any:
+        """The training examples with the evaluation transform (no augmentation)."""
+
+    def scoring_batches(self) -> DataLoader:
+        """Training data for data-driven criteria (Taylor): the whole batch, the same order on
+        every rank and in every round (seed, epoch 0), no augmentation."""
+        if self.train is None:
+            raise RuntimeError("call setup() first")
+        ds = self._scoring_dataset()
+        return self._make_loader(ds, self.batch_size, EpochShuffle(len(ds), self.shuffle_seed))
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val, self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test, self.eval_batch_size, shuffle=False)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps in one training epoch (the last, partial batch included)."""
+        if self.train is None:
+            raise RuntimeError("call setup() first")
+        per_rank = -(-len(self.train) // self.world_size)
+        return -(-per_rank // (self.batch_size // self.world_size))
+
+
+class TensorDataModule(SplitDataModule):
     """Loads (x_train, y_train, x_test, y_test) once, carves val from train, serves tensors."""
 
     def __init__(
@@ -103,17 +171,10 @@ class TensorDataModule(pl.LightningDataModule):
         data_dir: str = "data",
         shuffle_seed: int = 0,
     ) -> None:
-        super().__init__()
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size
+        super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, shuffle_seed=shuffle_seed)
         self.val_fraction = val_fraction
         self.split_seed = split_seed
         self.data_dir = data_dir
-        self.shuffle_seed = shuffle_seed  # the run's seed: the data order differs per seed
-        self.world_size = 1  # DDP processes; batch_size is split across them (set by the job)
-        self.train: TensorDataset | None = None
-        self.val: TensorDataset | None = None
-        self.test: TensorDataset | None = None
 
     # ---- what each dataset provides
     @property
@@ -138,10 +199,6 @@ class TensorDataModule(pl.LightningDataModule):
     def eval_transform(self) -> BatchTransform | None:
         """Applied to every evaluation batch on the device (e.g. normalize)."""
         return None
-
-    def reseed(self, epoch: int, rank: int) -> None:
-        """Called at the start of every training epoch: seed the augmentation from
-        (seed, epoch, rank), so that a resumed run augments exactly like an uninterrupted one."""
 
     def check_available(self) -> None:
         """Raise DataMissingError if the data cannot be had (the preflight calls this before any
@@ -174,45 +231,11 @@ class TensorDataModule(pl.LightningDataModule):
             if ds is not None and ds.x.device != device:
                 ds.to(device)
 
-    def _loader(self, ds: TensorDataset | None, batch_size: int, shuffle: bool) -> DataLoader:
-        """Training: this rank's share of the shuffled order. Evaluation: every example, on
-        every rank (each rank measures the same model on the whole split)."""
-        if ds is None:
-            raise RuntimeError("call setup() before asking for a dataloader")
+    def _make_loader(self, ds: TensorDataset, batch_size: int, sampler: Sampler | None) -> DataLoader:
         self._place()
-        sampler = None
-        if shuffle:
-            rank = self.trainer.global_rank if self.trainer is not None else 0
-            sampler = EpochShuffle(
-                len(ds), self.shuffle_seed, rank, self.world_size, on_epoch=lambda e: self.reseed(e, rank)
-            )
-            batch_size //= self.world_size
         # In-memory tensors: a worker process would only add IPC cost.
         return DataLoader(ds, batch_size=batch_size, sampler=sampler, collate_fn=_identity, num_workers=0)
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train, self.batch_size, shuffle=True)
-
-    def scoring_batches(self) -> DataLoader:
-        """Training data for data-driven criteria (Taylor): the whole batch, the same order on
-        every rank and in every round (seed, epoch 0), no augmentation."""
-        if self.train is None:
-            raise RuntimeError("call setup() first")
+    def _scoring_dataset(self) -> TensorDataset:
         self._place()
-        ds = TensorDataset(self.train.x, self.train.y, self.eval_transform())
-        sampler = EpochShuffle(len(ds), self.shuffle_seed)
-        return DataLoader(ds, batch_size=self.batch_size, sampler=sampler, collate_fn=_identity, num_workers=0)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val, self.eval_batch_size, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test, self.eval_batch_size, shuffle=False)
-
-    @property
-    def steps_per_epoch(self) -> int:
-        """Optimizer steps in one training epoch (the last, partial batch included)."""
-        if self.train is None:
-            raise RuntimeError("call setup() first")
-        per_rank = -(-len(self.train) // self.world_size)
-        return -(-per_rank // (self.batch_size // self.world_size))
+        return TensorDataset(self.train.x, self.train.y, self.eval_transform())

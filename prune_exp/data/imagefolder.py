@@ -11,17 +11,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Subset
 
 from prune_exp.config import DataMissingError
-from prune_exp.data.base import EpochShuffle, split_indices
+from prune_exp.data.base import SplitDataModule, split_indices
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-class ImageFolderDataModule(pl.LightningDataModule):
+class ImageFolderDataModule(SplitDataModule):
     def __init__(
         self,
         *,
@@ -39,15 +38,12 @@ class ImageFolderDataModule(pl.LightningDataModule):
         resize: int = 256,
         num_workers: int = 8,
     ) -> None:
-        super().__init__()
-        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
-        self.val_fraction, self.split_seed, self.shuffle_seed = val_fraction, split_seed, shuffle_seed
+        super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, shuffle_seed=shuffle_seed)
+        self.val_fraction, self.split_seed = val_fraction, split_seed
         self.root = Path(data_dir) / root
         self.train_dir, self.test_dir = train_dir, test_dir
         self._num_classes, self.image_size, self.resize = num_classes, image_size, resize
         self.num_workers = num_workers
-        self.world_size = 1
-        self.train = self.val = self.test = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -101,14 +97,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.val = Subset(ImageFolder(str(self.root / self.train_dir), transform=eval_tf), val_idx.tolist())
         self.test = ImageFolder(str(self.root / self.test_dir), transform=eval_tf)
 
-    def _loader(self, ds, batch_size: int, shuffle: bool) -> DataLoader:
-        if ds is None:
-            raise RuntimeError("call setup() before asking for a dataloader")
-        sampler = None
-        if shuffle:
-            rank = self.trainer.global_rank if self.trainer is not None else 0
-            sampler = EpochShuffle(len(ds), self.shuffle_seed, rank, self.world_size)
-            batch_size //= self.world_size
+    def _make_loader(self, ds, batch_size: int, sampler) -> DataLoader:
         return DataLoader(
             ds,
             batch_size=batch_size,
@@ -118,27 +107,5 @@ class ImageFolderDataModule(pl.LightningDataModule):
             persistent_workers=self.num_workers > 0,
         )
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train, self.batch_size, shuffle=True)
-
-    def scoring_batches(self) -> DataLoader:
-        """Training images with the evaluation transform, in the (seed, epoch 0) order, unsharded:
-        what data-driven criteria (Taylor) score with."""
-        if self.train is None:
-            raise RuntimeError("call setup() first")
-        ds = Subset(self.val.dataset, self.train.indices)  # val's dataset: train folder, eval transform
-        sampler = EpochShuffle(len(ds), self.shuffle_seed)
-        return DataLoader(ds, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val, self.eval_batch_size, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test, self.eval_batch_size, shuffle=False)
-
-    @property
-    def steps_per_epoch(self) -> int:
-        if self.train is None:
-            raise RuntimeError("call setup() first")
-        per_rank = -(-len(self.train) // self.world_size)
-        return -(-per_rank // (self.batch_size // self.world_size))
+    def _scoring_dataset(self) -> Subset:
+        return Subset(self.val.dataset, self.train.indices)  # val's dataset: train folder, eval transform

@@ -114,7 +114,7 @@ class Channel(Structure):
         return graph.channel_dependents.get(module_name, [])
 
 
-class NM(Structure):
+class NM(Unstructured):
     """N:M semi-structured sparsity: in every group of ``m`` consecutive weights along the input
     dimension (a Linear's columns, a conv's input channels at each kernel position), the ``n``
     highest-scoring weights are kept — the pattern sparse tensor cores run (2:4 on NVIDIA
@@ -136,18 +136,6 @@ class NM(Structure):
 
     def skips(self, module_name: str, graph: ModelGraph) -> bool:
         return graph.input_dims.get(module_name, 0) % self.m != 0
-
-    def unit_scores(self, scores: torch.Tensor) -> torch.Tensor:
-        return scores.reshape(-1)
-
-    def unit_alive(self, keep: torch.Tensor) -> torch.Tensor:
-        return keep.reshape(-1)
-
-    def unit_size(self, shape: torch.Size) -> int:
-        return 1
-
-    def expand(self, unit_keep: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-        return unit_keep.reshape(shape)
 
     def select(self, scores: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """Keep-mask with the top ``n`` of every ``m`` along the input dim (pruned ones never return)."""
