@@ -8,6 +8,8 @@ is the only place that reads a DictConfig.
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +47,22 @@ warnings.filterwarnings("ignore", message=r".*The `srun` command is available on
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
 
 
+class KeepSigtermHandler(Callback):
+    """Leave SIGTERM to the handler that was there before the fit: submitit's, in a job of
+    hydra/launcher=slurm. On preemption SLURM sends SIGTERM, then the job's signal (USR2), on
+    which submitit requeues the job; submitit ignores the SIGTERM. Lightning's own SIGTERM
+    handler would end the fit at the next batch instead (SIGTERMException, a SystemExit), so
+    the job would exit, not requeued, before the USR2 comes."""
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._handler = signal.getsignal(signal.SIGTERM)  # before Lightning installs its own
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Lightning has installed its handler by now; it puts this one back after the fit.
+        if self._handler not in (None, signal.SIG_DFL) and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._handler)
+
+
 def make_trainer(
     cfg: TrainerConfig,
     *,
@@ -65,6 +83,7 @@ def make_trainer(
         # submitit (hydra/launcher=slurm) requeues a preempted or timed-out job and the job
         # resumes from its checkpoint; Lightning's own requeue on SIGUSR1 would compete with it.
         plugins.append(SLURMEnvironment(auto_requeue=False))
+        callbacks = [*callbacks, KeepSigtermHandler()]
     return pl.Trainer(
         accelerator=cfg.accelerator,
         devices=cfg.devices,

@@ -116,7 +116,7 @@ AuthType=auth/munge
 CredType=cred/munge
 # Our own munged; cred_expire is also how long a requeued job waits before it may start
 # again (default 120 s).
-AuthInfo=socket={munge_socket},cred_expire=10
+AuthInfo=socket={munge_socket},cred_expire=5
 StateSaveLocation={root}/state
 SlurmdSpoolDir={root}/spool
 SlurmctldPidFile={root}/slurmctld.pid
@@ -147,7 +147,7 @@ def _start_munged(root: Path) -> tuple[Path, Path]:
     shutil.chown(munge, "munge", "munge")
     munge.chmod(0o755)
     sock, pid = munge / "munge.socket", munge / "munged.pid"
-    subprocess.run(
+    proc = subprocess.run(
         [
             "runuser",
             "-u",
@@ -159,10 +159,13 @@ def _start_munged(root: Path) -> tuple[Path, Path]:
             f"--log-file={munge / 'munged.log'}",
             f"--seed-file={munge / 'munged.seed'}",
         ],
-        check=True,
         capture_output=True,
+        text=True,
         timeout=30,
+        check=False,
     )
+    if proc.returncode != 0:
+        raise RuntimeError(f"munged did not start ({proc.returncode}): {proc.stderr.strip()}")
     return sock, pid
 
 
@@ -191,14 +194,13 @@ def stop(cluster: SlurmCluster) -> None:
             deadline = time.monotonic() + 15
             while cluster.run("squeue", "-h", check=False, timeout=10).strip() and time.monotonic() < deadline:
                 time.sleep(0.2)
-    for name in ("slurmd", "slurmctld", "munged"):  # the node, its controller, then their auth
-        pid = pids.get(name)
-        if pid is None or not _alive(pid):
-            continue
+    alive = [pid for pid in pids.values() if _alive(pid)]
+    for pid in alive:
         os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in alive) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in alive:
         if _alive(pid):
             os.kill(pid, signal.SIGKILL)
 
@@ -224,7 +226,11 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
         env = {**os.environ, **cluster.env}
         subprocess.run([DAEMONS["slurmctld"], "-f", str(cluster.conf)], env=env, check=True, timeout=30)
         subprocess.run([DAEMONS["slurmd"], "-f", str(cluster.conf)], env=env, check=True, timeout=30)
-        _wait("the node to be idle", lambda: "idle" in cluster.run("sinfo", "-h", "-o", "%T", check=False), cluster)
+        _wait(
+            "the node to be idle",
+            lambda: cluster.run("sinfo", "-h", "-o", "%T", check=False).strip() == "idle",
+            cluster,
+        )
         yield cluster
     finally:
         stop(cluster)
