@@ -60,6 +60,23 @@ def run_cli(
     )
 
 
+# A job long enough to kill or preempt in its dense stage and again while it retrains: ~0.5 s
+# per epoch on this machine (1,200 steps of batch 8). tests/test_resume.py, tests/test_slurm.py.
+RESUMABLE_JOB = [
+    "data=synthetic",
+    "data.num_samples=12000",
+    "data.batch_size=8",
+    "model=mlp",
+    "optim.lr=0.01",
+    "dense.epochs=4",
+    "optim.schedule.milestones=[2,3]",
+    "retrain=weight_rewind",
+    "retrain.budget=2",
+    "prune.sparsity=0.5",
+    "prune.rate=0.3",
+]
+
+
 # --------------------------------------------------------------------- a tiny job, no Hydra
 IN_SHAPE, CLASSES = (1, 12), 4
 

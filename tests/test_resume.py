@@ -13,27 +13,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import RESUMABLE_JOB
 from safetensors.torch import load_file
 
 from prune_exp.records import VOLATILE, read_records
 
 pytestmark = pytest.mark.slow
 
-# ~0.5 s per epoch here (1,200 steps of batch 8): slow enough to kill mid-epoch by polling files.
-ARGS = [
-    "data=synthetic",
-    "data.num_samples=12000",
-    "data.batch_size=8",
-    "model=mlp",
-    "optim.lr=0.01",
-    "dense.epochs=4",
-    "optim.schedule.milestones=[2,3]",
-    "retrain=weight_rewind",
-    "retrain.budget=2",
-    "prune.sparsity=0.5",
-    "prune.rate=0.3",
-    "hydra.run.dir=outputs/job",
-]
+ARGS = [*RESUMABLE_JOB, "hydra.run.dir=outputs/job"]
 
 
 def start(root: Path) -> subprocess.Popen:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import RESUMABLE_JOB
 from safetensors.torch import load_file
 from slurm_cluster import SlurmCluster, require_slurm, slurm_cluster
 
@@ -160,22 +161,8 @@ def test_a_comparison_sweep_runs_every_job_as_a_slurm_job_and_reports(cluster: S
     assert len((sweep.dir / "results.csv").read_text().splitlines()) == 1 + 2 * len(jobs)
 
 
-# ~0.75 s per epoch on one thread here (1,200 steps of batch 8): long enough to signal the job
-# in its dense stage and again while it retrains (the job of test_resume.py).
-JOB = [
-    "data=synthetic",
-    "data.num_samples=12000",
-    "data.batch_size=8",
-    "model=mlp",
-    "optim.lr=0.01",
-    "dense.epochs=4",
-    "optim.schedule.milestones=[2,3]",
-    "retrain=weight_rewind",
-    "retrain.budget=2",
-    "prune.sparsity=0.5",
-    "prune.rate=0.3",
-    "trainer.num_threads=1",  # two such jobs at once (the reference and the SLURM one) on 2 cores
-]
+# two such jobs at once (the reference and the SLURM one) on 2 cores: one thread each
+JOB = [*RESUMABLE_JOB, "trainer.num_threads=1"]
 
 
 def rows_of(job_dir: Path) -> list[dict]:
