@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from prune_exp.atomic import atomic_write, write_text
-from prune_exp.report.collect import JobStatus, Sweep, load_sweep, setting_columns
+from prune_exp.report.collect import DESCRIPTORS, JobStatus, Sweep, load_sweep, setting_columns
 from prune_exp.report.tables import (
     LEVEL,
     PAIRS,
@@ -29,18 +29,6 @@ from prune_exp.report.tables import (
 )
 
 SHORT = {"finetune": "FT", "weight_rewind": "WR", "lr_rewind": "LRR"}
-DESCRIPTORS = [
-    "dataset",
-    "model",
-    "optimizer",
-    "criterion",
-    "structure",
-    "scope",
-    "schedule",
-    "rate",
-    "dense_epochs",
-    "select_metric",
-]
 
 
 def report_sweep(

@@ -119,24 +119,25 @@ def load_sweep(sweep_dir: str | Path) -> Sweep:
     return Sweep(dir=sweep_dir, results=results, jobs=jobs)
 
 
+# Record columns that describe a job's setting (what the summary prints as its header).
+DESCRIPTORS = [
+    "dataset",
+    "model",
+    "optimizer",
+    "criterion",
+    "structure",
+    "scope",
+    "schedule",
+    "rate",
+    "dense_epochs",
+    "select_metric",
+]
+
+
 def setting_columns(df: pd.DataFrame) -> list[str]:
     """Config columns that vary across the sweep's jobs and are not a comparison axis: each
     combination of their values is a separate setting with its own tables."""
     cols = [c for c in df.columns if "." in c and c not in AXES and not c.startswith(IGNORED_PREFIXES)]
     if not cols:  # records without their config: fall back to the record's descriptors
-        cols = [
-            c
-            for c in (
-                "dataset",
-                "model",
-                "optimizer",
-                "criterion",
-                "structure",
-                "scope",
-                "schedule",
-                "rate",
-                "dense_epochs",
-            )
-            if c in df.columns
-        ]
+        cols = [c for c in DESCRIPTORS if c in df.columns]
     return [c for c in cols if df[c].astype(str).nunique() > 1]
