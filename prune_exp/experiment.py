@@ -148,6 +148,7 @@ class Experiment:
         )
         writer = RecordWriter(self.job_dir)
         profiles: list[FlopProfile] = []  # the dense forward FLOPs, counted once
+        last_compacted: list[tuple[nn.Module, list]] = []  # channel runs: the latest round's compacted model
         examples = len(self.datamodule.train)  # per epoch
 
         def efficiency(module: PruneModule, mask: Mask, epochs: int) -> dict:
@@ -178,7 +179,8 @@ class Experiment:
                     module.net, shape, batch=ef.batch, warmup=ef.warmup, reps=ef.reps
                 )
             if self.structure.name == "channel":  # the physically smaller model: exact FLOPs, real speed
-                small, _plan = compact(module.net, mask, shape, skip=pruner_outputs[0])
+                small, plan = compact(module.net, mask, shape, skip=pruner_outputs[0])
+                last_compacted[:] = [(small, plan)]  # the last round's is the job's: saved at the end
                 out["flops_compacted"] = flop_profile(small, shape).total
                 out["params_compacted"] = sum(p.numel() for p in small.parameters())
                 if ef.measure_speed:
@@ -277,10 +279,10 @@ class Experiment:
             mask.save(self.job_dir / MASK_FILE, prunable=pruner.prunable_names)
             save_state(self.job_dir / WEIGHTS_FILE, module.net.state_dict())
             if self.structure.name == "channel":  # compact.safetensors + compact.json, next to the masked model
-                small, plan = compact(
-                    module.net, mask, self.datamodule.input_shape, skip=set(pruner.graph.output_layers)
-                )
-                save_compacted(self.job_dir, small, plan)
+                if not last_compacted:  # resumed after the last round: compact the final model now
+                    shape, outputs = self.datamodule.input_shape, set(pruner.graph.output_layers)
+                    last_compacted.append(compact(module.net, mask, shape, skip=outputs))
+                save_compacted(self.job_dir, *last_compacted[0])
             resume.remove()  # the job is complete: mask, weights and records are all there is to keep
         log.info("job done in %.1fs: %s", time.perf_counter() - started, writer.path)
         return float(writer.rows[-1][f"val_{cfg.select_metric}"])
