@@ -354,6 +354,7 @@ class EfficiencyConfig:
     warmup: int = 3  # untimed forward passes before timing
     reps: int = 10  # timed forward passes; the median is recorded
     batch: int = 256  # throughput batch size
+    export_csr: bool = True  # unstructured / N:M runs: final_csr.safetensors, the final weights as CSR (csr.py)
 
 
 @dataclass

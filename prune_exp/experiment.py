@@ -25,6 +25,7 @@ from prune_exp.cache import DenseCache, save_state
 from prune_exp.checkpoint import RESUME_FILE, Persist, ResumeCheckpoint
 from prune_exp.compact import compact, save_compacted
 from prune_exp.config import ConfigError, RunConfig, world_size
+from prune_exp.csr import csr_linear_names, csr_model, save_csr
 from prune_exp.data.base import TensorDataModule
 from prune_exp.dist import is_main, tensors_digest
 from prune_exp.efficiency import FlopProfile, effective_flops, flop_profile, measure_speed, param_bytes
@@ -52,6 +53,8 @@ log = logging.getLogger("prune_exp")
 
 MASK_FILE = "mask.safetensors"  # metadata "prunable": the scored weights, as a JSON list
 WEIGHTS_FILE = "weights.safetensors"
+CSR_FILE = "final_csr.safetensors"  # unstructured / N:M: the final weights, masked ones as CSR (csr.py)
+SPARSE_STRUCTURES = ("unstructured", "nm")  # element-wise masks: the ones a CSR kernel can exploit
 
 
 @dataclass
@@ -187,6 +190,11 @@ class Experiment:
                     out["latency_ms_compacted"], out["throughput_compacted"] = measure_speed(
                         small, shape, batch=ef.batch, warmup=ef.warmup, reps=ef.reps
                     )
+            if ef.measure_speed and self.structure.name in SPARSE_STRUCTURES and csr_linear_names(module.net, mask):
+                # the masked linear layers on a CSR kernel (convolutions stay dense): real sparse speed
+                out["latency_ms_csr"], out["throughput_csr"] = measure_speed(
+                    csr_model(module.net, mask), shape, batch=ef.batch, warmup=ef.warmup, reps=ef.reps
+                )
             return out
 
         pruner_outputs: list[set[str]] = []  # the network's output layers (never compacted away)
@@ -283,6 +291,8 @@ class Experiment:
                     shape, outputs = self.datamodule.input_shape, set(pruner.graph.output_layers)
                     last_compacted.append(compact(module.net, mask, shape, skip=outputs))
                 save_compacted(self.job_dir, *last_compacted[0])
+            if self.structure.name in SPARSE_STRUCTURES and cfg.efficiency.export_csr:
+                save_csr(self.job_dir / CSR_FILE, module.net.state_dict(), mask)
             resume.remove()  # the job is complete: mask, weights and records are all there is to keep
         log.info("job done in %.1fs: %s", time.perf_counter() - started, writer.path)
         return float(writer.rows[-1][f"val_{cfg.select_metric}"])

@@ -27,6 +27,8 @@ VOLATILE = (
     "throughput",
     "latency_ms_compacted",
     "throughput_compacted",
+    "latency_ms_csr",
+    "throughput_csr",
 )
 
 

@@ -7,8 +7,11 @@ the job dir, and returns the final validation score to Hydra (sweepers can optim
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
 import sys
+import threading
 from pathlib import Path
 
 import hydra
@@ -121,5 +124,31 @@ def main(cfg: DictConfig) -> float:
         sys.exit(f"prune-exp: {e}")
 
 
+def cli() -> None:
+    """The ``prune-exp`` command: :func:`main`, then a fast exit.
+
+    After a training run, tearing the interpreter down (freeing torch's and Lightning's
+    thousands of modules and objects) takes ~1.5 s on a 2-core machine, on every command and
+    in every sweep. Nothing of ours needs it. What Python's own exit does before the teardown
+    is done here in the same order: wait for the other threads and run the thread-exit hooks
+    (``threading._shutdown``: e.g. joblib's executor stops its workers there), then the
+    atexit handlers (logging's flush, multiprocessing's child joins, temp-dir cleanup). Every
+    file we write is closed explicitly; stdout/stderr are flushed; then the process exits
+    with main's status."""
+    try:
+        main()
+        code: int | str | None = 0
+    except SystemExit as e:
+        code = e.code
+    if isinstance(code, str):  # sys.exit("message"): printed, status 1, as the interpreter would
+        print(code, file=sys.stderr)
+        code = 1
+    threading._shutdown()  # type: ignore[attr-defined]
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code or 0)
+
+
 if __name__ == "__main__":
-    main()
+    cli()

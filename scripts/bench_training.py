@@ -10,6 +10,8 @@ ratios the targets are stated in:
 - masked / dense training in prune_exp (target <= 1.05)
 - prune_exp / bare PyTorch loop, both masked (target <= 1.15)
 - ModelPruning / prune_exp and torch.nn.utils.prune (bare loop) / prune_exp
+- a minimal LightningModule (same masking, nothing of prune_exp's) splits the prune_exp /
+  bare gap into Lightning's own per-step cost and prune_exp's
 
     uv run python scripts/bench_training.py --model cnn1d        # MNIST-1D's CNN
     uv run python scripts/bench_training.py --model lenet300     # LeNet-300-100, MNIST-shaped data
@@ -22,6 +24,7 @@ import statistics
 import time
 import warnings
 
+import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import ModelPruning
@@ -105,6 +108,50 @@ def run_model_pruning(dm, build, epochs: int) -> float:
     return (time.perf_counter() - start) / epochs
 
 
+# ---------------------------------------------------------------- Lightning, nothing of ours
+class MinimalModule(pl.LightningModule):
+    """The least a LightningModule needs for the same training: what Lightning's own loop
+    costs, without prune_exp's metrics, logging, LR schedule or callbacks."""
+
+    def __init__(self, net: nn.Module, mask: dict[str, torch.Tensor]) -> None:
+        super().__init__()
+        self.net = net
+        params = dict(net.named_parameters())
+        self.pairs = [(params[n], m.float()) for n, m in mask.items()]
+        with torch.no_grad():
+            torch._foreach_mul_([p for p, _ in self.pairs], [f for _, f in self.pairs])
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return F.cross_entropy(self.net(x), y)
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        torch._foreach_mul_([p.grad for p, _ in self.pairs], [f for _, f in self.pairs])
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        with torch.no_grad():
+            torch._foreach_mul_([p for p, _ in self.pairs], [f for _, f in self.pairs])
+
+    def validation_step(self, batch, batch_idx) -> None:
+        x, y = batch
+        logits = self.net(x)
+        F.cross_entropy(logits, y), (logits.argmax(1) == y).sum()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.net.parameters(), lr=LR, momentum=0.9, weight_decay=5e-4)
+
+
+def run_minimal_lightning(dm, build, epochs: int) -> float:
+    net, mask = masked_net(build)
+    trainer = pl.Trainer(
+        max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, num_sanity_val_steps=0, deterministic=True,
+    )  # fmt: skip
+    start = time.perf_counter()
+    trainer.fit(MinimalModule(net, dict(mask.items())), datamodule=dm)
+    return (time.perf_counter() - start) / epochs
+
+
 # ------------------------------------------------------------------------------ bare loop
 def run_bare(dm, build, epochs: int, masking: str) -> float:
     """masking: none | manual (grads and weights multiplied, as prune_exp does) | torch (nn.utils.prune)."""
@@ -140,7 +187,9 @@ def run_bare(dm, build, epochs: int, masking: str) -> float:
         net.eval()  # the same validation pass prune_exp makes every epoch
         with torch.no_grad():
             for i in range(0, len(dm.val.y), dm.eval_batch_size):
-                F.cross_entropy(net(dm.val.x[i : i + dm.eval_batch_size]), dm.val.y[i : i + dm.eval_batch_size])
+                x_val, y_val = dm.val.x[i : i + dm.eval_batch_size], dm.val.y[i : i + dm.eval_batch_size]
+                logits = net(x_val)
+                F.cross_entropy(logits, y_val), (logits.argmax(1) == y_val).sum()
     return (time.perf_counter() - start) / epochs
 
 
@@ -161,6 +210,7 @@ def main() -> None:
     variants = {
         "prune_exp, masked": lambda: run_prune_exp(dm, build, args.epochs, masked=True),
         "prune_exp, dense": lambda: run_prune_exp(dm, build, args.epochs, masked=False),
+        "Lightning, minimal module, masked": lambda: run_minimal_lightning(dm, build, args.epochs),
         "bare loop, masked": lambda: run_bare(dm, build, args.epochs, "manual"),
         "bare loop, dense": lambda: run_bare(dm, build, args.epochs, "none"),
         "bare loop, torch.nn.utils.prune": lambda: run_bare(dm, build, args.epochs, "torch"),
@@ -191,6 +241,9 @@ def main() -> None:
     print(
         f"| prune_exp masked / bare loop masked | {med['prune_exp, masked'] / med['bare loop, masked']:.3f} | <= 1.15 |"
     )
+    lit = med["Lightning, minimal module, masked"]
+    print(f"| Lightning minimal / bare loop, masked (Lightning's own cost) | {lit / med['bare loop, masked']:.3f} | |")
+    print(f"| prune_exp / Lightning minimal, masked (prune_exp's own cost) | {med['prune_exp, masked'] / lit:.3f} | |")
     print(f"| ModelPruning / prune_exp masked | {med['Lightning ModelPruning'] / med['prune_exp, masked']:.3f} | |")
     ratio = med["bare loop, torch.nn.utils.prune"] / med["prune_exp, masked"]
     print(f"| torch.nn.utils.prune (bare loop) / prune_exp masked | {ratio:.3f} | |")

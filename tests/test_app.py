@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -256,3 +258,23 @@ def test_job_config_is_saved_with_the_job(tmp_path: Path, data_dir: Path) -> Non
     rows = read_records(job / "records.jsonl")
     assert rows[-1]["overrides"][:2] == SMALL[:2] and rows[-1]["job_dir"] == str(job)
     assert json.loads(json.dumps(rows[-1]))["round"] == 2
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--cfg", "job"], ["experiment=compare", "--cfg", "job"]])
+def test_commands_that_train_nothing_do_not_import_torch(tmp_path: Path, args: list[str]) -> None:
+    """--help and --cfg answer in well under a second: no torch, Lightning or torchmetrics
+    (~4 s of imports here) on their path (scripts/bench_startup.py times them)."""
+    code = (
+        "import sys\n"
+        "sys.argv = ['prune-exp', *sys.argv[1:]]\n"
+        "from prune_exp.run import main\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as e:\n"
+        "    assert not e.code, e.code\n"
+        "heavy = [m for m in ('torch', 'lightning', 'torchmetrics', 'torchvision') if m in sys.modules]\n"
+        "assert not heavy, f'imported {heavy}'\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code, *args], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert ("prune-exp" in res.stdout) if args == ["--help"] else ("retrain:" in res.stdout)

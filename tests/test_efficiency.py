@@ -4,12 +4,16 @@ parameter bytes, and the per-round columns of a real job."""
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 
 import pytest
 import torch
 from helpers import job_config
+from safetensors import safe_open
+from safetensors.torch import load_file
 
+from prune_exp.csr import load_csr
 from prune_exp.efficiency import effective_flops, flop_profile, measure_speed, param_bytes
 from prune_exp.models.cnn1d import CNN1D
 from prune_exp.pruning.mask import Mask
@@ -72,3 +76,35 @@ def test_every_round_records_flops_bytes_speed_and_training_cost(tmp_path: Path,
         assert row["flops_effective"] < prev["flops_effective"]
         assert row["param_bytes_nonzero"] == 4 * row["nonzero_params"]
         assert row["latency_ms"] > 0 and row["throughput"] > 0
+
+
+@pytest.mark.slow
+def test_unstructured_jobs_time_csr_layers_and_export_the_final_weights_as_csr(tmp_path: Path, data_dir: Path) -> None:
+    overrides = ["debug=fast", "prune.schedule=iterative", "prune.rate=0.5", "prune.sparsity=0.75", "dense.epochs=3"]
+    run(job_config(tmp_path, data_dir, [*overrides, "retrain.budget=2", "efficiency.reps=2"]))
+    job = tmp_path / "job"
+    rows = read_records(job / "records.jsonl")
+    assert [r["round"] for r in rows] == [0, 1, 2]
+    for row in rows:  # the MLP's linear layers on the CSR kernel, from the dense round on
+        assert row["latency_ms_csr"] > 0 and row["throughput_csr"] > 0
+    dense = load_file(str(job / "weights.safetensors"))
+    sparse = load_csr(job / "final_csr.safetensors")
+    assert sparse.keys() == dense.keys()
+    for name, t in dense.items():  # bit for bit (a pruned -0.0 comes back as +0.0)
+        assert sparse[name].dtype == t.dtype and torch.equal(sparse[name], t), name
+        if t.is_floating_point():
+            assert torch.equal((sparse[name] + 0).view(torch.int32), (t + 0).view(torch.int32)), name
+    mask = Mask.load(job / "mask.safetensors")
+    with safe_open(str(job / "final_csr.safetensors"), framework="pt") as f:
+        assert json.loads(f.metadata()["csr"]) == {n: list(dense[n].shape) for n in mask}
+        assert sum(f.get_tensor(f"{n}.values").numel() for n in mask) == mask.kept()
+
+
+@pytest.mark.slow
+def test_channel_jobs_export_no_csr(tmp_path: Path, data_dir: Path) -> None:
+    overrides = ["debug=fast", "structure=channel", "model.batch_norm=true", "prune.scope=layerwise"]
+    run(job_config(tmp_path, data_dir, [*overrides, "efficiency.reps=2"]))
+    job = tmp_path / "job"
+    rows = read_records(job / "records.jsonl")
+    assert (job / "compact.safetensors").exists() and not (job / "final_csr.safetensors").exists()
+    assert all("latency_ms_csr" not in r and r["latency_ms_compacted"] > 0 for r in rows)

@@ -4,6 +4,8 @@ sweeps, and the files a real multirun leaves."""
 from __future__ import annotations
 
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +16,16 @@ import yaml
 from prune_exp.records import read_records
 from prune_exp.report import report_sweep
 from prune_exp.report.tables import (
+    available_costs,
     cell_stats,
     choose_budgets,
+    cost_axis,
     dense_by_seed,
+    dense_costs,
     dense_stats,
     largest_compression_at_dense,
     paired,
+    search_costs,
     with_setting,
 )
 
@@ -289,6 +295,8 @@ def test_a_real_budget_sweep_writes_every_file(tmp_path: Path, data_dir: Path) -
         "accuracy_vs_budget.svg",
         "layer_sparsity.png",
         "layer_sparsity.svg",
+        "accuracy_vs_search_cost.png",
+        "accuracy_vs_search_cost.svg",
     ):
         path = sweep / name
         assert path.stat().st_size > 1000, name
@@ -302,3 +310,279 @@ def test_a_real_budget_sweep_writes_every_file(tmp_path: Path, data_dir: Path) -
     summary = (sweep / "summary.md").read_text()
     assert "12 jobs: 12 done." in summary and "chosen on val_acc" in summary
     assert "LRR − FT" in summary and "Largest compression" in summary
+    # the app counts training FLOPs: the search cost is in FLOPs, the dense stage (3 epochs) once
+    (cost_row,) = [r for r in md_table(summary, "### Search cost") if r["sparsity %"].startswith("5")]
+    assert summary.count("Dense stage, counted once") == 1 and "the cache): 3 epochs, " in summary
+    dense_flops = csv.loc[csv["round"] == 0, "dense_train_flops"].iloc[0]
+    for st in ("finetune", "weight_rewind", "lr_rewind"):
+        t = int(cost_row[f"{st} t"])
+        assert cost_row[f"{st} epochs"] == str(t)
+        cum = csv[(csv["strategy"] == st) & (csv["budget"] == t) & (csv["round"] == 1) & (csv["target"] == 0.5)]
+        assert cost_row[f"{st} FLOPs"] == f"{cum['cum_train_flops'].iloc[0] - dense_flops:.3e}"
+
+
+# ------------------------------------------------------------------ search cost
+DENSE_EPOCHS = 10
+FLOPS_PER_EPOCH = 12_000_036_000  # 3 x forward FLOPs x examples: an exact integer
+DENSE_SECONDS = {0: 5.0, 1: 7.0, 2: 6.5}  # per seed: one dense run each, shared by the strategies
+SPEED = {"finetune": 1.0, "weight_rewind": 1.5, "lr_rewind": 2.25}  # wall s per retraining epoch
+
+
+def cost_rows(strategy: str, seed: int, budget: int, levels: list[float], flops: bool = True) -> list[dict]:
+    """A job's records with its costs as the app writes them: the dense model (round 0), then one
+    round per level (iterative when several), ``budget`` epochs each. Without ``flops``: the
+    records written before training FLOPs were counted. LR rewinding does best on validation at
+    t = 2, the others at their longest budget."""
+    rows = []
+    cum_epochs, cum_seconds, cum_flops = DENSE_EPOCHS, DENSE_SECONDS[seed], DENSE_EPOCHS * FLOPS_PER_EPOCH
+    for r, level in enumerate([0.0, *levels]):
+        epochs = budget if r else 0
+        seconds = SPEED[strategy] * epochs + 0.5 * seed if r else 0.0
+        cum_epochs, cum_seconds, cum_flops = (
+            cum_epochs + epochs,
+            cum_seconds + seconds,
+            cum_flops + epochs * FLOPS_PER_EPOCH,
+        )
+        acc = round(0.9 - 0.1 * level + 0.01 * seed + 0.005 * STRATS.index(strategy) + 0.001 * budget, 4)
+        row = {
+            "strategy": strategy,
+            "seed": seed,
+            "budget": budget,
+            "rounds": len(levels),
+            "select_metric": "acc",
+            "target": levels[-1],
+            "job_dir": "x",
+            "dense_hash": f"h{seed}",
+            "round": r,
+            "target_sparsity": level,
+            "sparsity": level,
+            "compression": 1 / (1 - level),
+            "test_acc": acc if r else 0.9 + 0.01 * seed,
+            "val_acc": (acc + (0.02 if strategy == "lr_rewind" and budget == 2 else 0.0)) if r else 0.9,
+            "retrain_epochs": epochs,
+            "retrain_seconds": seconds,
+            "cum_epochs": cum_epochs,
+            "cum_seconds": cum_seconds,
+            "dense_epochs": DENSE_EPOCHS,
+            "dense_seconds": DENSE_SECONDS[seed],
+        }
+        if flops:
+            row |= {
+                "train_flops": epochs * FLOPS_PER_EPOCH,
+                "dense_train_flops": DENSE_EPOCHS * FLOPS_PER_EPOCH,
+                "cum_train_flops": cum_flops,
+            }
+        rows.append(row)
+    return rows
+
+
+def cost_jobs(budgets: list[int], levels: list[float], flops: bool = True) -> list[list[dict]]:
+    return [cost_rows(st, seed, t, levels, flops) for st in STRATS for t in budgets for seed in SEEDS]
+
+
+def cost_sweep(root: Path, budgets: list[int], levels: list[float], flops: bool = True) -> Path:
+    """A finished sweep dir of ``cost_jobs``."""
+    sweep = root / "sweep"
+    sweep.mkdir()
+    for i, rows in enumerate(cost_jobs(budgets, levels, flops)):
+        r = rows[0]
+        write_job(
+            sweep / str(i),
+            [f"retrain={r['strategy']}", f"retrain.budget={r['budget']}", f"seed={r['seed']}"],
+            rows,
+            "done",
+        )
+    return sweep
+
+
+def retraining(rows: list[dict], upto: int) -> dict[str, float]:
+    """A job's retraining over rounds 1..upto, summed from each round's own cost (not from the
+    cumulative columns the report reads)."""
+    done = [r for r in rows if 1 <= r["round"] <= upto]
+    return {
+        "epochs": sum(r["retrain_epochs"] for r in done),
+        "seconds": sum(r["retrain_seconds"] for r in done),
+        "train_flops": sum(r.get("train_flops", 0) for r in done),
+    }
+
+
+def md_table(text: str, heading: str) -> list[dict[str, str]]:
+    """The first markdown table after the line that starts with ``heading``, as {column: cell}."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(heading))
+    first = next(i for i in range(start, len(lines)) if lines[i].startswith("|"))
+    block = []
+    for line in lines[first:]:
+        if not line.startswith("|"):
+            break
+        block.append([c.strip() for c in line.strip().strip("|").split("|")])
+    return [dict(zip(block[0], cells, strict=True)) for cells in block[2:]]
+
+
+def lines_by_gid(ax) -> dict[str, object]:
+    return {line.get_gid(): line for line in ax.get_lines() if line.get_gid()}
+
+
+def test_search_cost_table_is_the_median_retraining_after_a_dense_stage_counted_once(tmp_path: Path) -> None:
+    levels = [0.5, 0.75]  # iterative: two rounds of t = 3 epochs
+    sweep = cost_sweep(tmp_path, [3], levels)
+    report_sweep(sweep, out=lambda _: None)
+    summary = (sweep / "summary.md").read_text()
+    for ext in ("png", "svg"):
+        assert (sweep / f"accuracy_vs_search_cost.{ext}").stat().st_size > 10_000
+    assert "![accuracy_vs_search_cost](accuracy_vs_search_cost.png)" in summary
+    assert "Figure: [accuracy_vs_search_cost.png](accuracy_vs_search_cost.png)." in summary
+
+    # The dense stage once: median over the 3 seeds' dense runs (5.0, 7.0, 6.5 s), not per job.
+    assert summary.count("Dense stage, counted once") == 1
+    assert (
+        "Dense stage, counted once (one run per seed, shared by every strategy through the cache): "
+        "10 epochs, 1.200e+11 training FLOPs, 6.5 wall s (median over 3 seeds)." in summary
+    )
+    table = md_table(summary, "### Search cost")
+    jobs = cost_jobs([3], levels)
+    assert [row["sparsity %"] for row in table] == ["50.0", "75.0"]
+    for row, (r, level) in zip(table, enumerate(levels, start=1), strict=True):
+        for st in STRATS:
+            per_seed = [retraining(rows, r) for rows in jobs if rows[0]["strategy"] == st]
+            assert len(per_seed) == 3 and all(rows[r]["target_sparsity"] == level for rows in jobs)
+            med = {k: statistics.median(c[k] for c in per_seed) for k in ("epochs", "train_flops", "seconds")}
+            assert row[f"{st} epochs"] == f"{med['epochs']:g}" == str(3 * r)  # not 10 + 3r: dense not added
+            assert row[f"{st} FLOPs"] == f"{med['train_flops']:.3e}"
+            assert int(med["train_flops"]) == 3 * r * FLOPS_PER_EPOCH
+            assert row[f"{st} s"] == f"{med['seconds']:.1f}"
+            assert f"{st} t" not in row  # one budget: nothing was chosen
+    # Round 2 of LR rewinding: 2 x 3 epochs x 2.25 s + 0.5 s x seed, median over seeds 0, 1, 2.
+    assert table[1]["lr_rewind s"] == "14.5" and table[1]["lr_rewind FLOPs"] == "7.200e+10"
+
+
+def test_search_cost_figure_plots_median_cumulative_flops_from_the_dense_stage() -> None:
+    from prune_exp.report import plots as P
+
+    levels = [0.5, 0.75]
+    jobs = cost_jobs([3], levels)
+    df = with_setting(pd.DataFrame([r for rows in jobs for r in rows]), [])
+    costs = available_costs(df)
+    assert costs == ["epochs", "train_flops", "seconds"] and cost_axis(df) == "train_flops"
+    dcosts = dense_costs(df, costs)
+    dense_flops = DENSE_EPOCHS * FLOPS_PER_EPOCH
+    assert dcosts.loc["all", "n"] == 3 and dcosts.loc["all", "train_flops"] == dense_flops
+    fig = P.search_cost_figure(
+        search_costs(df, "test_acc", costs), dcosts, dense_stats(dense_by_seed(df, "test_acc")), "train_flops", "acc"
+    )
+    try:
+        (ax,) = fig.axes[:1]
+        lines = lines_by_gid(ax)
+        assert set(lines) == {*STRATS, "dense_stage"}
+        vline = lines["dense_stage"]
+        assert list(vline.get_xdata()) == [dense_flops, dense_flops]
+        assert vline.get_label() == "dense stage (counted once): 1.200e+11 training FLOPs"
+        for st in STRATS:
+            x, y = lines[st].get_xdata(), lines[st].get_ydata()
+            # the dense model, then each round: median over seeds of the cumulative FLOPs
+            expected_x = [dense_flops] + [
+                statistics.median(rows[r]["cum_train_flops"] for rows in jobs if rows[0]["strategy"] == st)
+                for r in (1, 2)
+            ]
+            assert list(x) == expected_x == [dense_flops + 3 * r * FLOPS_PER_EPOCH for r in (0, 1, 2)]
+            expected_y = [100 * statistics.median([0.9, 0.91, 0.92])] + [
+                100 * statistics.median(rows[r]["test_acc"] for rows in jobs if rows[0]["strategy"] == st)
+                for r in (1, 2)
+            ]
+            assert list(y) == pytest.approx(expected_y)
+        assert ax.get_xscale() == "log" and "training FLOPs" in ax.get_xlabel()
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+
+
+def test_search_cost_falls_back_to_epochs_without_flops_columns(tmp_path: Path) -> None:
+    from prune_exp.report import plots as P
+
+    levels = [0.5, 0.75]
+    jobs = cost_jobs([3], levels, flops=False)
+    df = with_setting(pd.DataFrame([r for rows in jobs for r in rows]), [])
+    assert not any("flops" in c for c in df.columns)
+    costs = available_costs(df)
+    assert costs == ["epochs", "seconds"] and cost_axis(df) == "epochs"
+    fig = P.search_cost_figure(
+        search_costs(df, "test_acc", costs),
+        dense_costs(df, costs),
+        dense_stats(dense_by_seed(df, "test_acc")),
+        "epochs",
+        "acc",
+    )
+    try:
+        ax = fig.axes[0]
+        lines = lines_by_gid(ax)
+        for st in STRATS:
+            assert list(lines[st].get_xdata()) == [10, 13, 16]  # cum_epochs: dense stage + 3 per round
+        assert list(lines["dense_stage"].get_xdata()) == [10, 10]
+        assert lines["dense_stage"].get_label() == "dense stage (counted once): 10 epochs"
+        assert "epochs (no FLOPs in these records)" in ax.get_xlabel()
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+
+    sweep = cost_sweep(tmp_path, [3], levels, flops=False)
+    report_sweep(sweep, out=lambda _: None)
+    summary = (sweep / "summary.md").read_text()
+    assert (sweep / "accuracy_vs_search_cost.png").stat().st_size > 10_000
+    assert "10 epochs, 6.5 wall s (median over 3 seeds)." in summary
+    assert "These records have no training FLOPs" in summary
+    table = md_table(summary, "### Search cost")
+    assert list(table[0]) == ["sparsity %", "compression"] + [f"{st} {c}" for st in STRATS for c in ("epochs", "s")]
+    assert [row["finetune epochs"] for row in table] == ["3", "6"]
+
+
+def test_search_cost_with_several_budgets_connects_each_sparsity_across_budgets(tmp_path: Path) -> None:
+    from prune_exp.report import plots as P
+
+    levels = [0.8]  # one-shot, budgets t = 2 and 4
+    jobs = cost_jobs([2, 4], levels)
+    df = with_setting(pd.DataFrame([r for rows in jobs for r in rows]), [])
+    costs = available_costs(df)
+    scosts = search_costs(df, "test_acc", costs)
+    fig = P.search_cost_figure(
+        scosts, dense_costs(df, costs), dense_stats(dense_by_seed(df, "test_acc")), "train_flops", "acc"
+    )
+    try:
+        lines = lines_by_gid(fig.axes[0])
+        assert set(lines) == {f"{st}@0.8" for st in STRATS} | {"dense_stage"}
+        for st in STRATS:
+            # one point per budget, in order of cost; not joined to the dense model
+            assert list(lines[f"{st}@0.8"].get_xdata()) == [(10 + t) * FLOPS_PER_EPOCH for t in (2, 4)]
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+
+    sweep = cost_sweep(tmp_path, [2, 4], levels)
+    report_sweep(sweep, out=lambda _: None)
+    summary = (sweep / "summary.md").read_text()
+    (row,) = md_table(summary, "### Search cost")
+    assert "Each cell is at the budget t chosen on val_acc" in summary
+    chosen = {"finetune": 4, "weight_rewind": 4, "lr_rewind": 2}  # by the fixture's validation accuracies
+    for st, t in chosen.items():
+        per_seed = [retraining(rows, 1) for rows in jobs if rows[0]["strategy"] == st and rows[0]["budget"] == t]
+        assert row[f"{st} t"] == str(t)
+        assert row[f"{st} epochs"] == str(t)
+        assert row[f"{st} FLOPs"] == f"{t * FLOPS_PER_EPOCH:.3e}"
+        assert row[f"{st} s"] == f"{statistics.median(c['seconds'] for c in per_seed):.1f}"
+    assert row["lr_rewind s"] == "5.0" and row["finetune s"] == "4.5"
+
+
+def test_the_report_command_does_not_import_torch(tmp_path: Path) -> None:
+    sweep = cost_sweep(tmp_path, [3], [0.5])
+    code = (
+        "import sys\n"
+        "from prune_exp.report.cli import main\n"
+        "rc = main([sys.argv[1]])\n"
+        "assert 'torch' not in sys.modules, 'the report imported torch'\n"
+        "sys.exit(rc)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code, str(sweep)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (sweep / "accuracy_vs_search_cost.png").exists()

@@ -131,6 +131,13 @@ class SplitDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train, self.batch_size, shuffle=True)
 
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        # Every loader here yields an (x, y) pair: moved directly (a no-op for the in-memory
+        # datasets, already on the device), not through Lightning's generic walk of the batch.
+        if isinstance(batch, (tuple, list)) and all(isinstance(t, torch.Tensor) for t in batch):
+            return type(batch)(t.to(device, non_blocking=device.type == "cuda") for t in batch)
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
     @abstractmethod
     def _scoring_dataset(self) -> Any:
         """The training examples with the evaluation transform (no augmentation)."""

@@ -38,6 +38,10 @@ def make_metrics(num_classes: int) -> MetricCollection:
     return MetricCollection(metrics)
 
 
+# Attributes Lightning or the module set often that are never a Parameter, buffer or submodule.
+_PLAIN_ATTRS = frozenset({"_current_fx_name", "_loss_sum", "_loss_count"})
+
+
 class PruneModule(pl.LightningModule):
     """Trains ``net``; the LR at every step comes from ``lr_position`` (set by the stage or by
     PruneRetrainCycle), so rewinding the schedule is just moving that position."""
@@ -69,6 +73,15 @@ class PruneModule(pl.LightningModule):
         # of the module tree so that state_dict keys stay the net's own.
         self._compile = compile
         self.__dict__["_compiled"] = None
+
+    def __setattr__(self, name: str, value: object) -> None:
+        # Lightning sets _current_fx_name around every hook it calls, ~50 times a step;
+        # nn.Module.__setattr__ (type checks against parameters, buffers, submodules) made that
+        # a measurable share of a small model's step. A plain attribute needs none of it.
+        if name in _PLAIN_ATTRS:
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last and x.dim() == 4:

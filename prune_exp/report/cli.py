@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -13,17 +13,23 @@ import pandas as pd
 from prune_exp.atomic import atomic_write, write_text
 from prune_exp.report.collect import DESCRIPTORS, JobStatus, Sweep, load_sweep, setting_columns
 from prune_exp.report.tables import (
+    COST_FORMAT,
+    COST_UNIT,
     LEVEL,
     PAIRS,
+    available_costs,
     cell_stats,
     choose_budgets,
+    cost_axis,
     dense_by_seed,
+    dense_costs,
     dense_stats,
     largest_compression_at_dense,
     mean_std_n,
     ordered,
     paired,
     pct,
+    search_costs,
     signed_pp,
     with_setting,
 )
@@ -57,12 +63,19 @@ def report_sweep(
     chosen = choose_budgets(df, select)
     stats = cell_stats(chosen, dense, metric_col)
     headline = largest_compression_at_dense(stats, dstats)
+    costs = available_costs(df)
+    axis = cost_axis(df)
+    scosts = search_costs(df, metric_col, costs)
+    dcosts = dense_costs(df, costs)
+    cost_figure = plots and not stats.empty and axis is not None
 
     md += _describe(df)
     for setting in dstats.index:
         if len(dstats) > 1:
             md += [f"## Setting: {setting}", ""]
         md += _setting_section(setting, stats, dstats, chosen, headline, metric_col, select)
+        if setting in stats.index.get_level_values("setting"):
+            md += _search_cost_section(setting, stats, scosts, dcosts, costs, select, cost_figure)
 
     if plots and not stats.empty:
         from prune_exp.report import plots as P
@@ -71,6 +84,8 @@ def report_sweep(
         figures = P.accuracy_vs_compression(stats, dstats, sweep_dir, metric, sub)
         if (df[df["round"] > 0].groupby(["setting", "strategy", LEVEL])["budget"].nunique() > 1).any():
             figures += P.accuracy_vs_budget(df[df["round"] > 0], dstats, sweep_dir, metric_col, metric, sub)
+        if cost_figure:
+            figures += P.accuracy_vs_search_cost(scosts, dcosts, dstats, sweep_dir, axis, metric, sub)
         masks = _final_masks(df, sweep_dir)
         if not masks.empty:
             figures += P.layer_sparsity(masks, sweep_dir, sub)
@@ -124,6 +139,18 @@ def _subtitle(df: pd.DataFrame) -> str:
     return " · ".join(parts)
 
 
+def _level_rows(s: pd.DataFrame) -> Iterator[tuple[float, pd.DataFrame, dict[str, str]]]:
+    """Per target sparsity of one setting's cells: (level, its cells, a table row that starts
+    with the sparsity and compression reached)."""
+    for level in sorted(s.index.get_level_values(LEVEL).unique()):
+        cells = s.xs(level, level=LEVEL)
+        row = {
+            "sparsity %": f"{100 * cells['sparsity'].mean():.1f}",
+            "compression": f"{cells['compression'].mean():.2f}×",
+        }
+        yield level, cells, row
+
+
 def _setting_section(
     setting: str,
     stats: pd.DataFrame,
@@ -146,12 +173,7 @@ def _setting_section(
             **{st: mean_std_n(d["mean"], d["std"], int(d["n"])) for st in strategies},
         }
     ]
-    for level in sorted(s.index.get_level_values(LEVEL).unique()):
-        cells = s.xs(level, level=LEVEL)
-        row = {
-            "sparsity %": f"{100 * cells['sparsity'].mean():.1f}",
-            "compression": f"{cells['compression'].mean():.2f}×",
-        }
+    for _, cells, row in _level_rows(s):
         for st in strategies:
             if st in cells.index:
                 c = cells.loc[st]
@@ -217,6 +239,59 @@ def _setting_section(
         "",
     ]
     return lines
+
+
+def _search_cost_section(
+    setting: str,
+    stats: pd.DataFrame,
+    scosts: pd.DataFrame,
+    dcosts: pd.DataFrame,
+    costs: list[str],
+    select: str,
+    figure: bool,
+) -> list[str]:
+    """What it cost to find each model of the accuracy table: the dense stage once, then per
+    strategy and target sparsity the retraining up to it (at the budget chosen on ``select``
+    where there were several), median over seeds."""
+    lines = ["### Search cost: the dense stage once, then the retraining to each model (median over seeds)", ""]
+    if not costs:
+        return [*lines, "The records have no cost columns (cum_epochs, cum_seconds): nothing to show.", ""]
+    d = dcosts.loc[setting]
+    dense = ", ".join(f"{COST_FORMAT[c](d[c])} {COST_UNIT[c]}" for c in costs)
+    s = stats.xs(setting, level="setting")
+    strategies = ordered(s.index.get_level_values("strategy"))
+    several_budgets = bool((s["budgets"] > 1).any())
+    notes = [
+        f"Dense stage, counted once (one run per seed, shared by every strategy through the cache): "
+        f"{dense} (median over {int(d['n'])} seed{'s' if d['n'] != 1 else ''}).",
+        "Each cell is the retraining after the dense stage, cumulative over the rounds up to that target "
+        "sparsity; a model's search cost is the dense stage plus its cell.",
+    ]
+    if several_budgets:
+        notes.append(
+            f"Each cell is at the budget t chosen on {select}, as in the accuracy table; the figure shows every budget."
+        )
+    if "train_flops" not in costs:
+        notes.append("These records have no training FLOPs (written before they were counted).")
+    if figure:
+        notes.append("Figure: [accuracy_vs_search_cost.png](accuracy_vs_search_cost.png).")
+    short = {"epochs": "epochs", "train_flops": "FLOPs", "seconds": "s"}
+    rows = []
+    for level, cells, row in _level_rows(s):
+        for st in strategies:
+            if st not in cells.index:
+                continue
+            budget = cells.loc[st, "budget"]
+            c = scosts.loc[(setting, st, budget, level)]
+            if several_budgets:
+                row[f"{st} t"] = str(int(budget))
+            row.update({f"{st} {short[k]}": COST_FORMAT[k](c[f"retrain_{k}"]) for k in costs})
+        rows.append(row)
+    columns = ["sparsity %", "compression"]
+    for st in strategies:
+        columns += ([f"{st} t"] if several_budgets else []) + [f"{st} {short[k]}" for k in costs]
+    table = pd.DataFrame(rows).reindex(columns=columns).fillna("")
+    return [*lines, " ".join(notes), "", table.to_markdown(index=False, disable_numparse=True), ""]
 
 
 def _final_masks(df: pd.DataFrame, sweep_dir: Path) -> pd.DataFrame:

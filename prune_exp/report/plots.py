@@ -11,9 +11,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from matplotlib.ticker import FuncFormatter, LogLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter, NullLocator
 
-from prune_exp.report.tables import LEVEL, ordered
+from prune_exp.report.tables import COST_FORMAT, COST_UNIT, LEVEL, ordered
 
 COLORS = {
     "finetune": "tab:blue",
@@ -116,6 +116,133 @@ def accuracy_vs_budget(
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
     return _save(fig, out_dir, "accuracy_vs_budget")
+
+
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
+
+
+def search_cost_figure(
+    costs: pd.DataFrame,
+    dense_costs: pd.DataFrame,
+    dense: pd.DataFrame,
+    cost: str,
+    metric: str,
+    subtitle: str = "",
+) -> plt.Figure:
+    """Accuracy against search cost: what it cost to find each pruned model (the paper's
+    equal-budget argument). One panel per setting; per strategy, the median over seeds of the
+    test metric (``costs``: tables.search_costs) against the median over seeds of the
+    cumulative cost ``cost`` (training FLOPs; epochs for records without FLOPs), log x, one
+    point per (strategy, budget, target sparsity), min–max over seeds shaded.
+
+    The x axis is the cumulative cost, dense stage included, not the retraining beyond it:
+    that is what finding the model cost; every model, the dense one included, has a positive
+    cost on the log axis (retraining alone is 0 for the dense model); and the vertical line at
+    the dense stage's cost ("counted once": one dense run per seed, shared by every strategy
+    through the cache) splits each point's cost into the shared part (left of it) and its own
+    retraining (right of it), which the top axis counts in dense stages (2 = as much
+    retraining as the dense stage) and report.md's search-cost table lists. At equal budget
+    the strategies share their x values: the figure then compares accuracy at equal cost.
+
+    Lines: when a strategy has a single budget per level (the equal-budget comparison), its
+    points are its pruning trajectory, connected in order of cost from the dense model (an
+    iterative job reaches each level after the rounds before it). When it has several budgets
+    (budget_sweep), the points of each target sparsity are connected across budgets in order
+    of cost, one line per (strategy, sparsity): colour = strategy, marker = sparsity, so each
+    line reads as "what more retraining buys at this sparsity"; joining different
+    sparsities would mix two effects. Where a line's points share one cost (one-shot jobs at
+    one budget) the min–max is drawn as vertical bars instead of a band.
+
+    Each data line has gid ``"<strategy>"`` (trajectory) or ``"<strategy>@<level>"`` (one
+    sparsity across budgets); the dense stage's line has gid ``"dense_stage"``."""
+    settings = list(costs.index.get_level_values("setting").unique())
+    fig, axes = _grid(len(settings))
+    col = f"cum_{cost}"
+    for ax, setting in zip(axes, settings, strict=True):
+        s = costs.xs(setting, level="setting").reset_index()
+        x_dense = float(dense_costs.loc[setting, cost])
+        d_row = dense.loc[setting]
+        levels = sorted(s[LEVEL].unique())
+        marker = {lv: MARKERS[i % len(MARKERS)] for i, lv in enumerate(levels)}
+        several = bool((s.groupby(["strategy", LEVEL])["budget"].nunique() > 1).any())
+        for strategy in ordered(s["strategy"]):
+            c = COLORS.get(strategy)
+            st = s[s["strategy"] == strategy]
+            label = f"{LABELS.get(strategy, strategy)} (n={st['n'].max()})"
+            if several:
+                lines = [(f"{strategy}@{lv}", st[st[LEVEL] == lv], marker[lv], False) for lv in levels]
+            else:
+                lines = [(strategy, st, "o", True)]
+            for gid, d, m, from_dense in lines:
+                if d.empty:
+                    continue
+                d = d.sort_values([col, LEVEL])
+                x, med, lo, hi = (d[k].to_numpy(dtype=float) for k in (col, "median", "min", "max"))
+                if from_dense:
+                    x = np.concatenate([[x_dense], x])
+                    med, lo, hi = (
+                        np.concatenate([[d_row[k]], v]) for k, v in (("median", med), ("min", lo), ("max", hi))
+                    )
+                ax.plot(x, 100 * med, marker=m, ms=3.5, color=c, label=label, gid=gid)
+                label = "_nolegend_"
+                if len(np.unique(x)) > 1:
+                    ax.fill_between(x, 100 * lo, 100 * hi, color=c, alpha=0.18, lw=0)
+                else:
+                    ax.vlines(x, 100 * lo, 100 * hi, color=c, alpha=0.35, lw=3)
+        if several:
+            for lv in levels:
+                ax.plot([], [], ls="", marker=marker[lv], color="black", label=f"sparsity {100 * lv:.1f}%")
+        _dense_band(ax, d_row)
+        ax.axvline(
+            x_dense,
+            color="black",
+            lw=1,
+            ls=":",
+            gid="dense_stage",
+            label=f"dense stage (counted once): {COST_FORMAT[cost](x_dense)} {COST_UNIT[cost]}",
+        )
+        ax.set_xscale("log")
+        x_max = float(s[col].max())
+        if cost == "epochs":  # round numbers of epochs, not powers of ten
+            ax.set_xticks(_cost_ticks(x_dense, x_max))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        top = ax.secondary_xaxis("top", functions=(lambda v, d=x_dense: v / d, lambda v, d=x_dense: v * d))
+        top.set_xlabel("in dense stages (retraining beyond the dense stage = value − 1)", fontsize=8)
+        top.set_xticks(_cost_ticks(1.0, x_max / x_dense))
+        top.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        top.xaxis.set_minor_locator(NullLocator())
+        top.tick_params(labelsize=7)
+        what = "training FLOPs" if cost == "train_flops" else "epochs (no FLOPs in these records)"
+        ax.set_xlabel(f"search cost: cumulative {what}, dense stage included, log scale")
+        ax.set_ylabel(f"test {metric} (%)")
+        ax.set_title(
+            _title("Accuracy vs search cost: median over seeds, min–max shaded", setting, subtitle), fontsize=10
+        )
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
+    return fig
+
+
+def _cost_ticks(lo: float, hi: float) -> list[float]:
+    """Round ticks from ``lo`` (labelled: the dense stage) to ``hi`` for a log axis that spans
+    too little for powers of ten to say much."""
+    ticks = MaxNLocator(nbins=7, steps=[1, 2, 2.5, 5, 10]).tick_values(lo, hi)
+    return [lo, *(float(v) for v in ticks if lo * 1.1 < v <= hi * 1.02)]
+
+
+def accuracy_vs_search_cost(
+    costs: pd.DataFrame,
+    dense_costs: pd.DataFrame,
+    dense: pd.DataFrame,
+    out_dir: Path,
+    cost: str,
+    metric: str,
+    subtitle: str = "",
+) -> list[Path]:
+    """``search_cost_figure``, written to ``out_dir``."""
+    fig = search_cost_figure(costs, dense_costs, dense, cost, metric, subtitle)
+    return _save(fig, out_dir, "accuracy_vs_search_cost")
 
 
 def layer_sparsity(masks: pd.DataFrame, out_dir: Path, subtitle: str = "") -> list[Path]:

@@ -128,3 +128,82 @@ def mean_std_n(mean: float, std: float, n: int) -> str:
 
 def signed_pp(x: float) -> str:
     return "–" if x is None or np.isnan(x) else f"{100 * x:+.2f}"
+
+
+# ------------------------------------------------------------------ search cost
+# What it cost to find a pruned model: the dense stage (trained once per seed and shared by
+# every strategy through the cache) plus every retraining round up to the model's level.
+# cost -> (the record's cumulative column, dense stage included; the dense stage's column)
+COSTS = {
+    "epochs": ("cum_epochs", "dense_epochs"),
+    "train_flops": ("cum_train_flops", "dense_train_flops"),
+    "seconds": ("cum_seconds", "dense_seconds"),
+}
+
+
+def available_costs(df: pd.DataFrame) -> list[str]:
+    """The costs of ``COSTS`` every row of ``df`` has (records written before the FLOPs were
+    counted have no *_flops columns; a sweep mixing old and new jobs has them only in part)."""
+    return [k for k, cols in COSTS.items() if all(c in df and df[c].notna().all() for c in cols)]
+
+
+def cost_axis(df: pd.DataFrame) -> str | None:
+    """The cost to plot against: training FLOPs where recorded, else epochs, else None."""
+    costs = available_costs(df)
+    return next((c for c in ("train_flops", "epochs") if c in costs), None)
+
+
+def dense_costs(df: pd.DataFrame, costs: list[str]) -> pd.DataFrame:
+    """Per setting: the dense stage's ``costs``, median over seeds. One round-0 row per
+    (setting, seed): the dense stage is counted once, however many jobs share it."""
+    dense = df[df["round"] == 0].drop_duplicates(["setting", "seed"])
+    g = dense.groupby("setting")
+    out = pd.DataFrame({"n": g["seed"].count()})
+    for cost in costs:
+        out[cost] = g[COSTS[cost][1]].median()
+    return out
+
+
+def search_costs(df: pd.DataFrame, metric: str, costs: list[str]) -> pd.DataFrame:
+    """Per (setting, strategy, budget, level) after pruning, over seeds: n; median, min, max of
+    ``metric``; the mean compression and sparsity; and per cost the median of ``cum_<cost>``
+    (dense stage + every retraining round up to the level) and of ``retrain_<cost>`` (the
+    retraining rounds alone: cumulative minus the job's dense stage)."""
+    d = df[df["round"] > 0].copy()
+    for cost in costs:
+        cum, dense = COSTS[cost]
+        d[f"cum_{cost}"] = d[cum]
+        d[f"retrain_{cost}"] = d[cum] - d[dense]
+    g = d.groupby(["setting", "strategy", "budget", LEVEL])
+    out = pd.DataFrame(
+        {
+            "n": g[metric].count(),
+            "median": g[metric].median(),
+            "min": g[metric].min(),
+            "max": g[metric].max(),
+            "compression": g["compression"].mean(),
+            "sparsity": g["sparsity"].mean(),
+        }
+    )
+    for cost in costs:
+        out[f"cum_{cost}"] = g[f"cum_{cost}"].median()
+        out[f"retrain_{cost}"] = g[f"retrain_{cost}"].median()
+    return out
+
+
+def flops(x: float) -> str:
+    """Training FLOPs in four significant digits: '7.200e+11'."""
+    return "–" if x is None or np.isnan(x) else f"{x:.3e}"
+
+
+def epochs(x: float) -> str:
+    """Epochs as a number ('45'; a median over an even number of seeds may be '22.5')."""
+    return "–" if x is None or np.isnan(x) else f"{x:g}"
+
+
+def seconds(x: float) -> str:
+    return "–" if x is None or np.isnan(x) else f"{x:.1f}"
+
+
+COST_FORMAT = {"epochs": epochs, "train_flops": flops, "seconds": seconds}
+COST_UNIT = {"epochs": "epochs", "train_flops": "training FLOPs", "seconds": "wall s"}
