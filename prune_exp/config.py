@@ -331,6 +331,9 @@ class TrainerConfig:
     log_every_n_steps: int = 10
     progress_bar: bool | None = None  # None: on in a terminal, off in multiruns
     num_threads: int | None = None  # torch.set_num_threads; None leaves torch's default
+    # resume.ckpt is rewritten at the first epoch end this many seconds of training after the
+    # last save (0: every epoch end); a killed run redoes at most that much, to the same result
+    checkpoint_every_s: float = 30.0
     compile: bool = False  # torch.compile the net (once per stage; the masks keep working)
     channels_last: bool = False  # NHWC memory format for conv nets (GPU, with bf16/fp16)
 
@@ -574,6 +577,7 @@ def check_config(cfg: RunConfig) -> None:
     _positive_int("trainer.log_every_n_steps", tr.log_every_n_steps)
     if tr.num_threads is not None:
         _positive_int("trainer.num_threads", tr.num_threads)
+    _range("trainer.checkpoint_every_s", tr.checkpoint_every_s, 0.0, math.inf, False, True)
     if tr.gradient_clip_val is not None:
         _range("trainer.gradient_clip_val", tr.gradient_clip_val, 0.0, math.inf, True, True)
 

@@ -271,7 +271,7 @@ class Experiment:
                 score_batches=self.datamodule.scoring_batches,
             )
 
-        resume = ResumeCheckpoint(self.job_dir / RESUME_FILE)
+        resume = ResumeCheckpoint(self.job_dir / RESUME_FILE, cfg.trainer.checkpoint_every_s)
         module, pruner, mask = prune_retrain_stage(
             job,
             dense,

@@ -152,7 +152,7 @@ def dense_stage(
     T = job.schedule.total_epochs
 
     def train(staging: Path) -> dict[str, Any]:
-        resume = ResumeCheckpoint(staging / RESUME_FILE)
+        resume = ResumeCheckpoint(staging / RESUME_FILE, job.trainer.checkpoint_every_s)
         ckpt = resume.resume_from()
         log.info("%s the dense model (%d epochs) into the cache", "resuming" if ckpt else "training", T)
         pl.seed_everything(job.seed, verbose=False)

@@ -74,6 +74,7 @@ RESUMABLE_JOB = [
     "retrain.budget=2",
     "prune.sparsity=0.5",
     "prune.rate=0.3",
+    "trainer.checkpoint_every_s=0",  # a checkpoint at every epoch end, so the tests can kill after one
 ]
 
 

@@ -67,6 +67,28 @@ def test_epoch_shuffle_is_a_function_of_seed_and_epoch() -> None:
     assert list(EpochShuffle(50, seed=2)) != first
 
 
+@pytest.mark.parametrize("world_size", [1, 2])
+def test_loaders_yield_the_epoch_order_in_whole_batches(world_size: int) -> None:
+    """Training: rank r's batches are its share of EpochShuffle's order for the epoch Lightning
+    sets, cut into batch_size / world_size pieces; evaluation: every example in order."""
+    dm = SyntheticDataModule(val_fraction=0.25, num_samples=203, num_classes=3, shape=[4], **COMMON)
+    dm.setup()
+    dm.world_size = world_size
+    loader = dm.train_dataloader()
+    loader.sampler.set_epoch(5)  # what Lightning does at every epoch start
+    batches = list(loader)
+    order = EpochShuffle(len(dm.train), dm.shuffle_seed, 0, world_size)
+    order.set_epoch(5)
+    idx = order.indices()
+    per = dm.batch_size // world_size
+    assert [len(y) for _, y in batches] == [len(c) for c in idx.split(per)]
+    assert len(batches) == len(loader) == dm.steps_per_epoch
+    assert torch.equal(torch.cat([x for x, _ in batches]), dm.train.x[idx])
+    assert torch.equal(torch.cat([y for _, y in batches]), dm.train.y[idx])
+    val = list(dm.val_dataloader())
+    assert torch.equal(torch.cat([x for x, _ in val]), dm.val.x)
+
+
 # ------------------------------------------------------------------ torchvision, offline
 @pytest.mark.parametrize(("cls", "folder"), [(MNISTDataModule, "MNIST"), (FashionMNISTDataModule, "FashionMNIST")])
 def test_mnist_family_reads_idx_files_through_torchvision(tmp_path: Path, cls, folder: str) -> None:

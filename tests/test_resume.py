@@ -95,3 +95,40 @@ def test_a_job_killed_at_several_points_resumes_to_the_uninterrupted_result(tmp_
     out = finish(start(killed))
     assert "job already done" in out and "dense" not in out
     assert before == {p: p.stat().st_mtime_ns for p in before}
+
+
+@pytest.mark.parametrize(("every_s", "saved_after"), [(0.0, [0, 1, 2, 3, 4, 5]), (25.0, [2, 5]), (100.0, [])])
+def test_checkpoints_are_written_at_the_first_epoch_end_every_s_after_the_last(
+    tmp_path: Path, every_s: float, saved_after: list[int]
+) -> None:
+    """A fake clock advances 10 s per epoch: with every_s=25 the saves fall at the ends of
+    epochs 2 and 5 (30 s and 60 s), with 0 at every epoch end, with 100 never."""
+    from helpers import tiny_job
+    from lightning.pytorch.callbacks import Callback
+
+    from prune_exp.checkpoint import ResumeCheckpoint, load_checkpoint
+    from prune_exp.retrain.schedules import LRPosition
+    from prune_exp.stages import make_module, make_trainer
+
+    clock = [0.0]
+    path = tmp_path / "resume.ckpt"
+    seen: list[int | None] = []
+
+    class Tick(Callback):  # runs before ResumeCheckpoint (a Checkpoint runs last)
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            seen.append(load_checkpoint(path)["epoch"] if path.exists() else None)
+            clock[0] += 10.0
+
+    job = tiny_job(T=6)
+    module = make_module(job, job.build_net())
+    module.lr_position = LRPosition(job.schedule, 0, 0, job.steps_per_epoch)
+    resume = ResumeCheckpoint(path, every_s, clock=lambda: clock[0])
+    trainer = make_trainer(
+        job.trainer, max_epochs=6, callbacks=[Tick()], log_dir=tmp_path, progress_bar=False, resume=resume
+    )
+    trainer.fit(module, datamodule=job.datamodule)
+    seen.append(load_checkpoint(path)["epoch"] if path.exists() else None)
+    # seen[e + 1] is the epoch of the last checkpoint written by the end of epoch e
+    saved = [e for e in range(6) if seen[e + 1] == e]
+    assert saved == saved_after
+    assert seen[-1] == (saved_after[-1] if saved_after else None)

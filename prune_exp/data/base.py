@@ -35,11 +35,13 @@ class TensorDataset(Dataset):
     def __len__(self) -> int:
         return len(self.y)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i: int | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(i, torch.Tensor):  # a whole batch of indices (TensorBatches)
+            return self.__getitems__(i)
         x, y = self.__getitems__([i])
         return x[0], y[0]
 
-    def __getitems__(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitems__(self, idx: list[int] | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         t = torch.as_tensor(idx, device=self.x.device)
         x = self.x[t]
         return (self.transform(x) if self.transform is not None else x), self.y[t]
@@ -74,12 +76,40 @@ class EpochShuffle(Sampler[int]):
     def __len__(self) -> int:
         return -(-self.n // self.world_size)
 
-    def __iter__(self) -> Iterator[int]:
+    def indices(self) -> torch.Tensor:
+        """This rank's order for the current epoch, as a tensor."""
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         order = torch.randperm(self.n, generator=g)
         if self.world_size > 1:
             order = torch.cat([order, order[: len(self) * self.world_size - self.n]])[self.rank :: self.world_size]
-        return iter(order.tolist())
+        return order
+
+    def __iter__(self) -> Iterator[int]:
+        yield from self.indices().tolist()  # a generator: the order is drawn at the first next()
+
+
+class TensorBatches(Sampler[torch.Tensor]):
+    """Batches of indices as tensors: ``order``'s indices (range(n) when None) cut into
+    ``batch_size`` pieces, the last one partial. A DataLoader built with it and
+    ``batch_size=None`` hands each piece to ``TensorDataset.__getitem__`` whole: one index op
+    per batch, no list of Python ints. Lightning's ``set_epoch`` reaches ``order`` through it."""
+
+    def __init__(self, n: int, batch_size: int, order: EpochShuffle | None = None) -> None:
+        self.n, self.batch_size, self.order = n, batch_size, order
+
+    def set_epoch(self, epoch: int) -> None:
+        if self.order is not None:
+            self.order.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return -(-(len(self.order) if self.order is not None else self.n) // self.batch_size)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        # A generator, so the order is drawn at the first batch, not when the iterator is made:
+        # a run resumed from a checkpoint gets its DataLoader iterator before Lightning calls
+        # set_epoch, and must still see the resumed epoch's order.
+        idx = self.order.indices() if self.order is not None else torch.arange(self.n)
+        yield from idx.split(self.batch_size)
 
 
 def split_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -240,8 +270,12 @@ class TensorDataModule(SplitDataModule):
 
     def _make_loader(self, ds: TensorDataset, batch_size: int, sampler: Sampler | None) -> DataLoader:
         self._place()
-        # In-memory tensors: a worker process would only add IPC cost.
-        return DataLoader(ds, batch_size=batch_size, sampler=sampler, collate_fn=_identity, num_workers=0)
+        if sampler is not None and not isinstance(sampler, EpochShuffle):
+            raise TypeError(f"TensorDataModule loaders take an EpochShuffle order, not {type(sampler).__name__}")
+        # Whole batches of indices, fetched by one index op each; in-memory tensors, so a worker
+        # process would only add IPC cost.
+        batches = TensorBatches(len(ds), batch_size, sampler)
+        return DataLoader(ds, batch_size=None, sampler=batches, collate_fn=_identity, num_workers=0)
 
     def _scoring_dataset(self) -> TensorDataset:
         self._place()
