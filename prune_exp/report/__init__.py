@@ -2,8 +2,8 @@
 
 collect.py  job dirs -> tidy results (pandas) and the status of every expected job
 tables.py   the statistics: budgets chosen on val, mean/std/median per cell, paired
-            differences, the largest compression at or above dense accuracy
-plots.py    accuracy vs compression, accuracy vs budget, per-layer sparsity (matplotlib)
+            differences, the largest compression at or above dense accuracy, search cost
+plots.py    accuracy vs compression, vs budget, vs search cost; per-layer sparsity (matplotlib)
 cli.py      report_sweep() (the Hydra callback calls it) and ``prune-exp-report``
 """
 
