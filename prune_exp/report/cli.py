@@ -13,6 +13,7 @@ import pandas as pd
 from prune_exp.atomic import atomic_write, write_text
 from prune_exp.report.collect import DESCRIPTORS, JobStatus, Sweep, load_sweep, setting_columns
 from prune_exp.report.tables import (
+    BOOTSTRAP_RESAMPLES,
     COST_FORMAT,
     COST_UNIT,
     LEVEL,
@@ -24,6 +25,7 @@ from prune_exp.report.tables import (
     dense_by_seed,
     dense_costs,
     dense_stats,
+    diff_ci_wins,
     largest_compression_at_dense,
     mean_std_n,
     ordered,
@@ -164,7 +166,11 @@ def _setting_section(
     d = dstats.loc[setting]
     strategies = ordered(s.index.get_level_values("strategy"))
     several_budgets = bool((s["budgets"] > 1).any())
-    lines = [f"Dense model: {metric_col} {mean_std_n(d['mean'], d['std'], int(d['n']))} % (n seeds).", ""]
+    lines = [
+        f"Dense model: {metric_col} {mean_std_n(d['mean'], d['std'], int(d['n']))} % (n seeds), "
+        f"median {pct(d['median'])} %.",
+        "",
+    ]
 
     rows = [
         {
@@ -195,50 +201,64 @@ def _setting_section(
         lines += [f"The budget t of every cell was chosen on {select} (mean over seeds), then reported on test.", ""]
     lines += [table.to_markdown(index=False, disable_numparse=True), ""]
 
+    lines += _paired_section(setting, s, chosen, strategies, metric_col)
+    lines += _headline_section(headline.xs(setting, level="setting"), strategies)
+    return lines
+
+
+def _paired_section(
+    setting: str, s: pd.DataFrame, chosen: pd.DataFrame, strategies: list[str], metric_col: str
+) -> list[str]:
+    """LRR − FT, WR − FT, LRR − WR per target sparsity over the seeds both have."""
     pair_cols = {}
     for a, b in PAIRS:
         if a in strategies and b in strategies:
             p = paired(chosen[chosen["setting"] == setting], a, b, metric_col).xs(setting, level="setting")
-            ties = p["ties"].map(lambda t: f", ={t}" if t else "")
-            pair_cols[f"{SHORT[a]} − {SHORT[b]}"] = (
-                p["mean_diff"].map(signed_pp)
-                + " ("
-                + p["a_wins"].astype(str)
-                + "–"
-                + p["b_wins"].astype(str)
-                + ties
-                + ")"
+            cols = ["mean_diff", "ci_lo", "ci_hi", "a_wins", "b_wins", "ties"]
+            pair_cols[f"{SHORT[a]} − {SHORT[b]}"] = pd.Series(
+                [diff_ci_wins(*r) for r in p[cols].itertuples(index=False)], index=p.index
             )
-    if pair_cols:
-        levels = sorted(s.index.get_level_values(LEVEL).unique())
-        pt = pd.DataFrame(pair_cols).reindex(levels)
-        pt.insert(0, "compression", [f"{s.xs(lv, level=LEVEL)['compression'].mean():.2f}×" for lv in levels])
-        pt.index = [f"{100 * lv:.1f}" for lv in levels]
-        pt.index.name = "target sparsity %"
-        lines += [
-            "### Paired differences over the same seeds (percentage points; seeds where A won–B won)",
-            "",
-            pt.fillna("–").to_markdown(disable_numparse=True),
-            "",
-        ]
+    if not pair_cols:
+        return []
+    levels = sorted(s.index.get_level_values(LEVEL).unique())
+    pt = pd.DataFrame(pair_cols).reindex(levels)
+    pt.insert(0, "compression", [f"{s.xs(lv, level=LEVEL)['compression'].mean():.2f}×" for lv in levels])
+    pt.index = [f"{100 * lv:.1f}" for lv in levels]
+    pt.index.name = "target sparsity %"
+    return [
+        "### Paired differences over the same seeds (percentage points: mean [95% bootstrap interval over "
+        f"seeds, {BOOTSTRAP_RESAMPLES} resamples]; seeds where A won–B won)",
+        "",
+        pt.fillna("–").to_markdown(disable_numparse=True),
+        "",
+    ]
 
-    h = headline.xs(setting, level="setting").reindex(strategies)
+
+def _headline_section(h: pd.DataFrame, strategies: list[str]) -> list[str]:
+    """The paper's headline: medians against the dense median, and seeds against their own dense model."""
+    h = h.reindex(strategies)
+    dense_median = h["dense_median"].dropna().iloc[0]
+
+    def times(values: pd.Series) -> list[str]:
+        return [f"{c:.2f}×" if pd.notna(c) else "never" for c in values]
+
     ht = pd.DataFrame(
         {
             "strategy": strategies,
-            "largest compression with median ≥ dense": [
-                f"{c:.2f}×" if pd.notna(c) else "never" for c in h["compression"]
-            ],
+            "largest compression with median ≥ dense median": times(h["compression"]),
             "sparsity %": [f"{100 * v:.1f}" if pd.notna(v) else "–" for v in h["sparsity"]],
+            "largest compression where most seeds ≥ their dense": times(h["paired_compression"]),
         }
     )
-    lines += [
-        f"### Largest compression at which the median over seeds is at or above dense ({pct(d['mean'])} %)",
+    return [
+        "### Largest compression at which the median over seeds is at or above the dense median over seeds "
+        f"({pct(dense_median)} %)",
         "",
         ht.to_markdown(index=False, disable_numparse=True),
         "",
+        "Most seeds: more than half of a cell's seeds at or above the same seed's dense model.",
+        "",
     ]
-    return lines
 
 
 def _search_cost_section(
@@ -318,9 +338,28 @@ def _final_masks(df: pd.DataFrame, sweep_dir: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def verdict(sweep: Sweep) -> tuple[int, str]:
+    """The exit code of ``prune-exp-report`` and why, in one line: 0 when every job the sweep
+    meant to run is done (so a script can tell a complete comparison from a partial one), 1
+    when one is not (failed, interrupted, killed, still running, unreadable, missing) or when
+    there is nothing to report."""
+    if sweep.results.empty:
+        return 1, "prune-exp-report: exit 1: no job has written records, nothing to compare"
+    pending = [j for j in sweep.jobs if not j.done]
+    if not pending:
+        return 0, f"prune-exp-report: all {len(sweep.jobs)} jobs done"
+    counts = pd.Series([j.state for j in pending]).value_counts()
+    why = ", ".join(f"{n} {state}" for state, n in counts.items())
+    return 1, f"prune-exp-report: exit 1: {len(pending)} of {len(sweep.jobs)} jobs not done ({why}); see the Jobs table"
+
+
 def main(argv: list[str] | None = None) -> int:
     """``prune-exp-report SWEEP_DIR``: report a sweep dir (finished, partial, or from a cluster)."""
-    parser = argparse.ArgumentParser(prog="prune-exp-report", description=main.__doc__)
+    parser = argparse.ArgumentParser(
+        prog="prune-exp-report",
+        description=main.__doc__,
+        epilog="Exit code: 0 when every job of the sweep is done, 1 otherwise (what there is is still reported).",
+    )
     parser.add_argument("sweep_dir", type=Path, help="a multirun dir, e.g. outputs/compare/multiruns/<time>")
     parser.add_argument(
         "--metric",
@@ -333,7 +372,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.sweep_dir.is_dir():
         parser.error(f"SWEEP_DIR {args.sweep_dir} is not a directory")
     sweep = report_sweep(args.sweep_dir, metric=args.metric, plots=not args.no_plots)
-    return 0 if not sweep.results.empty else 1
+    code, why = verdict(sweep)
+    print(why, flush=True)
+    return code
 
 
 if __name__ == "__main__":

@@ -10,11 +10,26 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from prune_exp.records import RECORDS_FILE, STATUS_FILE, read_records
+from prune_exp.jobdir import holder
+from prune_exp.records import RECORDS_FILE, STATUS_FILE
 
 # Config keys that are the axes of a comparison, not part of the setting being compared.
 AXES = {"retrain.strategy", "retrain.budget", "seed", "prune.sparsity", "name", "select_metric"}
 IGNORED_PREFIXES = ("paths.", "trainer.progress_bar", "trainer.num_threads", "dense.rewind_epochs")
+
+
+# What the state of a job means (the jobs table lists every job that is not done):
+#   done         every round recorded, status.json says done (or nothing: records from elsewhere)
+#   failed       status.json says failed, with the error
+#   interrupted  status.json says interrupted (SIGTERM / SIGINT), with the reason
+#   running      status.json says running and a live process holds the job dir's lock
+#   killed       running or incomplete records, but no live process holds the lock
+#   no records   a job dir without records (yet)
+#   unreadable   a damaged file: records.jsonl, status.json or the job's .hydra config
+#   missing      the sweep meant to run it, but it has no job dir
+STATES = ("done", "failed", "interrupted", "running", "killed", "no records", "unreadable", "missing")
+# Columns the report needs in every record (records.make_row always writes them).
+REQUIRED = ("round", "seed", "strategy", "budget", "target_sparsity", "sparsity", "compression")
 
 
 @dataclass
@@ -23,7 +38,7 @@ class JobStatus:
 
     overrides: list[str]
     dir: Path | None = None
-    state: str = "missing"  # done | failed | running or killed | no records | missing
+    state: str = "missing"  # one of STATES
     rounds_done: int = 0
     rounds: int | None = None
     detail: str = ""
@@ -44,6 +59,10 @@ class Sweep:
         return [c for c in self.results.columns if "." in c]
 
 
+class Unreadable(ValueError):
+    """A file of a job dir is damaged; the message says which and how."""
+
+
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """{"a": {"b": 1}} -> {"a.b": 1}; lists become JSON strings so every cell is a scalar."""
     out: dict[str, Any] = {}
@@ -56,22 +75,100 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _job_status(job_dir: Path, overrides: list[str], rows: list[dict[str, Any]]) -> JobStatus:
+def _short(e: Exception) -> str:
+    """An error in one line, for the jobs table."""
+    return " ".join(str(e).split())[:200]
+
+
+def read_records_checked(path: Path) -> list[dict[str, Any]]:
+    """The rows of a records file ([] if it is missing or empty); Unreadable naming the line of
+    the first one that is not a record. Records are rewritten atomically, so a truncated last
+    line is damage, not a write in progress."""
+    if not path.exists():
+        return []
+    rows = []
+    for num, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
+        if not raw.strip():
+            continue
+        try:
+            row = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise Unreadable(f"{path.name} line {num}: not UTF-8 text ({_short(e)})") from None
+        except ValueError as e:
+            raise Unreadable(f"{path.name} line {num}: not JSON ({_short(e)})") from None
+        if not isinstance(row, dict):
+            raise Unreadable(f"{path.name} line {num}: not a record (a JSON {type(row).__name__}, not an object)")
+        lacking = [k for k in REQUIRED if k not in row]
+        if lacking or not isinstance(row["round"], int):
+            raise Unreadable(f"{path.name} line {num}: not a record (no {', '.join(lacking) or 'integer round'})")
+        rows.append(row)
+    return rows
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object file ({} if missing); Unreadable if it is not one."""
+    if not path.exists():
+        return {}
+    try:
+        value = json.loads(path.read_bytes().decode("utf-8"))
+    except ValueError as e:  # UnicodeDecodeError is a ValueError too
+        raise Unreadable(f"{path.name}: not JSON ({_short(e)})") from None
+    if not isinstance(value, dict):
+        raise Unreadable(f"{path.name}: not a JSON object")
+    return value
+
+
+def _read_yaml(path: Path, kind: type, what: str) -> Any:
+    """A YAML file holding a ``kind`` (None if missing); Unreadable naming ``what`` it should be."""
+    if not path.exists():
+        return None
+    try:
+        value = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except (ValueError, yaml.YAMLError) as e:
+        raise Unreadable(f".hydra/{path.name}: not YAML ({_short(e)})") from None
+    value = kind() if value is None else value
+    if not isinstance(value, kind) or (kind is list and not all(isinstance(v, str) for v in value)):
+        raise Unreadable(f".hydra/{path.name}: not {what}")
+    return value
+
+
+def _job_status(
+    job_dir: Path, overrides: list[str], rows: list[dict[str, Any]], status: dict[str, Any], sweep_dir: Path
+) -> JobStatus:
+    """The state of a readable job dir (see STATES), from its status, records and lock."""
     st = JobStatus(overrides=overrides, dir=job_dir)
-    status = json.loads((job_dir / STATUS_FILE).read_text()) if (job_dir / STATUS_FILE).exists() else {}
+    state = status.get("state")
     st.rounds = rows[-1].get("rounds") if rows else None
     st.rounds_done = max((r["round"] for r in rows), default=0)
     complete = bool(rows) and st.rounds is not None and st.rounds_done >= st.rounds
-    if status.get("state") == "failed":
-        st.state, st.detail = "failed", status.get("error", "")
-    elif complete and status.get("state", "done") == "done":
+    recorded = f"{st.rounds_done} of {st.rounds if st.rounds is not None else '?'} rounds recorded"
+    if state not in (None, "running", "done", "failed", "interrupted"):
+        st.state, st.detail = "unreadable", f"status.json: unknown state {state!r}"
+    elif state in ("failed", "interrupted"):
+        st.state, st.detail = state, str(status.get("error") or status.get("reason") or "")
+    elif complete and state in (None, "done"):
         st.state = "done"
-    elif rows or status.get("state") == "running":
-        st.state = "running or killed"
-        st.detail = f"{st.rounds_done} of {st.rounds if st.rounds is not None else '?'} rounds recorded"
+    elif rows or state == "running":
+        who = _holder(job_dir)
+        if who is not None:
+            st.state, st.detail = "running", f"host {who.get('host', '?')}, pid {who.get('pid', '?')}, {recorded}"
+        else:
+            st.state = "killed"
+            st.detail = (
+                f"{recorded}; no live process holds the job dir; rerun the sweep command with "
+                f"hydra.sweep.dir={sweep_dir} to resume it"
+            )
     else:
         st.state = "no records"
     return st
+
+
+def _holder(job_dir: Path) -> dict[str, Any] | None:
+    """The live holder of the job dir's lock, or None (also when the lock file cannot be read)."""
+    try:
+        return holder(job_dir)
+    except OSError:
+        return None
 
 
 def expected_jobs(sweep_dir: Path) -> list[list[str]] | None:
@@ -89,32 +186,58 @@ def expected_jobs(sweep_dir: Path) -> list[list[str]] | None:
         return None
 
 
+def _load_job(job_dir: Path, sweep_dir: Path, overrides: list[str]) -> tuple[JobStatus, pd.DataFrame | None]:
+    """One job dir: its status and its rows with its config; an unreadable job has no rows."""
+    try:
+        rows = read_records_checked(job_dir / RECORDS_FILE)
+        status = _job_status(job_dir, overrides, rows, _read_json(job_dir / STATUS_FILE), sweep_dir)
+        cfg = _read_yaml(job_dir / ".hydra" / "config.yaml", dict, "a config (a mapping)") or {}
+    except (Unreadable, OSError) as e:
+        return JobStatus(overrides=overrides, dir=job_dir, state="unreadable", detail=_short(e)), None
+    if not rows or status.state == "unreadable":
+        return status, None
+    df = pd.DataFrame(rows)
+    for k, v in flatten(cfg).items():
+        if k not in df.columns:
+            df[k] = v
+    df["job"] = job_dir.relative_to(sweep_dir).as_posix()
+    df["job_state"] = status.state
+    return status, df
+
+
+def _overrides(ov_file: Path, expected: list[list[str]] | None) -> tuple[list[str], str]:
+    """A job's overrides and, if its overrides.yaml is damaged, why. A damaged job numbered N by
+    Hydra is the sweep's job N, so it stays matched to the job the sweep meant to run."""
+    try:
+        return _read_yaml(ov_file, list, "a list of overrides") or [], ""
+    except (Unreadable, OSError) as e:
+        name = ov_file.parent.parent.name
+        guess = expected[int(name)] if expected and name.isdigit() and int(name) < len(expected) else []
+        return list(guess), _short(e)
+
+
 def load_sweep(sweep_dir: str | Path) -> Sweep:
     """Every job dir under ``sweep_dir`` (a dir with ``.hydra/overrides.yaml``), its records and
-    config, and the status of every job the sweep was meant to run."""
+    config, and the status of every job the sweep was meant to run. A job dir with a damaged
+    file is listed as unreadable, with the reason, and contributes no rows."""
     sweep_dir = Path(sweep_dir)
+    expected = expected_jobs(sweep_dir)
     frames, found = [], {}
     for ov_file in sorted(sweep_dir.rglob(".hydra/overrides.yaml")):
         job_dir = ov_file.parent.parent
-        overrides = list(yaml.safe_load(ov_file.read_text()) or [])
-        rows = read_records(job_dir / RECORDS_FILE) if (job_dir / RECORDS_FILE).exists() else []
-        status = _job_status(job_dir, overrides, rows)
-        found[tuple(sorted(overrides))] = status
-        if rows:
-            cfg_file = job_dir / ".hydra" / "config.yaml"
-            cfg = flatten(yaml.safe_load(cfg_file.read_text())) if cfg_file.exists() else {}
-            df = pd.DataFrame(rows)
-            for k, v in cfg.items():
-                if k not in df.columns:
-                    df[k] = v
-            df["job"] = job_dir.relative_to(sweep_dir).as_posix()
-            df["job_state"] = status.state
+        overrides, problem = _overrides(ov_file, expected)
+        if problem:
+            status, df = JobStatus(overrides=overrides, dir=job_dir, state="unreadable", detail=problem), None
+        else:
+            status, df = _load_job(job_dir, sweep_dir, overrides)
+        found[tuple(sorted(overrides)) if overrides else ("?", str(job_dir))] = status
+        if df is not None:
             frames.append(df)
     jobs = list(found.values())
-    expected = expected_jobs(sweep_dir)
     if expected is not None:
+        keys = {tuple(sorted(ov)) for ov in expected}
         jobs = [found.get(tuple(sorted(ov)), JobStatus(overrides=ov)) for ov in expected]
-        jobs += [s for key, s in found.items() if key not in {tuple(sorted(ov)) for ov in expected}]
+        jobs += [s for key, s in found.items() if key not in keys]
     results = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     return Sweep(dir=sweep_dir, results=results, jobs=jobs)
 

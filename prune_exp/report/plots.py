@@ -42,14 +42,16 @@ def _save(fig: plt.Figure, out_dir: Path, name: str) -> list[Path]:
 
 
 def _dense_band(ax: plt.Axes, dense_row: pd.Series) -> None:
+    """The dense model's median over seeds (the curves are medians too: like with like), min–max shaded."""
     lo, hi = 100 * dense_row["min"], 100 * dense_row["max"]
     ax.axhspan(lo, hi, color="black", alpha=0.08, lw=0)
     ax.axhline(
-        100 * dense_row["mean"],
+        100 * dense_row["median"],
         color="black",
         lw=1,
         ls="--",
-        label=f"dense {100 * dense_row['mean']:.2f}% (band: min–max, n={int(dense_row['n'])})",
+        gid="dense_median",
+        label=f"dense median {100 * dense_row['median']:.2f}% (band: min–max, n={int(dense_row['n'])})",
     )
 
 
@@ -65,7 +67,13 @@ def _grid(n: int) -> tuple[plt.Figure, list[plt.Axes]]:
 def accuracy_vs_compression(
     stats: pd.DataFrame, dense: pd.DataFrame, out_dir: Path, metric: str, subtitle: str = ""
 ) -> list[Path]:
-    """Median over seeds per strategy against the compression ratio (log2), min–max shaded."""
+    """``compression_figure``, written to ``out_dir``."""
+    return _save(compression_figure(stats, dense, metric, subtitle), out_dir, "accuracy_vs_compression")
+
+
+def compression_figure(stats: pd.DataFrame, dense: pd.DataFrame, metric: str, subtitle: str = "") -> plt.Figure:
+    """Median over seeds per strategy against the compression ratio (log2), min–max shaded; the
+    dense model's median over seeds as a dashed line (gid ``"dense_median"``) in its min–max band."""
     settings = list(stats.index.get_level_values("setting").unique())
     fig, axes = _grid(len(settings))
     for ax, setting in zip(axes, settings, strict=True):
@@ -90,7 +98,7 @@ def accuracy_vs_compression(
         )
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower left")
-    return _save(fig, out_dir, "accuracy_vs_compression")
+    return fig
 
 
 def accuracy_vs_budget(
@@ -203,10 +211,11 @@ def search_cost_figure(
         )
         ax.set_xscale("log")
         x_max = float(s[col].max())
-        if cost == "epochs":  # round numbers of epochs, not powers of ten
-            ax.set_xticks(_cost_ticks(x_dense, x_max))
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-            ax.xaxis.set_minor_formatter(NullFormatter())
+        # Our own ticks, minor ones unlabelled: on a log axis spanning less than a decade
+        # matplotlib labels every minor tick, and "3×10¹¹4×10¹¹" ran into each other.
+        ax.set_xticks(_cost_ticks(x_dense, x_max))
+        ax.xaxis.set_major_formatter(FuncFormatter(_sci if cost == "train_flops" else lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         top = ax.secondary_xaxis("top", functions=(lambda v, d=x_dense: v / d, lambda v, d=x_dense: v * d))
         top.set_xlabel("in dense stages (retraining beyond the dense stage = value − 1)", fontsize=8)
         top.set_xticks(_cost_ticks(1.0, x_max / x_dense))
@@ -224,11 +233,33 @@ def search_cost_figure(
     return fig
 
 
-def _cost_ticks(lo: float, hi: float) -> list[float]:
-    """Round ticks from ``lo`` (labelled: the dense stage) to ``hi`` for a log axis that spans
-    too little for powers of ten to say much."""
-    ticks = MaxNLocator(nbins=7, steps=[1, 2, 2.5, 5, 10]).tick_values(lo, hi)
-    return [lo, *(float(v) for v in ticks if lo * 1.1 < v <= hi * 1.02)]
+def _cost_ticks(lo: float, hi: float, n: int = 6) -> list[float]:
+    """Round ticks from ``lo`` (labelled: the dense stage) to ``hi`` for a log axis, each at
+    least 1/n of the axis from the one before: 1-2-5 per decade over a decade or more,
+    round steps (MaxNLocator) over less, where powers of ten say little."""
+    if not hi > lo > 0:
+        return [lo]
+    span = float(np.log10(hi / lo))
+    if span >= 1:
+        candidates = LogLocator(base=10, subs=(1.0, 2.0, 5.0)).tick_values(lo, hi)
+    else:
+        candidates = MaxNLocator(nbins=2 * n, steps=[1, 2, 2.5, 5, 10]).tick_values(lo, hi)
+    ticks = [lo]
+    for v in sorted(float(c) for c in candidates):
+        if v <= hi * 1.02 and np.log10(v / ticks[-1]) >= span / n:
+            ticks.append(v)
+    return ticks
+
+
+def _sci(v: float, _pos: object = None) -> str:
+    """'$3\\times10^{11}$', '$1.25\\times10^{11}$', '$10^{12}$': a tick in scientific notation."""
+    if v <= 0:
+        return f"{v:g}"
+    exp = int(np.floor(np.log10(v)))
+    mantissa = f"{v / 10**exp:.4g}"
+    if mantissa == "10":  # rounding carried into the next decade
+        mantissa, exp = "1", exp + 1
+    return f"$10^{{{exp}}}$" if mantissa == "1" else f"${mantissa}\\times10^{{{exp}}}$"
 
 
 def accuracy_vs_search_cost(

@@ -5,6 +5,11 @@ and are not comparison axes (see collect.setting_columns); a *level* is a target
 (``target_sparsity``; 0 is the dense model). When a setting has several retraining budgets,
 the budget of every (strategy, level) is chosen on the validation metric (mean over seeds;
 ties go to the shorter budget) and the test metric is reported for that budget only.
+
+Like is compared with like (docs/design.md, "Statistics in the report"): a median over seeds
+with the dense model's median over seeds, or each seed with its own dense model. Whether a
+value is as good as another is decided in one place, ``at_least``, so that a metric where
+lower is better (a loss) needs only its direction.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import pandas as pd
 STRATEGY_ORDER = ["finetune", "weight_rewind", "lr_rewind", "lottery", "reinit", "none"]
 PAIRS = [("lr_rewind", "finetune"), ("weight_rewind", "finetune"), ("lr_rewind", "weight_rewind")]
 LEVEL = "target_sparsity"
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 0  # a fixed RNG: the same records give the same report, intervals included
 
 
 def with_setting(df: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
@@ -50,12 +57,19 @@ def choose_budgets(df: pd.DataFrame, select: str) -> pd.DataFrame:
     return pruned.merge(best, on=[*keys, "budget"])
 
 
-def cell_stats(chosen: pd.DataFrame, dense: pd.DataFrame, metric: str) -> pd.DataFrame:
+def at_least(x, ref, higher_is_better: bool = True):
+    """Whether ``x`` is at least as good as ``ref`` (elementwise): >= for accuracy, <= for a loss."""
+    return x >= ref if higher_is_better else x <= ref
+
+
+def cell_stats(chosen: pd.DataFrame, dense: pd.DataFrame, metric: str, higher_is_better: bool = True) -> pd.DataFrame:
     """Per (setting, level, strategy): n, mean, std, median, min, max of ``metric`` over seeds,
-    the mean compression and sparsity, the chosen budget, and ``delta``: the mean over seeds of
-    (metric - the same seed's dense metric)."""
+    the mean compression and sparsity, the chosen budget, ``delta``: the mean over seeds of
+    (metric - the same seed's dense metric), and ``at_dense``: how many seeds are at least as
+    good as their own seed's dense model."""
     d = chosen.merge(dense, on=["setting", "seed"], how="left")
     d["diff"] = d[metric] - d["dense"]
+    d["at_dense"] = at_least(d[metric], d["dense"], higher_is_better) & d["dense"].notna()
     g = d.groupby(["setting", LEVEL, "strategy"])
     return pd.DataFrame(
         {
@@ -66,6 +80,7 @@ def cell_stats(chosen: pd.DataFrame, dense: pd.DataFrame, metric: str) -> pd.Dat
             "min": g[metric].min(),
             "max": g[metric].max(),
             "delta": g["diff"].mean(),
+            "at_dense": g["at_dense"].sum().astype(int),
             "compression": g["compression"].mean(),
             "sparsity": g["sparsity"].mean(),
             "budget": g["budget"].first(),
@@ -82,19 +97,36 @@ def dense_stats(dense: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def bootstrap_ci(
+    values, level: float = 0.95, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED
+) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of the mean of ``values`` (resampled with replacement, a
+    fresh ``default_rng(seed)`` per call); None for fewer than two values: one has no spread."""
+    x = np.asarray(values, dtype=float)
+    if len(x) < 2:
+        return None
+    idx = np.random.default_rng(seed).integers(0, len(x), size=(resamples, len(x)))
+    lo, hi = np.quantile(x[idx].mean(axis=1), [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
 def paired(chosen: pd.DataFrame, a: str, b: str, metric: str) -> pd.DataFrame:
-    """Per (setting, level): ``a`` - ``b`` over the seeds both have: n, mean difference, and how
-    many seeds went each way."""
+    """Per (setting, level): ``a`` - ``b`` over the seeds both have: n, mean difference, its 95%
+    bootstrap interval over seeds (``ci_lo``, ``ci_hi``; NaN for one seed), and how many seeds
+    went each way."""
     keys = ["setting", LEVEL, "seed"]
     left = chosen[chosen["strategy"] == a][[*keys, metric, "compression"]]
     right = chosen[chosen["strategy"] == b][[*keys, metric]]
-    m = left.merge(right, on=keys, suffixes=("_a", "_b"))
+    m = left.merge(right, on=keys, suffixes=("_a", "_b")).sort_values(keys)  # seed order: a fixed resample
     m["diff"] = m[f"{metric}_a"] - m[f"{metric}_b"]
     g = m.groupby(["setting", LEVEL])
+    ci = g["diff"].apply(lambda x: bootstrap_ci(x.to_numpy()) or (np.nan, np.nan))
     return pd.DataFrame(
         {
             "n": g["diff"].count(),
             "mean_diff": g["diff"].mean(),
+            "ci_lo": ci.map(lambda c: c[0]),
+            "ci_hi": ci.map(lambda c: c[1]),
             "a_wins": g["diff"].apply(lambda x: int((x > 0).sum())),
             "b_wins": g["diff"].apply(lambda x: int((x < 0).sum())),
             "ties": g["diff"].apply(lambda x: int((x == 0).sum())),
@@ -103,17 +135,29 @@ def paired(chosen: pd.DataFrame, a: str, b: str, metric: str) -> pd.DataFrame:
     )
 
 
-def largest_compression_at_dense(stats: pd.DataFrame, dense: pd.DataFrame) -> pd.DataFrame:
-    """Renda et al.'s headline: per (setting, strategy), the largest compression ratio at which
-    the median over seeds is at or above the dense model's mean; NaN if it never is."""
-    s = stats.reset_index().merge(dense["mean"].rename("dense_mean").reset_index(), on="setting")
-    ok = s[s["median"] >= s["dense_mean"]]
-    best = ok.sort_values("compression").groupby(["setting", "strategy"]).tail(1)
-    out = (
-        s[["setting", "strategy"]]
-        .drop_duplicates()
-        .merge(best[["setting", "strategy", "compression", "sparsity", LEVEL]], on=["setting", "strategy"], how="left")
-    )
+def _largest(s: pd.DataFrame, ok: pd.Series, prefix: str = "") -> pd.DataFrame:
+    """Per (setting, strategy) of the cells ``s``: the compression, sparsity and level of the
+    most compressed cell where ``ok``; NaN where none is."""
+    cols = ["compression", "sparsity", LEVEL]
+    best = s[ok].sort_values("compression").groupby(["setting", "strategy"]).tail(1)
+    best = best[["setting", "strategy", *cols]].rename(columns={c: prefix + c for c in cols})
+    return s[["setting", "strategy"]].drop_duplicates().merge(best, on=["setting", "strategy"], how="left")
+
+
+def largest_compression_at_dense(
+    stats: pd.DataFrame, dense: pd.DataFrame, higher_is_better: bool = True
+) -> pd.DataFrame:
+    """Renda et al.'s headline, per (setting, strategy), two ways. ``compression``, ``sparsity``,
+    ``target_sparsity``: the most compressed cell whose median over seeds is at least the dense
+    model's median over seeds (``dense_median``). ``paired_compression``, ``paired_sparsity``,
+    ``paired_target_sparsity``: the most compressed cell where most seeds (more than half of
+    the cell's) are at least their own seed's dense model (``at_dense``: give cell_stats the same
+    direction). NaN where no cell is."""
+    s = stats.reset_index().merge(dense["median"].rename("dense_median").reset_index(), on="setting")
+    by_median = _largest(s, at_least(s["median"], s["dense_median"], higher_is_better))
+    by_seed = _largest(s, 2 * s["at_dense"] > s["n"], prefix="paired_")
+    out = by_median.merge(by_seed, on=["setting", "strategy"])
+    out = out.merge(s[["setting", "dense_median"]].drop_duplicates(), on="setting")
     return out.set_index(["setting", "strategy"])
 
 
@@ -128,6 +172,13 @@ def mean_std_n(mean: float, std: float, n: int) -> str:
 
 def signed_pp(x: float) -> str:
     return "–" if x is None or np.isnan(x) else f"{100 * x:+.2f}"
+
+
+def diff_ci_wins(mean: float, lo: float, hi: float, a_wins: int, b_wins: int, ties: int) -> str:
+    """'+0.53 [-0.10, +1.20] (2–1)' in percentage points: the mean difference, its bootstrap
+    interval (left out for one seed), seeds where A won–B won (', =k' for k ties)."""
+    ci = "" if np.isnan(lo) else f" [{signed_pp(lo)}, {signed_pp(hi)}]"
+    return f"{signed_pp(mean)}{ci} ({a_wins}–{b_wins}{f', ={ties}' if ties else ''})"
 
 
 # ------------------------------------------------------------------ search cost
