@@ -9,7 +9,9 @@ that trains it, then reuse it; the OS releases the lock when its holder dies, an
 next job resumes the partial run from its last epoch (``resume.ckpt``).
 
 Epoch files are safetensors (no pickle) and are checked against their sha256 before use: a
-truncated or altered file is refused with a message that says what to delete.
+truncated or altered file is refused with a message that says what to delete. So is an altered
+``meta.json``: it carries the sha256 of its own canonical JSON (``meta_sha256``), and its spec
+must hash to the entry's name.
 """
 
 from __future__ import annotations
@@ -30,8 +32,12 @@ from safetensors.torch import save_file
 from prune_exp.atomic import atomic_write
 from prune_exp.config import ConfigError, CorruptFileError
 
-CACHE_VERSION = 2  # bump when the entry format or what determines a dense run changes
+CACHE_VERSION = 3  # bump when the entry format or what determines a dense run changes
 META = "meta.json"
+META_SHA = "meta_sha256"  # meta.json's own checksum: the sha256 of the canonical JSON of the rest
+# Data config keys that leave the training unchanged: where the files come from and whether they
+# are checked (download, verify), how evaluation is batched, how many loader processes run.
+NON_TRAINING_DATA_KEYS: tuple[str, ...] = ("download", "verify", "eval_batch_size", "num_workers")
 
 
 def dense_spec(
@@ -39,14 +45,16 @@ def dense_spec(
 ) -> dict:
     """Exactly what determines a dense run — pruning and retraining settings are not in it.
 
-    A DDP run (``world_size`` > 1) sums its gradients in another order than one process, so
-    its weights differ in the last bits: it gets its own entry."""
+    ``data`` is the data config with the digest of the data actually loaded (run.dense_spec_of),
+    less its :data:`NON_TRAINING_DATA_KEYS`. A DDP run (``world_size`` > 1) sums its gradients
+    in another order than one process, so its weights differ in the last bits: it gets its own
+    entry."""
     precision = {"32": "32-true", "64": "64-true"}.get(str(precision), str(precision))
     extra = {"world_size": world_size} if world_size > 1 else {}
     return {
         **extra,
         "version": CACHE_VERSION,
-        "data": data,
+        "data": {k: v for k, v in data.items() if k not in NON_TRAINING_DATA_KEYS},
         "model": model,
         "optim": optim,
         "epochs": epochs,
@@ -55,9 +63,18 @@ def dense_spec(
     }
 
 
+def _canonical_sha256(tree: Any) -> str:
+    return hashlib.sha256(json.dumps(tree, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def spec_hash(spec: dict) -> str:
     """A short, stable content hash of a JSON-able spec."""
-    return hashlib.sha256(json.dumps(spec, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+    return _canonical_sha256(spec)[:16]
+
+
+def meta_sha256(meta: dict) -> str:
+    """The checksum stored in meta.json: the sha256 of the canonical JSON of everything else in it."""
+    return _canonical_sha256({k: v for k, v in meta.items() if k != META_SHA})
 
 
 def epoch_file(epoch: int) -> str:
@@ -127,6 +144,8 @@ class DenseCache:
         return self.dir / f".{h}.partial"
 
     def load(self, h: str) -> DenseRun | None:
+        """The published run of ``h`` (None if there is none), its meta.json verified: an entry
+        whose metadata was altered is refused like a damaged weights file."""
         meta = self.entry(h) / META
         if not meta.exists():
             if self.entry(h).exists():
@@ -136,8 +155,7 @@ class DenseCache:
             return None
         try:
             parsed = json.loads(meta.read_text())
-            if not isinstance(parsed, dict) or not {"spec", "saved_epochs", "files", "metrics"} <= parsed.keys():
-                raise ValueError("keys missing")
+            _check_meta(parsed, h)
         except ValueError as e:
             raise CorruptFileError(
                 f"dense cache file {meta} is corrupt ({e}); delete {self.entry(h)} to train the dense model again"
@@ -182,11 +200,23 @@ class DenseCache:
             epoch_file(e): hashlib.sha256((staging / epoch_file(e)).read_bytes()).hexdigest()
             for e in meta["saved_epochs"]
         }
+        meta[META_SHA] = meta_sha256(meta)
         (staging / META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         staging.rename(self.entry(h))  # atomic: the entry appears complete or not at all
         run = self.load(h)
         assert run is not None
         return run
+
+
+def _check_meta(meta: Any, h: str) -> None:
+    """ValueError unless ``meta`` is what was published under ``h``: all keys there, its own
+    checksum matching (metrics, epochs, file hashes unaltered), and its spec hashing to ``h``."""
+    if not isinstance(meta, dict) or not {"spec", "saved_epochs", "files", "metrics", META_SHA} <= meta.keys():
+        raise ValueError("keys missing")
+    if meta[META_SHA] != meta_sha256(meta):
+        raise ValueError(f"its {META_SHA} does not match its content: it was altered")
+    if not isinstance(meta["spec"], dict) or spec_hash(meta["spec"]) != h:
+        raise ValueError(f"its spec does not hash to the entry's name {h}")
 
 
 def save_state(path: Path, state: dict[str, torch.Tensor]) -> None:

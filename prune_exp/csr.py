@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import nn
 
 from prune_exp.atomic import atomic_write
@@ -96,10 +96,22 @@ def export_csr(state_dict: Mapping[str, torch.Tensor], mask: Mask) -> tuple[dict
 
 
 def save_csr(path: str | Path, state_dict: Mapping[str, torch.Tensor], mask: Mask) -> None:
-    """Write :func:`export_csr` atomically as safetensors; metadata ``csr``: name -> shape (JSON)."""
+    """Write :func:`export_csr` atomically as safetensors; metadata ``csr``: name -> shape (JSON).
+    Equal inputs give equal bytes, whatever the order of the dicts."""
     tensors, meta = export_csr(state_dict, mask)
+    data = save(tensors, metadata={"format": FORMAT, "csr": json.dumps(meta, sort_keys=True)})
     with atomic_write(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": FORMAT, "csr": json.dumps(meta)})
+        Path(tmp).write_bytes(canonical_safetensors(data))
+
+
+def canonical_safetensors(data: bytes) -> bytes:
+    """``data`` (a safetensors file) with its JSON header's keys sorted: safetensors writes the
+    metadata from a hash map, in an order that changes from one call to the next. The tensor
+    bytes and their offsets stay as they are (safetensors lays tensors out by dtype and name)."""
+    n = int.from_bytes(data[:8], "little")
+    header = json.dumps(json.loads(data[8 : 8 + n]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # the data stays 8-byte aligned, as safetensors pads it
+    return len(header).to_bytes(8, "little") + header + data[8 + n :]
 
 
 def load_csr(path: str | Path) -> dict[str, torch.Tensor]:

@@ -64,7 +64,8 @@ class Experiment:
     build_net: Callable[[], nn.Module]
     criterion: Criterion
     structure: Structure
-    dense_spec: dict  # what determines the dense run (cache.dense_spec); its hash addresses the cache
+    # data digest -> what determines the dense run (run.dense_spec_of); its hash addresses the cache
+    dense_spec: Callable[[str], dict]
     names: dict[str, str]  # the chosen group options: data, model (for the records)
     job_dir: Path
     overrides: list[str] = field(default_factory=list)
@@ -117,7 +118,8 @@ class Experiment:
 
         keep = set(range(T + 1)) if cfg.dense.rewind_epochs is None else set(cfg.dense.rewind_epochs)
         needed = {plan.rewind_epoch} if plan.rewind_epoch is not None else set()
-        dense, cached = dense_stage(job, DenseCache(cfg.paths.cache_dir), self.dense_spec, keep, needed)
+        spec = self.dense_spec(self.datamodule.data_digest())  # the data loaded above, not just its config
+        dense, cached = dense_stage(job, DenseCache(cfg.paths.cache_dir), spec, keep, needed)
         if "dense_cached" not in base:
             base["dense_cached"] = cached
             write_status(status, {**base, "state": "running", "started": _now()})

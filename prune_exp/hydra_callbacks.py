@@ -26,21 +26,45 @@ log = logging.getLogger("prune_exp")
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
 
-def check_job(cfg: DictConfig, _seen: dict[str, None] | None = None) -> None:
-    """Raise ConfigError if this job's config would fail: types and ranges, then the parts that
-    need the model (name patterns, metrics that need enough classes). Builds no data."""
+def data_key(cfg: DictConfig) -> str:
+    """What decides the data a job loads: its data config and ``paths.data_dir``."""
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    return "data:" + json.dumps([data, str(OmegaConf.select(cfg, "paths.data_dir"))], sort_keys=True, default=str)
+
+
+def load_data(cfg: DictConfig, memo: dict[str, Any] | None = None) -> tuple[Any, str]:
+    """The job's datamodule and the digest of its data, loaded and checked now (a missing set
+    is downloaded). With ``memo`` (a sweep's: data key -> digest) each data key is loaded once;
+    the datamodule of a key seen before comes without its data."""
+    from hydra.utils import instantiate
+
+    dm = instantiate(cfg.data, data_dir=str(OmegaConf.select(cfg, "paths.data_dir")))
+    key = data_key(cfg)
+    if memo is not None and key in memo:
+        return dm, memo[key]
+    dm.setup()  # the job's own loading and checks: a bad file fails here, before any training
+    digest = dm.data_digest()
+    if memo is not None:
+        memo[key] = digest
+    return dm, digest
+
+
+def check_job(cfg: DictConfig, _seen: dict[str, Any] | None = None) -> str:
+    """Raise a PruneExpError if this job would fail: types and ranges, its data (loaded and
+    checked: files, counts, labels, split sizes), then the parts that need the model (name
+    patterns, metrics that need enough classes). Returns the data digest (run.dense_spec_of).
+    ``_seen``: a sweep's memo, so that each data set and each model is checked once."""
     from hydra.utils import instantiate
 
     from prune_exp.pruning.pruner import Pruner
     from prune_exp.run import to_run_config
 
     rc = to_run_config(cfg, resolve_paths=False)
+    dm, digest = load_data(cfg, _seen)
     parts = [OmegaConf.to_container(cfg[k], resolve=True) for k in ("data", "model", "prune", "structure")]
     model_key = json.dumps(parts, sort_keys=True, default=str)
     if _seen is not None and model_key in _seen:
-        return
-    dm = instantiate(cfg.data, data_dir=str(OmegaConf.select(cfg, "paths.data_dir")))
-    dm.check_available()  # downloads a missing dataset now, once for the sweep, or fails here
+        return digest
     if rc.select_metric == "acc_top5" and dm.num_classes <= 5:
         raise ConfigError(
             f"select_metric='acc_top5' needs more than 5 classes, the data has {dm.num_classes}; allowed: acc, f1_macro"
@@ -58,6 +82,7 @@ def check_job(cfg: DictConfig, _seen: dict[str, None] | None = None) -> None:
     )
     if _seen is not None:
         _seen[model_key] = None
+    return digest
 
 
 def sweep_job_overrides(config: DictConfig) -> list[list[str]] | None:

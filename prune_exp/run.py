@@ -8,6 +8,7 @@ the job dir, and returns the final validation score to Hydra (sweepers can optim
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import os
 import sys
@@ -48,9 +49,18 @@ def to_run_config(cfg: DictConfig, *, resolve_paths: bool = True) -> RunConfig:
     return run_cfg
 
 
-def dense_spec_of(cfg: DictConfig) -> dict:
-    """What determines the dense run of ``cfg`` (see cache.dense_spec): nothing about pruning."""
+def dense_spec_of(cfg: DictConfig, data_digest: str | None = None) -> dict:
+    """What determines the dense run of ``cfg`` (see cache.dense_spec): nothing about pruning.
+
+    ``data_digest`` is the loaded datamodule's ``data_digest()``: the identity of the data
+    itself, which the config that names it does not fix (files in ``paths.data_dir`` change).
+    None loads the data now to digest it (the job and the preflight pass the one they have)."""
     from prune_exp.cache import dense_spec
+
+    if data_digest is None:
+        from prune_exp.hydra_callbacks import load_data
+
+        data_digest = load_data(cfg)[1]
 
     def container(key: str) -> dict:
         out = OmegaConf.to_container(cfg[key], resolve=True)
@@ -58,7 +68,7 @@ def dense_spec_of(cfg: DictConfig) -> dict:
         return out
 
     return dense_spec(
-        data=container("data"),
+        data={**container("data"), "digest": data_digest},
         model=container("model"),
         optim=container("optim"),
         epochs=cfg.dense.epochs,
@@ -101,7 +111,7 @@ def run(cfg: DictConfig) -> float:
         build_net=lambda: instantiate(cfg.model, input_shape=dm.input_shape, num_classes=dm.num_classes),
         criterion=instantiate(cfg.prune.criterion),
         structure=instantiate(cfg.structure),
-        dense_spec=dense_spec_of(cfg),
+        dense_spec=functools.partial(dense_spec_of, cfg),  # completed by the data digest once it is loaded
         names={
             g: (hc.runtime.choices.get(g) if hc else None) or OmegaConf.select(cfg, f"{g}._target_")
             for g in ("data", "model")

@@ -2,23 +2,45 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import composed
+from helpers import composed, fake_mnist, job_config
 from safetensors.torch import save_file
 
-from prune_exp.cache import DenseCache, spec_hash
+from prune_exp.cache import NON_TRAINING_DATA_KEYS, DenseCache, meta_sha256, spec_hash
 from prune_exp.config import ConfigError, CorruptFileError
-from prune_exp.run import dense_spec_of
+from prune_exp.hydra_callbacks import check_job
+from prune_exp.records import read_records
+from prune_exp.run import dense_spec_of, run
 
 
-def hash_of(*overrides: str) -> str:
+def hash_of(*overrides: str, digest: str = "the data") -> str:
+    """The dense hash of a config, for one fixed data digest (the config's half of the hash)."""
     with composed(list(overrides)) as cfg:
-        return spec_hash(dense_spec_of(cfg))
+        return spec_hash(dense_spec_of(cfg, digest))
+
+
+MNIST_JOB = ["data=mnist", "model=mlp", "model.hidden=[16]", "data.batch_size=16", "data.download=false"]
+
+
+def data_hash(data_dir: Path, *overrides: str) -> str:
+    """The dense hash a job on ``data_dir`` gets, its data loaded and digested by the preflight."""
+    with composed([*MNIST_JOB, *overrides, f"paths.data_dir={data_dir}"]) as cfg:
+        return spec_hash(dense_spec_of(cfg, check_job(cfg)))
+
+
+def change_a_label(data_dir: Path, index: int = 5) -> None:
+    """One byte of MNIST's training labels: label ``index`` becomes the next class."""
+    labels = data_dir / "MNIST/raw/train-labels-idx1-ubyte"
+    raw = bytearray(labels.read_bytes())
+    raw[8 + index] = (raw[8 + index] + 1) % 10
+    labels.write_bytes(bytes(raw))
 
 
 def test_pruning_and_retraining_settings_are_not_in_the_dense_hash() -> None:
@@ -37,8 +59,55 @@ def test_pruning_and_retraining_settings_are_not_in_the_dense_hash() -> None:
         "name=other",
         "trainer.progress_bar=false",
         "dense.rewind_epochs=[0,15,60]",
+        "data.eval_batch_size=10",
     ]:
         assert hash_of(o) == base, o
+
+
+def test_data_keys_that_leave_the_training_unchanged_are_not_in_the_dense_hash() -> None:
+    assert NON_TRAINING_DATA_KEYS == ("download", "verify", "eval_batch_size", "num_workers")
+    for data, overrides in [
+        ("mnist", ["data.download=false", "data.verify=false"]),
+        ("imagenet", ["data.num_workers=2"]),
+    ]:
+        base = hash_of(f"data={data}")
+        for o in overrides:
+            assert hash_of(f"data={data}", o) == base, o
+    assert hash_of(digest="other data") != hash_of()
+
+
+def test_the_dense_hash_is_of_the_data_loaded_not_of_the_config_naming_it(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        fake_mnist(tmp_path / name, "MNIST")
+    fake_mnist(tmp_path / "c", "MNIST", n_train=60)
+    a = data_hash(tmp_path / "a")
+    assert data_hash(tmp_path / "b") == a == data_hash(tmp_path / "a")  # the same bytes: the same run, anywhere
+    assert data_hash(tmp_path / "c") != a  # other files
+    change_a_label(tmp_path / "b")
+    changed = data_hash(tmp_path / "b")
+    assert changed != a  # one label byte
+    assert data_hash(tmp_path / "b", "data.download=true") == changed  # changes nothing about the data
+    assert data_hash(tmp_path / "b", "data.val_fraction=0.25") != changed  # another split: other tensors
+
+
+@pytest.mark.slow
+def test_a_job_on_changed_data_trains_its_own_dense_run(tmp_path: Path) -> None:
+    """The issue's case: a second data dir, one label different, must not reuse the first one's
+    dense run; the preflight's digest is the job's (so it checks the entry the job will use)."""
+    fake_mnist(tmp_path / "a", "MNIST")
+    fake_mnist(tmp_path / "b", "MNIST")
+    change_a_label(tmp_path / "b")
+    small = [*MNIST_JOB, "optim/schedule=constant", "dense.epochs=1", "prune.schedule=one_shot"]
+    small += ["prune.sparsity=0.5", "retrain.budget=1", "efficiency.measure_speed=false"]
+    rows = {}
+    for job, data, extra in [("a", "a", []), ("b", "b", []), ("b_again", "b", ["data.download=true"])]:
+        cfg = job_config(tmp_path, tmp_path / data, [*small, *extra], job=job)
+        preflight = spec_hash(dense_spec_of(cfg, check_job(cfg)))
+        run(cfg)
+        rows[job] = read_records(tmp_path / job / "records.jsonl")[0]
+        assert rows[job]["dense_hash"] == preflight
+    assert [rows[j]["dense_cached"] for j in ("a", "b", "b_again")] == [False, False, True]
+    assert rows["a"]["dense_hash"] != rows["b"]["dense_hash"] == rows["b_again"]["dense_hash"]
 
 
 def test_what_determines_the_dense_run_is_in_the_hash() -> None:
@@ -167,6 +236,45 @@ def test_a_damaged_meta_file_is_refused(tmp_path: Path) -> None:
     meta.write_text(meta.read_text()[:40])
     with pytest.raises(CorruptFileError, match=r"meta\.json is corrupt.*delete"):
         cache.get_or_train(SPEC, set(), fake_train([]))
+
+
+def edit_meta(cache: DenseCache, edit: Callable[[dict], object], reseal: bool = False) -> Path:
+    """Change the published entry's meta.json; ``reseal``: recompute its checksum too (a careful forger)."""
+    path = cache.entry(spec_hash(SPEC)) / "meta.json"
+    meta = json.loads(path.read_text())
+    edit(meta)
+    if reseal:
+        meta["meta_sha256"] = meta_sha256(meta)
+    path.write_text(json.dumps(meta, indent=2))
+    return path
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda m: m["metrics"].update(test_acc=0.9999),  # a made-up accuracy into round 0 of the records
+        lambda m: m["saved_epochs"].remove(2),  # was: a bare KeyError when the final weights are read
+        lambda m: m["spec"].update(epochs=3),  # was: a bare KeyError too
+        lambda m: m.update(steps=1),
+        lambda m: m.pop("meta_sha256"),
+    ],
+    ids=["metrics", "saved_epochs", "epochs", "steps", "no-checksum"],
+)
+def test_an_altered_meta_file_is_refused_with_what_to_delete(tmp_path: Path, edit) -> None:
+    cache = published(tmp_path)
+    path = edit_meta(cache, edit)
+    with pytest.raises(CorruptFileError, match=rf"{path} is corrupt \((its meta_sha256 does not match|keys missing).*"):
+        run, _ = cache.get_or_train(SPEC, set(), fake_train([]))
+        run.state(run.epochs)
+
+
+def test_a_resealed_meta_file_whose_spec_is_not_the_entrys_is_refused(tmp_path: Path) -> None:
+    cache = published(tmp_path)
+    path = edit_meta(cache, lambda m: m["spec"].update(seed=1), reseal=True)  # checksum right, spec not this entry's
+    with pytest.raises(CorruptFileError, match=rf"{path} is corrupt \(its spec does not hash to the entry's name"):
+        cache.get_or_train(SPEC, set(), fake_train([]))
+    edit_meta(cache, lambda m: m["spec"].update(seed=0), reseal=True)  # put back: accepted again
+    assert cache.get_or_train(SPEC, set(), fake_train([]))[1]
 
 
 def test_a_cached_run_without_a_needed_rewind_point_is_a_config_error(tmp_path: Path) -> None:

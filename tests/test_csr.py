@@ -179,3 +179,20 @@ def test_nm_masks_export_and_run_as_csr(tmp_path: Path) -> None:
     x = torch.randn(8, 1, 28, 28)
     with torch.no_grad():
         assert (csr_model(net, mask)(x) - net(x)).abs().max().item() <= 1e-5
+
+
+def test_equal_inputs_give_equal_bytes_whatever_the_dict_order(tmp_path: Path) -> None:
+    """safetensors writes its metadata from a hash map (its order changes from call to call):
+    the file's bytes must not, nor may the state dict's or the mask's insertion order matter."""
+    net, mask, _ = masked("cnn1d")
+    state = net.state_dict()
+    reordered_state = dict(reversed(list(state.items())))
+    reordered_mask = Mask({n: mask[n] for n in reversed(list(mask))})
+    files = []
+    for i in range(12):  # a 1-in-2 chance per save of another metadata order without the fix
+        s, m = (state, mask) if i % 2 else (reordered_state, reordered_mask)
+        save_csr(tmp_path / f"{i}.safetensors", s, m)
+        files.append((tmp_path / f"{i}.safetensors").read_bytes())
+    assert all(f == files[0] for f in files)
+    loaded = load_csr(tmp_path / "0.safetensors")
+    assert all(torch.equal(bits(loaded[n]), bits(t)) for n, t in state.items())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +12,7 @@ import torch
 from helpers import fake_cifar, fake_image_folder, fake_mnist
 
 from prune_exp.config import DataMissingError
-from prune_exp.data.base import EpochShuffle, split_indices
+from prune_exp.data.base import DataError, EpochShuffle, split_indices
 from prune_exp.data.digits import DigitsDataModule
 from prune_exp.data.imagefolder import ImageFolderDataModule
 from prune_exp.data.mnist1d import MNIST1DDataModule
@@ -91,7 +93,7 @@ def test_loaders_yield_the_epoch_order_in_whole_batches(world_size: int) -> None
 
 # ------------------------------------------------------------------ torchvision, offline
 @pytest.mark.parametrize(("cls", "folder"), [(MNISTDataModule, "MNIST"), (FashionMNISTDataModule, "FashionMNIST")])
-def test_mnist_family_reads_idx_files_through_torchvision(tmp_path: Path, cls, folder: str) -> None:
+def test_mnist_family_reads_idx_files(tmp_path: Path, cls, folder: str) -> None:
     arrays = fake_mnist(tmp_path, folder)
     dm = cls(batch_size=8, eval_batch_size=16, val_fraction=0.25, split_seed=0, data_dir=str(tmp_path), download=False)
     dm.setup()
@@ -118,7 +120,7 @@ def test_a_missing_dataset_offline_names_the_directory_and_the_files(tmp_path: P
 
 
 @pytest.mark.parametrize("hundred", [False, True])
-def test_cifar_reads_the_pickled_batches_through_torchvision(tmp_path: Path, hundred: bool) -> None:
+def test_cifar_reads_the_pickled_batches(tmp_path: Path, hundred: bool) -> None:
     arrays = fake_cifar(tmp_path, hundred)
     cls = CIFAR100DataModule if hundred else CIFAR10DataModule
     dm = cls(batch_size=10, eval_batch_size=100, val_fraction=0.2, split_seed=0, data_dir=str(tmp_path), verify=False)
@@ -126,7 +128,9 @@ def test_cifar_reads_the_pickled_batches_through_torchvision(tmp_path: Path, hun
     assert (len(dm.train), len(dm.val), len(dm.test)) == ((8, 2, 10) if hundred else (40, 10, 10))  # 1 or 5 train files
     assert torch.equal(dm.test.x, torch.from_numpy(arrays["test_x"]))  # uint8, channel-major as stored
     assert dm.test.y.tolist() == arrays["test_y"].tolist() and dm.num_classes == (100 if hundred else 10)
-    with pytest.raises(RuntimeError, match="not found or corrupted"):  # md5 checked unless verify=false
+    with pytest.raises(
+        DataError, match=r"(data_batch_1|-python/train): its md5 is not the official.*data\.verify=false"
+    ):
         cls(batch_size=10, eval_batch_size=100, val_fraction=0.2, split_seed=0, data_dir=str(tmp_path)).setup()
 
 
@@ -189,3 +193,56 @@ def test_image_folders_load_through_torchvision_with_val_carved_from_train(tmp_p
         ImageFolderDataModule(
             batch_size=4, eval_batch_size=8, val_fraction=0.25, split_seed=0, data_dir=str(tmp_path), root="nowhere"
         ).check_available()
+
+
+def test_max_samples_is_a_fixed_subset_of_train_and_test_taken_before_the_val_split() -> None:
+    def digits(**kwargs) -> DigitsDataModule:
+        dm = DigitsDataModule(val_fraction=0.2, test_fraction=0.2, **COMMON, **kwargs)
+        dm.setup()
+        return dm
+
+    full, a, b = digits(), digits(max_samples=300), digits(max_samples=300)
+    assert (len(a.train), len(a.val), len(a.test)) == (240, 60, 300)
+    assert a.data_digest() == b.data_digest() != full.data_digest()  # deterministic, and other data
+    rows = {tuple(r.tolist()) for r in torch.cat([full.train.x, full.val.x]).flatten(1)}
+    assert all(tuple(r.tolist()) in rows for r in torch.cat([a.train.x, a.val.x]).flatten(1))
+    assert digits(max_samples=5000).data_digest() == full.data_digest()  # a cap above the size: all of it
+
+
+def test_the_digest_of_in_memory_data_is_of_its_tensors() -> None:
+    dm = SyntheticDataModule(val_fraction=0.25, num_samples=200, **COMMON)
+    with pytest.raises(RuntimeError, match="setup"):
+        dm.data_digest()
+    dm.setup()
+    same = SyntheticDataModule(val_fraction=0.25, num_samples=200, **{**COMMON, "eval_batch_size": 7})
+    same.setup()
+    assert dm.data_digest() == same.data_digest()
+    other = SyntheticDataModule(val_fraction=0.25, num_samples=200, data_seed=1, **COMMON)
+    other.setup()
+    assert other.data_digest() != dm.data_digest()
+    changed = other.data_digest()
+    other.test.y[0] = (other.test.y[0] + 1) % other.num_classes  # one label
+    assert other.data_digest() != changed
+
+
+def image_folders(data_dir: Path, **kwargs) -> ImageFolderDataModule:
+    dm = ImageFolderDataModule(
+        batch_size=4, eval_batch_size=8, split_seed=0, data_dir=str(data_dir), num_classes=3, num_workers=0, **kwargs
+    )
+    dm.setup()
+    return dm
+
+
+def test_the_digest_of_image_folders_is_of_their_files_and_split(tmp_path: Path) -> None:
+    """Paths, sizes, mtimes and classes (no file is read): equal for a copy that keeps the
+    mtimes, different when a file changes or the split that carves val does."""
+    fake_image_folder(tmp_path / "a")
+    digest = image_folders(tmp_path / "a", val_fraction=0.25).data_digest()
+    shutil.copytree(tmp_path / "a", tmp_path / "b")  # copy2: mtimes kept
+    assert image_folders(tmp_path / "b", val_fraction=0.25).data_digest() == digest
+    assert image_folders(tmp_path / "b", val_fraction=0.5).data_digest() != digest
+    capped = image_folders(tmp_path / "b", val_fraction=0.25, max_samples=8)
+    assert (len(capped.train), len(capped.val), len(capped.test)) == (6, 2, 8) and capped.data_digest() != digest
+    image = tmp_path / "b/imagenet/val/n00000002/3.png"
+    os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 1))  # rewritten in place
+    assert image_folders(tmp_path / "b", val_fraction=0.25).data_digest() != digest

@@ -8,16 +8,26 @@ shell Lightning expects: no worker processes, no per-example Python.
 
 from __future__ import annotations
 
+import math
 from abc import abstractmethod
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from prune_exp.config import ConfigError, DataMissingError
+from prune_exp.dist import tensors_digest
+
 BatchTransform = Callable[[torch.Tensor], torch.Tensor]
+SEARCH_LIMIT = 10**6  # the largest value tried when looking for the smallest size that leaves no split empty
+
+
+class DataError(DataMissingError):
+    """Data files that are there but cannot be used: truncated or garbage files, counts that
+    differ, labels outside the classes. The message names the file and what is allowed."""
 
 
 class TensorDataset(Dataset):
@@ -112,13 +122,28 @@ class TensorBatches(Sampler[torch.Tensor]):
         yield from idx.split(self.batch_size)
 
 
-def split_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split range(n) into (rest, held_out) with ``round(n * fraction)`` held out."""
-    perm = np.random.default_rng(seed).permutation(n)
+def split_indices(n: int, fraction: float, seed: int, key: str = "data.val_fraction") -> tuple[np.ndarray, np.ndarray]:
+    """Split range(n) into (rest, held_out) with ``round(n * fraction)`` held out; ConfigError
+    naming ``key`` (the fraction's config key) if either part would be empty."""
     k = round(n * fraction)
     if not 0 < k < n:
-        raise ValueError(f"a fraction of {fraction} of {n} examples leaves an empty split")
+        raise empty_split_error(key, fraction, n)
+    perm = np.random.default_rng(seed).permutation(n)
     return np.sort(perm[k:]), np.sort(perm[:k])
+
+
+def empty_split_error(key: str, fraction: float, n: int) -> ConfigError:
+    """The error for a ``fraction`` (config key ``key``) of ``n`` examples that leaves a split empty."""
+    k = round(n * fraction)
+    allowed = f"{key} between {1 / n:.4g} and {1 - 1 / n:.4g}" if n > 1 else "more examples"
+    return ConfigError(f"{key}={fraction} of {n} examples leaves an empty split ({n - k} and {k}); allowed: {allowed}")
+
+
+def subset_indices(n: int, max_samples: int | None, seed: int) -> np.ndarray:
+    """At most ``max_samples`` of range(n), a fixed random choice (sorted); all of them if None."""
+    if max_samples is None or n <= max_samples:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).permutation(n)[:max_samples])
 
 
 class SplitDataModule(pl.LightningDataModule):
@@ -126,15 +151,22 @@ class SplitDataModule(pl.LightningDataModule):
     (:class:`EpochShuffle`, sharded under DDP) and the steps per epoch the LR schedule is laid
     out in. Subclasses say how a split becomes a DataLoader (``_make_loader``)."""
 
-    def __init__(self, *, batch_size: int, eval_batch_size: int, shuffle_seed: int = 0) -> None:
+    def __init__(
+        self, *, batch_size: int, eval_batch_size: int, shuffle_seed: int = 0, max_samples: int | None = None
+    ) -> None:
         super().__init__()
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.shuffle_seed = shuffle_seed  # the run's seed: the data order differs per seed
+        self.max_samples = max_samples  # at most this many train and test examples each (smoke runs)
         self.world_size = 1  # DDP processes; batch_size is split across them (set by the job)
         self.train: Any = None
         self.val: Any = None
         self.test: Any = None
+
+    @abstractmethod
+    def data_digest(self) -> str:
+        """The identity of the data loaded by ``setup()`` (the dense cache hashes it)."""
 
     @abstractmethod
     def _make_loader(self, ds: Any, batch_size: int, sampler: Sampler | None) -> DataLoader:
@@ -207,11 +239,22 @@ class TensorDataModule(SplitDataModule):
         split_seed: int,
         data_dir: str = "data",
         shuffle_seed: int = 0,
+        max_samples: int | None = None,
     ) -> None:
-        super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, shuffle_seed=shuffle_seed)
+        super().__init__(
+            batch_size=batch_size, eval_batch_size=eval_batch_size, shuffle_seed=shuffle_seed, max_samples=max_samples
+        )
         self.val_fraction = val_fraction
         self.split_seed = split_seed
         self.data_dir = data_dir
+
+    # Generated datasets: the key that sets how many examples are made (e.g. "data.num_samples",
+    # read from the attribute of that name), so an empty split is blamed on it before generating.
+    size_key: ClassVar[str | None] = None
+
+    def planned_sizes(self, n: int) -> tuple[int, int]:
+        """(train, test) examples that ``size_key = n`` generates (datasets with a ``size_key``)."""
+        raise NotImplementedError
 
     # ---- what each dataset provides
     @property
@@ -241,11 +284,83 @@ class TensorDataModule(SplitDataModule):
         """Raise DataMissingError if the data cannot be had (the preflight calls this before any
         job starts). Generated and bundled datasets are always there."""
 
+    def source(self, split: str) -> str:
+        """Where the ``split`` (train or test) arrays come from, for error messages."""
+        return f"the {split} set of {type(self).__name__}"
+
+    # ---- checks: one clear error, before any training (the preflight loads the data too)
+    def _check_arrays(self, split: str, x: np.ndarray, y: np.ndarray) -> None:
+        """DataError naming the source unless there is one label per example, at least one
+        example, of ``input_shape``, with integer labels in 0..num_classes-1."""
+        where, n = self.source(split), self.num_classes
+        if len(x) != len(y):
+            raise DataError(f"{where}: {len(x)} examples but {len(y)} labels; allowed: one label per example")
+        if len(y) == 0:
+            raise DataError(f"{where}: no examples; allowed: at least one")
+        if math.prod(x.shape[1:]) != math.prod(self.input_shape):
+            raise DataError(f"{where}: examples of shape {tuple(x.shape[1:])}; allowed: {self.input_shape}")
+        if not np.issubdtype(y.dtype, np.integer):
+            raise DataError(f"{where}: labels of type {y.dtype}; allowed: integer class indices")
+        bad = np.flatnonzero((y < 0) | (y >= n))
+        if len(bad):
+            raise DataError(
+                f"{where}: label {y[bad[0]]} (example {bad[0]}; {len(bad)} such) is outside the {n} classes; "
+                f"allowed: labels 0 to {n - 1}"
+            )
+
+    def _split_sizes(self, n_train: int, n_test: int, max_samples: int | None) -> tuple[int, int, int]:
+        """(fit, val, test) examples from ``n_train`` and ``n_test``, after the ``max_samples`` cap."""
+        if max_samples is not None:
+            n_train, n_test = min(n_train, max_samples), min(n_test, max_samples)
+        val = round(n_train * self.val_fraction)
+        return n_train - val, val, n_test
+
+    def _check_sizes(self, n_train: int, n_test: int) -> None:
+        """ConfigError if a split would be empty, naming the size key to raise (``size_key``, then
+        ``data.max_samples``) and its smallest allowed value; else the val fraction's range."""
+        sizes = self._split_sizes(n_train, n_test, self.max_samples)
+        if min(sizes) > 0:
+            return
+        got = "fit {}, val {}, test {}".format(*sizes)
+        cap = self.max_samples
+        fixes: list[tuple[str, int, Callable[[int], tuple[int, int, int]]]] = []
+        if self.size_key is not None:
+            fixes.append((self.size_key, self._size(), lambda v: self._split_sizes(*self.planned_sizes(v), cap)))
+        if cap is not None:
+            fixes.append(("data.max_samples", cap, lambda v: self._split_sizes(n_train, n_test, v)))
+        for key, value, sizes_of in fixes:
+            smallest = next((v for v in range(1, SEARCH_LIMIT) if min(sizes_of(v)) > 0), None)
+            if smallest is not None and smallest > value:
+                raise ConfigError(f"{key}={value} leaves an empty split ({got}); allowed: {key} >= {smallest}")
+        raise empty_split_error("data.val_fraction", self.val_fraction, min(n_train, cap or n_train))
+
+    def _size(self) -> int:
+        assert self.size_key is not None
+        return int(getattr(self, self.size_key.removeprefix("data.")))
+
+    def _load_checked(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``load_arrays`` with every check above, cut to ``max_samples`` (a fixed random subset)."""
+        if self.size_key is not None:  # before generating: a generator may fail on a too small size
+            self._check_sizes(*self.planned_sizes(self._size()))
+        x, y, x_test, y_test = self.load_arrays()
+        self._check_arrays("train", x, y)
+        self._check_arrays("test", x_test, y_test)
+        keep, keep_test = (subset_indices(len(a), self.max_samples, self.split_seed + 2) for a in (y, y_test))
+        self._check_sizes(len(y), len(y_test))
+        return x[keep], y[keep], x_test[keep_test], y_test[keep_test]
+
+    def data_digest(self) -> str:
+        """sha256 over the train, val and test tensors (bytes, dtypes and shapes) that ``setup()`` loaded."""
+        if self.train is None:
+            raise RuntimeError("call setup() first")
+        splits = {"train": self.train, "val": self.val, "test": self.test}
+        return tensors_digest({f"{s}.{k}": getattr(ds, k) for s, ds in splits.items() for k in ("x", "y")})
+
     # ---- Lightning API
     def setup(self, stage: str | None = None) -> None:
         if self.train is not None:
             return
-        x, y, x_test, y_test = self.load_arrays()
+        x, y, x_test, y_test = self._load_checked()
         fit_idx, val_idx = split_indices(len(y), self.val_fraction, self.split_seed)
 
         def tensors(xs: np.ndarray, ys: np.ndarray, transform: BatchTransform | None) -> TensorDataset:

@@ -28,7 +28,7 @@ class DigitsDataModule(TensorDataModule):
         d = load_digits()
         x, y = d.data.astype(np.float32) / 16.0, d.target.astype(np.int64)
         # No official test split: carve one with a seed that differs from the val split's.
-        train_idx, test_idx = split_indices(len(y), self.test_fraction, self.split_seed + 1)
+        train_idx, test_idx = split_indices(len(y), self.test_fraction, self.split_seed + 1, key="data.test_fraction")
         mean, std = x[train_idx].mean(), x[train_idx].std()
         x = (x - mean) / std
         return x[train_idx], y[train_idx], x[test_idx], y[test_idx]

@@ -30,6 +30,14 @@ class MNIST1DDataModule(TensorDataModule):
         self.final_seq_length = final_seq_length
         self.data_seed = data_seed
 
+    size_key = "data.num_samples"
+
+    def planned_sizes(self, n: int) -> tuple[int, int]:
+        """As mnist1d's make_dataset: ``n // 10`` signals per class, the first ``train_split`` for training."""
+        total = n // 10 * 10
+        train = int(total * self.train_split)
+        return train, total - train
+
     @property
     def input_shape(self) -> tuple[int, ...]:
         return (1, self.final_seq_length)

@@ -29,6 +29,12 @@ class SyntheticDataModule(TensorDataModule):
         self.test_fraction = test_fraction
         self.data_seed = data_seed
 
+    size_key = "data.num_samples"
+
+    def planned_sizes(self, n: int) -> tuple[int, int]:
+        test = round(n * self.test_fraction)
+        return n - test, test
+
     @property
     def input_shape(self) -> tuple[int, ...]:
         return self.shape
@@ -43,5 +49,7 @@ class SyntheticDataModule(TensorDataModule):
         prototypes = rng.standard_normal((self._num_classes, dim)).astype(np.float32)
         y = rng.integers(0, self._num_classes, self.num_samples)
         x = prototypes[y] + self.noise * rng.standard_normal((self.num_samples, dim)).astype(np.float32)
-        train_idx, test_idx = split_indices(self.num_samples, self.test_fraction, self.split_seed + 1)
+        train_idx, test_idx = split_indices(
+            self.num_samples, self.test_fraction, self.split_seed + 1, key="data.test_fraction"
+        )
         return x[train_idx], y[train_idx], x[test_idx], y[test_idx]

@@ -1,5 +1,8 @@
-"""torchvision's image datasets, read from their own on-disk formats under ``paths.data_dir``.
+"""torchvision's image datasets, in their own on-disk formats under ``paths.data_dir``.
 
+torchvision downloads the files; they are read here, with every header, size, count and label
+checked, so a truncated or garbage file is one error naming it (MNIST's IDX files parsed
+directly; CIFAR's pickled batches unpickled with only numpy's array classes allowed).
 Downloaded on first use when ``data.download`` is true and the machine is online; with the
 files missing and no way to fetch them, the preflight fails with one line naming the
 directory and the files expected, before any job starts. The images stay uint8 in memory
@@ -9,15 +12,17 @@ batch at a time (augment.py).
 
 from __future__ import annotations
 
+import math
+import pickle
 import socket
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
 from prune_exp.config import DataMissingError
 from prune_exp.data.augment import CropFlip, Normalize
-from prune_exp.data.base import BatchTransform, TensorDataModule
+from prune_exp.data.base import BatchTransform, DataError, TensorDataModule
 
 DOWNLOAD_TIMEOUT_S = 60  # per connection: an unreachable mirror fails instead of hanging
 
@@ -93,11 +98,15 @@ class TorchvisionDataModule(TensorDataModule):
         self.check_available()
 
     def _arrays(self, train: bool) -> tuple[np.ndarray, np.ndarray]:
-        """uint8 images N x H x W (x C) and int64 labels."""
-        ds = self._make(train, download=False)
-        data = ds.data.numpy() if hasattr(ds.data, "numpy") else np.asarray(ds.data)
-        targets = ds.targets.numpy() if hasattr(ds.targets, "numpy") else np.asarray(ds.targets)
-        return data, targets.astype(np.int64)
+        """uint8 images N x H x W (x C) and int64 labels, read from the files with every header,
+        size and count checked (torchvision only downloads them)."""
+        raise NotImplementedError
+
+    def _bad_file(self, path: Path, why: str) -> DataError:
+        return DataError(
+            f"{path}: {why}; allowed: {self.dataset}'s original files (delete this one and run with "
+            f"data.download=true to fetch it again, or put a good copy there)"
+        )
 
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """uint8 N x C x H x W images and int64 labels, train then test."""
@@ -125,6 +134,23 @@ def _nchw(images: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2))
 
 
+class _ArraysOnly(pickle.Unpickler):
+    """An unpickler for CIFAR's batches: dicts, lists and numpy arrays, nothing that runs code."""
+
+    # numpy's array reconstructors (numpy 1 and 2 module names; pickle protocols up to 5)
+    ALLOWED: ClassVar[set[tuple[str, str]]] = {
+        *((f"numpy.{c}.multiarray", n) for c in ("core", "_core") for n in ("_reconstruct", "scalar")),
+        *((f"numpy.{c}.numeric", "_frombuffer") for c in ("core", "_core")),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"it refers to {module}.{name}, which a CIFAR batch never does")
+        return super().find_class(module, name)
+
+
 class MNISTDataModule(TorchvisionDataModule):
     """MNIST (LeCun et al.): 60,000 training and 10,000 test 28x28 digits, IDX files."""
 
@@ -142,6 +168,39 @@ class MNISTDataModule(TorchvisionDataModule):
     def expected_files(self) -> list[str]:
         return [f"{s}-{k}-idx{d}-ubyte" for s in ("train", "t10k") for k, d in (("images", 3), ("labels", 1))]
 
+    def _files(self, train: bool) -> tuple[Path, Path]:
+        prefix = "train" if train else "t10k"
+        return self.folder / f"{prefix}-images-idx3-ubyte", self.folder / f"{prefix}-labels-idx1-ubyte"
+
+    def source(self, split: str) -> str:
+        return str(self._files(split == "train")[1])  # the labels file: the arrays' own checks are about labels
+
+    def _arrays(self, train: bool) -> tuple[np.ndarray, np.ndarray]:
+        images_file, labels_file = self._files(train)
+        images, labels = self._read_idx(images_file, (28, 28)), self._read_idx(labels_file, ())
+        if len(images) != len(labels):
+            raise self._bad_file(labels_file, f"{len(labels)} labels but {images_file.name} has {len(images)} images")
+        return images, labels.astype(np.int64)
+
+    def _read_idx(self, path: Path, item_shape: tuple[int, ...]) -> np.ndarray:
+        """The uint8 array of an IDX file (MNIST's format: 0, 0, 0x08, ndim, big-endian sizes,
+        the bytes) of items of ``item_shape``, with its header and length checked."""
+        data = path.read_bytes()
+        ndim = 1 + len(item_shape)
+        header = 4 + 4 * ndim
+        if len(data) < header:
+            raise self._bad_file(path, f"{len(data)} bytes, too short for an IDX header ({header} bytes)")
+        if data[:4] != bytes([0, 0, 0x08, ndim]):
+            why = f"not an IDX file of {ndim}-D uint8 (it starts with {data[:4].hex()}, not 000008{ndim:02x})"
+            raise self._bad_file(path, why)
+        dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+        if dims[1:] != item_shape:
+            raise self._bad_file(path, f"items of {dims[1:]}, expected {item_shape}")
+        if len(data) != header + math.prod(dims):
+            expected = header + math.prod(dims)
+            raise self._bad_file(path, f"{len(data)} bytes, but its header says {expected} (truncated?)")
+        return np.frombuffer(data, np.uint8, offset=header).reshape(dims)
+
 
 class FashionMNISTDataModule(MNISTDataModule):
     """Fashion-MNIST (Xiao et al.): MNIST's format and sizes, 10 clothing classes."""
@@ -155,6 +214,7 @@ class CIFAR10DataModule(TorchvisionDataModule):
     the pickled batches of ``cifar-10-python.tar.gz`` (``<data_dir>/cifar-10-batches-py``)."""
 
     dataset = "CIFAR10"
+    label_key: ClassVar[str] = "labels"
     mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
     @property
@@ -176,25 +236,46 @@ class CIFAR10DataModule(TorchvisionDataModule):
         cls = self._tv_class()
         return [name for name, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
 
-    def _make(self, train: bool, download: bool):
+    def _batches(self, train: bool) -> list[tuple[str, str]]:
         cls = self._tv_class()
-        if self.verify or download:
-            return cls(root=self.data_dir, train=train, download=download)
+        return cls.train_list if train else cls.test_list
 
-        class Unverified(cls):  # same reader, file presence instead of md5 (for files you made)
-            meta: ClassVar[dict] = {**cls.meta, "md5": None}
+    def source(self, split: str) -> str:
+        return f"{self.folder} ({', '.join(name for name, _ in self._batches(split == 'train'))})"
 
-            def _check_integrity(self) -> bool:
-                files = self.train_list + self.test_list
-                return all((Path(self.root) / self.base_folder / n).exists() for n, _ in files)
+    def _arrays(self, train: bool) -> tuple[np.ndarray, np.ndarray]:
+        parts = [self._read_batch(self.folder / name, md5) for name, md5 in self._batches(train)]
+        images = np.concatenate([x for x, _ in parts]).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        return images, np.concatenate([y for _, y in parts])
 
-        return Unverified(root=self.data_dir, train=train, download=False)
+    def _read_batch(self, path: Path, md5: str) -> tuple[np.ndarray, np.ndarray]:
+        """One pickled batch: N x 3072 uint8 rows and N labels, checked (md5 first when
+        ``verify``); unpickled with only numpy's array classes allowed, so no file runs code."""
+        from torchvision.datasets.utils import check_integrity
+
+        if self.verify and not check_integrity(str(path), md5):
+            raise DataError(
+                f"{path}: its md5 is not the official file's (truncated, altered or not CIFAR's); allowed: "
+                f"delete it and run with data.download=true to fetch it again, or data.verify=false for files "
+                f"you made yourself"
+            )
+        try:
+            with open(path, "rb") as f:
+                entry = _ArraysOnly(f, encoding="latin1").load()
+            x, y = np.asarray(entry["data"]), np.asarray(entry[self.label_key], dtype=np.int64)
+        except Exception as e:  # garbage: any of pickle's errors, or not the dict of a batch
+            raise self._bad_file(path, f"not a CIFAR batch ({type(e).__name__}: {str(e)[:120]})") from None
+        if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3072 or len(y) != len(x):
+            why = f"data of {x.dtype} {x.shape} and {len(y)} labels, expected N x 3072 uint8 and N labels"
+            raise self._bad_file(path, why)
+        return x, y
 
 
 class CIFAR100DataModule(CIFAR10DataModule):
     """CIFAR-100: CIFAR-10's images and format with 100 fine classes (``cifar-100-python``)."""
 
     dataset = "CIFAR100"
+    label_key = "fine_labels"
     mean, std = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
 
     @property
