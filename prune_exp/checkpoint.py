@@ -45,10 +45,10 @@ class SafeCheckpointIO(CheckpointIO):
         Path(path).unlink(missing_ok=True)
 
 
-def load_checkpoint(path: Path, map_location: Any | None = None) -> dict[str, Any]:
+def load_checkpoint(path: Path, map_location: Any | None = None, mmap: bool = False) -> dict[str, Any]:
     """Read a checkpoint; anything but plain tensors and containers is refused."""
     try:
-        return torch.load(path, map_location=map_location or "cpu", weights_only=True)
+        return torch.load(path, map_location=map_location or "cpu", weights_only=True, mmap=mmap)
     except Exception as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CorruptFileError(
@@ -76,18 +76,29 @@ class ResumeCheckpoint(Checkpoint):
         self.every_s = every_s
         self.clock = clock
         self._last = clock()
+        self.resumed_epoch: int | None = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._last = self.clock()
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.clock() - self._last >= self.every_s:
+            for logger in trainer.loggers:  # the log on disk holds every epoch the checkpoint holds
+                logger.save()
             trainer.save_checkpoint(self.path)
             self._last = self.clock()
 
     def resume_from(self) -> str | None:
-        """The checkpoint to hand to ``Trainer.fit(ckpt_path=...)``, if an earlier run left one."""
-        return str(self.path) if self.path.exists() else None
+        """The checkpoint to hand to ``Trainer.fit(ckpt_path=...)``, if an earlier run left one.
+
+        It is read (memory-mapped) and checked now, before anything else of the stage is made:
+        a damaged checkpoint is refused with every file left as it was. ``resumed_epoch`` is
+        then the epoch it was saved at the end of (the logs keep the epochs up to it)."""
+        if not self.path.exists():
+            self.resumed_epoch = None
+            return None
+        self.resumed_epoch = int(load_checkpoint(self.path, mmap=True)["epoch"])
+        return str(self.path)
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)

@@ -10,27 +10,22 @@ callback runs for every job of a run or sweep before Hydra writes anything.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
-
-class PruneExpError(Exception):
-    """A problem with the user's input or files, reported as one line (no traceback)."""
-
-
-class ConfigError(PruneExpError, ValueError):
-    """A config value that is not allowed; the message names the key and the allowed values."""
-
-
-class DataMissingError(PruneExpError):
-    """A dataset whose files are not in ``paths.data_dir`` and cannot be downloaded."""
-
-
-class CorruptFileError(PruneExpError):
-    """A file prune-exp wrote earlier (cache entry, checkpoint) that is truncated or was altered."""
+# The errors live in errors.py; importing them from here keeps working.
+from prune_exp.errors import (  # noqa: F401
+    ConfigError,
+    CorruptFileError,
+    DataError,
+    DataMissingError,
+    JobDirBusyError,
+    PruneExpError,
+)
 
 
 # --------------------------------------------------------------------------------------- data
@@ -43,6 +38,7 @@ class DataConfig:
     eval_batch_size: int = 1000
     val_fraction: float = 0.1  # carved from the training set, never from test
     split_seed: int = 0  # fixes the train/val split (and test split where a set has none)
+    max_samples: int | None = None  # at most this many train and test examples each (a fixed subset); None: all
 
 
 @dataclass
@@ -442,7 +438,14 @@ def register_configs() -> None:
             cs.store(name=schema_name(group, name), node=node)
 
 
+def register_resolvers() -> None:
+    """``${pid:}``: this process's id, fixed for the run (cached like Hydra's ``${now:}`` and
+    carried with it to a sweep's jobs), so run dirs started in the same second differ."""
+    OmegaConf.register_new_resolver("pid", os.getpid, use_cache=True, replace=True)
+
+
 register_configs()  # on import, so the app, the preflight and compose() in tests all see them
+register_resolvers()
 
 
 # ------------------------------------------------------------------------------------ checks
@@ -481,6 +484,50 @@ def world_size(cfg: TrainerConfig) -> int:
     return cfg.devices * cfg.num_nodes if cfg.strategy == "ddp" else 1
 
 
+def check_known_keys(cfg: Any) -> None:
+    """ConfigError for a key no schema has (a ``+prune.sparsty=0.9`` typo: Hydra's ``+`` adds
+    keys even to typed configs), naming it and the nearest valid key. Everything under
+    ``hydra.`` is Hydra's; nodes without a schema (dicts, a user's own ``_target_``) are free."""
+    import difflib
+    from dataclasses import fields, is_dataclass
+
+    from omegaconf import DictConfig, OmegaConf
+
+    def walk(node: DictConfig, path: str) -> None:
+        schema = OmegaConf.get_type(node)
+        allowed = [f.name for f in fields(schema)] if schema is not None and is_dataclass(schema) else None
+        for key in node.keys():
+            full = f"{path}{key}"
+            if full == "hydra":
+                continue
+            if allowed is not None and key not in allowed:
+                near = difflib.get_close_matches(str(key), allowed, n=1)
+                hint = f"did you mean {path}{near[0]}?" if near else "one of " + ", ".join(path + a for a in allowed)
+                raise ConfigError(f"{full} is not a config key; allowed: {hint}")
+            child = node._get_node(key)
+            if isinstance(child, DictConfig) and not child._is_none() and not child._is_missing():
+                walk(child, f"{full}.")
+
+    walk(cfg, "")
+
+
+def check_accelerator(accelerator: str) -> None:
+    """ConfigError if ``trainer.accelerator`` asks for a device this machine does not have."""
+    import torch
+
+    present = {
+        "gpu": torch.cuda.is_available(),
+        "cuda": torch.cuda.is_available(),
+        "mps": torch.backends.mps.is_available(),
+    }
+    if not present.get(accelerator, True):
+        raise _fail(
+            "trainer.accelerator",
+            accelerator,
+            f"cpu or auto: no {accelerator.upper()} device is visible on this machine (trainer=gpu needs one)",
+        )
+
+
 def check_config(cfg: RunConfig) -> None:
     """Raise ConfigError for the first value that types alone cannot rule out."""
     data = cfg.data
@@ -492,6 +539,8 @@ def check_config(cfg: RunConfig) -> None:
             _range(f"data.{key}", getattr(data, key), 0.0, 1.0, True, True)
     if hasattr(data, "num_samples"):
         _positive_int("data.num_samples", data.num_samples)
+    if data.max_samples is not None:
+        _positive_int("data.max_samples", data.max_samples)
     if isinstance(data, VisionConfig) and not (isinstance(data.crop_padding, int) and data.crop_padding >= 0):
         raise _fail("data.crop_padding", data.crop_padding, "an integer >= 0")
 
@@ -540,15 +589,18 @@ def check_config(cfg: RunConfig) -> None:
         _positive_int("prune.criterion.batches", pr.criterion.batches)
     st = cfg.structure
     if isinstance(st, NMConfig):
-        if not (isinstance(st.n, int) and isinstance(st.m, int) and 1 <= st.n < st.m):
+        if not (isinstance(st.m, int) and st.m >= 2):
+            raise _fail("structure.m", st.m, "an integer >= 2 (n:m keeps n of every m weights)")
+        if not (isinstance(st.n, int) and 1 <= st.n < st.m):
             raise _fail("structure.n", st.n, f"an integer in [1, structure.m={st.m})")
+        if pr.schedule != "one_shot":
+            raise _fail("prune.schedule", pr.schedule, "one_shot for structure=nm (an n:m mask is reached in one step)")
         implied = 1 - st.n / st.m
-        if pr.schedule != "one_shot" or abs(pr.sparsity - implied) > 1e-9:
+        if abs(pr.sparsity - implied) > 1e-9:
             raise _fail(
                 "prune.sparsity",
                 pr.sparsity,
-                f"{implied:g} with prune.schedule=one_shot for structure=nm "
-                f"({st.n}:{st.m} keeps {st.n} of every {st.m})",
+                f"{implied:g} for structure=nm ({st.n}:{st.m} keeps {st.n} of every {st.m})",
             )
 
     rt = cfg.retrain
@@ -587,6 +639,9 @@ def check_config(cfg: RunConfig) -> None:
             continue
         _positive_int(f"efficiency.{key}", getattr(ef, key))
 
+    parts = str(cfg.name).replace("\\", "/").split("/")
+    if not cfg.name or cfg.name.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise _fail("name", cfg.name, "a folder name under outputs/ (letters, digits, '-', '_'; '/' for subfolders)")
     _choice("select_metric", cfg.select_metric, METRICS)
     if not (isinstance(cfg.seed, int) and cfg.seed >= 0):
         raise _fail("seed", cfg.seed, "an integer >= 0")

@@ -22,13 +22,15 @@ from torch import nn
 
 from prune_exp.atomic import write_json
 from prune_exp.cache import DenseCache, save_state
-from prune_exp.checkpoint import RESUME_FILE, Persist, ResumeCheckpoint
+from prune_exp.checkpoint import RESUME_FILE, Persist, ResumeCheckpoint, load_checkpoint
 from prune_exp.compact import compact, save_compacted
-from prune_exp.config import ConfigError, RunConfig, world_size
+from prune_exp.config import ConfigError, RunConfig, check_accelerator, world_size
 from prune_exp.csr import csr_linear_names, csr_model, save_csr
 from prune_exp.data.base import TensorDataModule
 from prune_exp.dist import is_main, tensors_digest
 from prune_exp.efficiency import FlopProfile, effective_flops, flop_profile, measure_speed, param_bytes
+from prune_exp.interrupt import Interrupted
+from prune_exp.jobdir import JobLock
 from prune_exp.lit.callbacks import RoundResult
 from prune_exp.lit.module import PruneModule
 from prune_exp.pruning.criteria import Criterion
@@ -73,13 +75,24 @@ class Experiment:
     fingerprint: str = ""  # run.config_fingerprint: what makes two jobs the same job
 
     def run(self) -> float:
-        """Run the job; ``status.json`` in the job dir says running, done or failed (and why)."""
+        """Run the job, holding its dir's lock throughout (one writer per job dir)."""
+        lock = JobLock(self.job_dir) if is_main() else None  # (DDP) rank 0 writes, so it locks
+        if lock is not None:
+            lock.acquire()
+        try:
+            return self._run_in_dir()
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _run_in_dir(self) -> float:
+        """``status.json`` says running, then done, failed or interrupted (and why)."""
         status = self.job_dir / STATUS_FILE
         previous = check_job_dir(self.job_dir, self.fingerprint)
         if previous.get("state") == "done":
             log.info("job already done (%s): nothing to train", self.job_dir)
             return float(previous["value"])
-        self.job_dir.mkdir(parents=True, exist_ok=True)
+        check_accelerator(self.cfg.trainer.accelerator)
         # dense_cached: whether the dense run came from the cache when the job *first* got it
         # (a resumed job finds the run it trained itself in the cache).
         base = {"fingerprint": self.fingerprint, "overrides": self.overrides}
@@ -89,7 +102,7 @@ class Experiment:
         try:
             value = self._run(base, status)
         except BaseException as e:
-            write_status(status, {**base, "state": "failed", "error": f"{type(e).__name__}: {e}", "ended": _now()})
+            write_status(status, {**base, **final_state(e), "ended": _now()})
             raise
         write_status(status, {**base, "state": "done", "value": value, "ended": _now()})
         return value
@@ -320,6 +333,8 @@ def check_job_dir(job_dir: Path, fingerprint: str) -> dict:
         )
     if previous.get("state") == "done" and not _complete(job_dir):
         previous["state"] = "incomplete"
+    if (job_dir / RESUME_FILE).exists():  # a damaged checkpoint is refused now, every file as it was
+        load_checkpoint(job_dir / RESUME_FILE, mmap=True)
     return previous
 
 
@@ -331,9 +346,30 @@ def _complete(job_dir: Path) -> bool:
     return bool(rows) and rows[-1]["round"] == rows[-1]["rounds"] and (job_dir / MASK_FILE).exists()
 
 
+def final_state(e: BaseException) -> dict[str, str]:
+    """The status of a job that ``e`` ended: interrupted by a signal or an exit request (the
+    same command resumes it), else failed, with the reason."""
+    if isinstance(e, (Interrupted, KeyboardInterrupt, SystemExit)):
+        reason = str(e) if isinstance(e, Interrupted) else f"{type(e).__name__} {e}".strip()
+        return {"state": "interrupted", "error": f"{reason}; the same command resumes it"}
+    return {"state": "failed", "error": f"{type(e).__name__}: {e}"}
+
+
 def write_status(path: Path, status: dict) -> None:
-    if is_main():  # (DDP) one writer: rank 0
+    """Atomically, by rank 0 (DDP: one writer). On a full disk the temp file cannot be written:
+    the status is then overwritten in place (a small file keeps its block), so a job that
+    dies of ENOSPC still says so."""
+    if not is_main():
+        return
+    try:
         write_json(path, status)
+    except OSError as e:
+        try:
+            with open(path, "r+" if path.exists() else "w") as f:  # write first, then cut: no block freed
+                f.write(json.dumps(status, indent=2, sort_keys=True) + "\n")
+                f.truncate()
+        except OSError:
+            log.error("cannot write %s (%s): the job's state is %s", path, e, status.get("state"))
 
 
 def _now() -> str:

@@ -11,6 +11,8 @@ import json
 import logging
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from prune_exp.config import ConfigError, PruneExpError
+from prune_exp.session import SESSION
 
 log = logging.getLogger("prune_exp")
 
@@ -50,21 +53,31 @@ def load_data(cfg: DictConfig, memo: dict[str, Any] | None = None) -> tuple[Any,
 
 
 def check_job(cfg: DictConfig, _seen: dict[str, Any] | None = None) -> str:
-    """Raise a PruneExpError if this job would fail: types and ranges, its data (loaded and
-    checked: files, counts, labels, split sizes), then the parts that need the model (name
-    patterns, metrics that need enough classes). Returns the data digest (run.dense_spec_of).
-    ``_seen``: a sweep's memo, so that each data set and each model is checked once."""
-    from hydra.utils import instantiate
-
-    from prune_exp.pruning.pruner import Pruner
+    """Raise a PruneExpError if this job would fail: types and ranges, the parts that need the
+    model (name patterns, metrics that need enough classes), then its data (loaded and checked:
+    files, counts, labels, split sizes), so that a bad value fails before any data is made.
+    Returns the data digest (run.dense_spec_of). ``_seen``: a sweep's memo, so that each data
+    set and each model is checked once."""
     from prune_exp.run import to_run_config
 
     rc = to_run_config(cfg, resolve_paths=False)
-    dm, digest = load_data(cfg, _seen)
     parts = [OmegaConf.to_container(cfg[k], resolve=True) for k in ("data", "model", "prune", "structure")]
     model_key = json.dumps(parts, sort_keys=True, default=str)
-    if _seen is not None and model_key in _seen:
-        return digest
+    if _seen is None or model_key not in _seen:
+        check_model(cfg, rc)
+        if _seen is not None:
+            _seen[model_key] = None
+    return load_data(cfg, _seen)[1]
+
+
+def check_model(cfg: DictConfig, rc: Any) -> None:
+    """The checks that need the network: the prunable names the patterns match, the metrics that
+    need enough classes. The data's shape and classes come from its config (no data loaded)."""
+    from hydra.utils import instantiate
+
+    from prune_exp.pruning.pruner import Pruner
+
+    dm = instantiate(cfg.data, data_dir=str(OmegaConf.select(cfg, "paths.data_dir")))
     if rc.select_metric == "acc_top5" and dm.num_classes <= 5:
         raise ConfigError(
             f"select_metric='acc_top5' needs more than 5 classes, the data has {dm.num_classes}; allowed: acc, f1_macro"
@@ -80,9 +93,6 @@ def check_job(cfg: DictConfig, _seen: dict[str, Any] | None = None) -> str:
         exclude=rc.prune.exclude,
         layer_rate_scale=rc.prune.layer_rate_scale,
     )
-    if _seen is not None:
-        _seen[model_key] = None
-    return digest
 
 
 def sweep_job_overrides(config: DictConfig) -> list[list[str]] | None:
@@ -111,24 +121,41 @@ def check_writable(key: str, path: Path) -> None:
         raise ConfigError(f"{key}={str(path)!r} cannot be written ({e}); allowed: a writable directory") from None
 
 
-def check_outputs(config: DictConfig, job_dir: Path | None, dir_key: str) -> None:
-    """The job dir (if known) belongs to this config, the output and cache dirs can be
-    written, and the dense cache entry this job would reuse is intact."""
+def check_outputs(config: DictConfig, job_dir: Path | None, dir_key: str, data_digest: str) -> None:
+    """The job dir (if known) belongs to this config and no live process holds it, the output
+    and cache dirs can be written, and the dense cache entry this job would reuse (found by
+    its data's ``data_digest``) is intact."""
     from prune_exp.cache import DenseCache, spec_hash
+    from prune_exp.dist import is_main
     from prune_exp.experiment import check_job_dir
+    from prune_exp.jobdir import busy, holder
     from prune_exp.retrain.strategies import plan_round
     from prune_exp.run import config_fingerprint, dense_spec_of
 
     if job_dir is not None:
         check_writable(dir_key, job_dir)
+        who = holder(job_dir) if is_main() else None  # (DDP) the other ranks run inside rank 0's job
+        if who is not None:
+            raise busy(job_dir, who)
         check_job_dir(job_dir, config_fingerprint(config))
     cache_dir = Path(str(OmegaConf.select(config, "paths.cache_dir")))
     check_writable("paths.cache_dir", cache_dir)
     cache = DenseCache(cache_dir)
-    run = cache.load(spec_hash(dense_spec_of(config)))
+    run = cache.load(spec_hash(dense_spec_of(config, data_digest)))
     if run is not None:
         plan = plan_round(config.retrain.strategy, config.retrain.budget, config.dense.epochs)
         run.verify({run.epochs} | ({plan.rewind_epoch} if plan.rewind_epoch is not None else set()))
+
+
+def output_dir(config: DictConfig, key: str) -> Path:
+    """The run or sweep dir ``key`` names; ConfigError if it is empty (Hydra would write into
+    the working directory)."""
+    value = str(OmegaConf.select(config, key) or "").strip()
+    if not value:
+        raise ConfigError(f"{key}={value!r} is not allowed; allowed: a directory (the default is under outputs/)")
+    if key == "hydra.run.dir":
+        SESSION.dir_key, SESSION.dir = key, value
+    return Path(value)
 
 
 # Errors that mean "bad input": ours, OmegaConf's (wrong type, unknown key) and Hydra's
@@ -143,41 +170,76 @@ def _exit_with(e: Exception, where: str = "") -> None:
     sys.exit(f"prune-exp: {kind}{where}: {e}")
 
 
+@contextmanager
+def preflight_errors(where: str = "") -> Iterator[None]:
+    """Bad input exits with one line; any other exception (our bug) exits with its traceback:
+    Hydra would turn it into a warning and start the jobs unchecked."""
+    try:
+        yield
+    except INPUT_ERRORS as e:
+        _exit_with(e, where)
+    except Exception:
+        log.exception("the preflight check failed%s", where)
+        sys.exit(f"prune-exp: internal error in the preflight check{where} (traceback above)")
+
+
+def check_launch(job_cfg: DictConfig, launcher: str, multirun: bool) -> None:
+    """ConfigError if the launcher cannot run the job as configured: DDP needs one process per
+    device, and a GPU job needs a GPU where it runs (SLURM's nodes, not the login node, for
+    hydra/launcher=slurm: there the job checks it when it starts)."""
+    from prune_exp.config import check_accelerator
+
+    tr = job_cfg.trainer
+    if multirun and tr.strategy == "ddp" and tr.devices * tr.num_nodes > 1 and "Slurm" not in launcher:
+        raise ConfigError(
+            f"trainer.strategy=ddp with {tr.devices * tr.num_nodes} processes in a multirun needs a "
+            f"launcher that starts one process per device; allowed: hydra/launcher=slurm with "
+            f"hydra.launcher.tasks_per_node={tr.devices}, or a single run (no -m)"
+        )
+    if "Slurm" not in launcher:
+        check_accelerator(tr.accelerator)
+
+
 class Preflight(Callback):
     """Fail before any directory is created if any job's config is invalid."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        try:
-            check_job(config)
-            check_outputs(config, Path(config.hydra.run.dir), "hydra.run.dir")
-        except INPUT_ERRORS as e:
-            _exit_with(e)
+        with preflight_errors():
+            run_dir = output_dir(config, "hydra.run.dir")
+            digest = check_job(config)
+            check_launch(config, str(OmegaConf.select(config, "hydra.launcher._target_")), multirun=False)
+            check_outputs(config, run_dir, "hydra.run.dir", digest)
 
     def on_multirun_start(self, config: DictConfig, config_name: str | None = None, **kwargs: Any) -> None:
         from hydra import compose
 
+        from prune_exp.run import to_run_config
+
+        SESSION.dir_key, SESSION.dir = "hydra.sweep.dir", str(config.hydra.sweep.dir)
         jobs = sweep_job_overrides(config)
         if jobs is None:
             log.info("preflight: not a basic sweep, every job checks its own config when it starts")
             return
-        seen: dict[str, None] = {}
+        seen: dict[str, Any] = {}
         launcher = str(OmegaConf.select(config, "hydra.launcher._target_"))
-        sweep_dir = Path(config.hydra.sweep.dir)
+        with preflight_errors():
+            sweep_dir = output_dir(config, "hydra.sweep.dir")
         numbered = OmegaConf.to_container(config.hydra.sweep)["subdir"] == "${hydra.job.num}"
-        for num, overrides in enumerate(jobs):
-            try:
+        configs = []
+        for overrides in jobs:  # every job's values first: a bad one fails before any data is made
+            with preflight_errors(where_in_sweep(overrides)):
                 job_cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
-                check_job(job_cfg, seen)
-                tr = job_cfg.trainer
-                if tr.strategy == "ddp" and tr.devices * tr.num_nodes > 1 and "Slurm" not in launcher:
-                    raise ConfigError(
-                        f"trainer.strategy=ddp with {tr.devices * tr.num_nodes} processes in a multirun needs a "
-                        f"launcher that starts one process per device; allowed: hydra/launcher=slurm with "
-                        f"hydra.launcher.tasks_per_node={tr.devices}, or a single run (no -m)"
-                    )
-                check_outputs(job_cfg, sweep_dir / str(num) if numbered else None, "hydra.sweep.dir")
-            except INPUT_ERRORS as e:
-                _exit_with(e, f" in the sweep job [{' '.join(overrides)}]")
+                to_run_config(job_cfg, resolve_paths=False)
+                check_launch(job_cfg, launcher, multirun=True)
+                configs.append(job_cfg)
+        for num, (overrides, job_cfg) in enumerate(zip(jobs, configs, strict=True)):
+            with preflight_errors(where_in_sweep(overrides)):
+                digest = check_job(job_cfg, seen)
+                check_outputs(job_cfg, sweep_dir / str(num) if numbered else None, "hydra.sweep.dir", digest)
+
+
+def where_in_sweep(overrides: list[str]) -> str:
+    return f" in the sweep job [{' '.join(overrides)}]"
 
 
 class Report(Callback):
@@ -186,4 +248,5 @@ class Report(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from prune_exp.report import report_sweep
 
-        report_sweep(Path(config.hydra.sweep.dir))
+        sweep = report_sweep(Path(config.hydra.sweep.dir))
+        SESSION.unfinished, SESSION.jobs = sum(not job.done for job in sweep.jobs), len(sweep.jobs)

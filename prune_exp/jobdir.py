@@ -21,18 +21,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from prune_exp.errors import JobDirBusyError
+
 LOCK_FILE = "job.lock"
 # A reader's probe (holder) takes the lock shared for a few microseconds; a job that starts
 # at that moment retries for this long before it calls the dir taken.
 ACQUIRE_GRACE_S = 1.0
 
 
-class JobDirBusyError(RuntimeError):
-    """Another live process holds the job dir's lock."""
-
-    def __init__(self, job_dir: Path, who: dict[str, Any]) -> None:
-        self.job_dir, self.who = job_dir, who
-        super().__init__(f"{job_dir} is in use by another prune-exp process ({describe(who)})")
+def busy(job_dir: Path, who: dict[str, Any]) -> JobDirBusyError:
+    """The one-line refusal of a second writer."""
+    return JobDirBusyError(
+        f"{job_dir} is in use by another prune-exp process ({describe(who)}); allowed: wait for it to end, "
+        "or another hydra.run.dir / hydra.sweep.dir"
+    )
 
 
 def describe(who: dict[str, Any]) -> str:
@@ -68,7 +70,7 @@ class JobLock:
                 if time.monotonic() >= deadline:
                     who = _read(fd)
                     os.close(fd)
-                    raise JobDirBusyError(self.job_dir, who) from None
+                    raise busy(self.job_dir, who) from None
                 time.sleep(0.02)  # perhaps a reader's probe, over in microseconds: retry
         me = {"host": socket.gethostname(), "pid": os.getpid(), "since": _now()}
         os.ftruncate(fd, 0)

@@ -20,7 +20,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from prune_exp.config import PathsConfig, PruneExpError, RunConfig, check_config
+from prune_exp.config import ConfigError, PathsConfig, PruneExpError, RunConfig, check_config, check_known_keys
+from prune_exp.interrupt import Interrupted, exit_with_parent, signals_interrupt
+from prune_exp.session import resume_hint, sweep_status
 
 log = logging.getLogger("prune_exp")
 
@@ -37,6 +39,7 @@ def conf_dir() -> str:
 def to_run_config(cfg: DictConfig, *, resolve_paths: bool = True) -> RunConfig:
     """Typed, checked config. ``resolve_paths=False`` skips ``paths`` (its values need a running
     Hydra job), which lets the preflight check a config before any directory exists."""
+    check_known_keys(cfg)
     sub = OmegaConf.masked_copy(cfg, [k for k in RunConfig.__dataclass_fields__ if k in cfg])
     if not resolve_paths:
         sub.paths = PathsConfig(root_dir="", data_dir="", cache_dir="", output_dir="")
@@ -49,18 +52,12 @@ def to_run_config(cfg: DictConfig, *, resolve_paths: bool = True) -> RunConfig:
     return run_cfg
 
 
-def dense_spec_of(cfg: DictConfig, data_digest: str | None = None) -> dict:
+def dense_spec_of(cfg: DictConfig, data_digest: str) -> dict:
     """What determines the dense run of ``cfg`` (see cache.dense_spec): nothing about pruning.
 
     ``data_digest`` is the loaded datamodule's ``data_digest()``: the identity of the data
-    itself, which the config that names it does not fix (files in ``paths.data_dir`` change).
-    None loads the data now to digest it (the job and the preflight pass the one they have)."""
+    itself, which the config that names it does not fix (files in ``paths.data_dir`` change)."""
     from prune_exp.cache import dense_spec
-
-    if data_digest is None:
-        from prune_exp.hydra_callbacks import load_data
-
-        data_digest = load_data(cfg)[1]
 
     def container(key: str) -> dict:
         out = OmegaConf.to_container(cfg[key], resolve=True)
@@ -126,12 +123,47 @@ def run(cfg: DictConfig) -> float:
 
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="run")
 def main(cfg: DictConfig) -> float:
+    """One job. In a multirun a failed job is recorded (status.json, the log, the report) and
+    the sweep goes on with the others; the sweep's exit status says that a job failed."""
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    if multirun and "Joblib" in str(OmegaConf.select(HydraConfig.get(), "launcher._target_")):
+        exit_with_parent()  # a local worker: end with the command that started it
+    with signals_interrupt():
+        try:
+            return run(cfg)
+        except PruneExpError as e:
+            # The user's input or files, not our bug: one line, no traceback (status.json has it too).
+            log.error("%s", e)
+            if not multirun:
+                sys.exit(f"prune-exp: {e}")
+        except Exception:
+            if not multirun:
+                raise
+            log.exception("the job failed")
+    return float("nan")
+
+
+def check_override_syntax(args: list[str]) -> None:
+    """ConfigError for an override Hydra would choke on with a traceback (``=5``: no key)."""
+    for arg in args:
+        if not arg.startswith("-") and "=" in arg and not arg.lstrip("+~").split("=", 1)[0]:
+            raise ConfigError(f"the override {arg!r} has no key; allowed: key=value, group=option or +key=value")
+
+
+def _exit_status() -> int | str | None:
+    """Run :func:`main` as the command does; its exit status (a str: printed, status 1)."""
     try:
-        return run(cfg)
-    except PruneExpError as e:
-        # The user's input or files, not our bug: one line, no traceback (status.json has it too).
-        log.error("%s", e)
-        sys.exit(f"prune-exp: {e}")
+        with signals_interrupt():  # for the preflight and the report too, not only the jobs
+            check_override_syntax(sys.argv[1:])
+            main()
+        return sweep_status()
+    except ConfigError as e:
+        return f"prune-exp: config error: {e}"
+    except Interrupted as e:
+        print(f"prune-exp: interrupted ({e}); {resume_hint()}", file=sys.stderr)
+        return e.exit_code
+    except SystemExit as e:
+        return e.code
 
 
 def cli() -> None:
@@ -145,11 +177,7 @@ def cli() -> None:
     atexit handlers (logging's flush, multiprocessing's child joins, temp-dir cleanup). Every
     file we write is closed explicitly; stdout/stderr are flushed; then the process exits
     with main's status."""
-    try:
-        main()
-        code: int | str | None = 0
-    except SystemExit as e:
-        code = e.code
+    code = _exit_status()
     if isinstance(code, str):  # sys.exit("message"): printed, status 1, as the interpreter would
         print(code, file=sys.stderr)
         code = 1

@@ -19,7 +19,6 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback, RichProgressBar
-from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from torch import nn
 
@@ -30,6 +29,7 @@ from prune_exp.config import OptimConfig, TrainerConfig
 from prune_exp.data.base import TensorDataModule
 from prune_exp.lit.callbacks import MaskEnforcer, PruneRetrainCycle, RewindPointSaver, RoundResult
 from prune_exp.lit.module import PruneModule
+from prune_exp.logs import ResumableCSVLogger
 from prune_exp.pruning.mask import Mask
 from prune_exp.pruning.pruner import Pruner
 from prune_exp.retrain.schedules import LRPosition, LRSchedule
@@ -95,7 +95,7 @@ def make_trainer(
         gradient_clip_val=cfg.gradient_clip_val,
         max_epochs=max_epochs,
         callbacks=callbacks,
-        logger=CSVLogger(str(log_dir), name="", version=""),
+        logger=ResumableCSVLogger(str(log_dir), keep_through_epoch=resume.resumed_epoch if resume else None),
         log_every_n_steps=cfg.log_every_n_steps,
         enable_checkpointing=resume is not None,
         plugins=plugins,
@@ -255,6 +255,7 @@ def prune_retrain_stage(
         job.datamodule.setup("fit")
         cycle.run_without_training()
     else:
+        ckpt = resume.resume_from() if resume is not None else None  # checked before the trainer is made
         trainer = make_trainer(
             job.trainer,
             max_epochs=pruner.rounds * plan.epochs,
@@ -263,7 +264,6 @@ def prune_retrain_stage(
             progress_bar=job.progress_bar,
             resume=resume,
         )
-        ckpt = resume.resume_from() if resume is not None else None
         if ckpt:
             log.info("resuming the prune-retrain rounds from %s", ckpt)
         trainer.fit(module, datamodule=job.datamodule, ckpt_path=ckpt)

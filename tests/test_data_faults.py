@@ -20,7 +20,7 @@ import pytest
 from helpers import composed, fake_cifar, fake_image_folder, fake_mnist, run_cli, write_idx
 
 from prune_exp.config import ConfigError
-from prune_exp.data.base import DataError
+from prune_exp.errors import DataError
 from prune_exp.hydra_callbacks import check_job
 
 MNIST = ["data=mnist", "model=mlp", "data.download=false"]

@@ -66,7 +66,7 @@ def test_every_round_records_flops_bytes_speed_and_training_cost(tmp_path: Path,
     overrides = ["debug=fast", "prune.schedule=iterative", "prune.rate=0.5", "prune.sparsity=0.75", "dense.epochs=3"]
     run(job_config(tmp_path, data_dir, [*overrides, "retrain.budget=2", "efficiency.reps=2"]))
     rows = read_records(tmp_path / "job" / "records.jsonl")
-    examples = 400 - 80 - 32  # synthetic: 20% test, then 10% of the rest for val
+    examples = 400 - 40  # debug=fast: 400 of synthetic's training examples (data.max_samples), 10% of them for val
     dense_train = 3 * rows[0]["flops_dense"] * examples * 3
     assert rows[0]["flops_effective"] == rows[0]["flops_dense"] and rows[0]["cum_train_flops"] == dense_train
     for prev, row in itertools.pairwise(rows):

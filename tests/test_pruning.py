@@ -352,11 +352,14 @@ def test_nm_needs_its_own_sparsity_one_shot() -> None:
 
     with composed(["structure=nm", "prune.schedule=one_shot", "prune.sparsity=0.5"]) as cfg:
         to_run_config(cfg, resolve_paths=False)
+    # the key that is wrong is the one named: the schedule first, then the sparsity
     with (
         composed(["structure=nm"]) as cfg,
-        pytest.raises(
-            ConfigError,
-            match=r"prune\.sparsity=0\.9 .*allowed: 0\.5 with prune\.schedule=one_shot for structure=nm \(2:4",
-        ),
+        pytest.raises(ConfigError, match=r"prune\.schedule='iterative' is not allowed; allowed: one_shot"),
+    ):
+        to_run_config(cfg, resolve_paths=False)
+    with (
+        composed(["structure=nm", "prune.schedule=one_shot"]) as cfg,
+        pytest.raises(ConfigError, match=r"prune\.sparsity=0\.9 .*allowed: 0\.5 for structure=nm \(2:4"),
     ):
         to_run_config(cfg, resolve_paths=False)

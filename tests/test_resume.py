@@ -89,9 +89,17 @@ def test_a_job_killed_at_several_points_resumes_to_the_uninterrupted_result(tmp_
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
     assert not (job / "resume.ckpt").exists()
     assert not list((killed / "outputs/cache/dense").glob(".*.partial"))
+    # The per-epoch logs of the dense run and of the rounds are the uninterrupted run's, every
+    # epoch once (a resume keeps the epochs up to its checkpoint and logs the rest again).
+    logs = lambda root: sorted(root.glob("outputs/**/metrics.csv"))  # noqa: E731
+    assert [p.relative_to(killed) for p in logs(killed)] == [p.relative_to(ref) for p in logs(ref)]
+    assert len(logs(ref)) == 2
+    for a, b in zip(logs(killed), logs(ref), strict=True):
+        assert a.read_text() == b.read_text(), a
 
     # A finished job started again trains nothing and leaves its files as they were.
-    before = {p: p.stat().st_mtime_ns for p in job.iterdir() if p.is_file() and p.suffix != ".log"}
+    # (job.lock is taken and released again: its holder line is written, then cleared)
+    before = {p: p.stat().st_mtime_ns for p in job.iterdir() if p.is_file() and p.suffix not in (".log", ".lock")}
     out = finish(start(killed))
     assert "job already done" in out and "dense" not in out
     assert before == {p: p.stat().st_mtime_ns for p in before}

@@ -12,6 +12,7 @@ import torch
 from helpers import composed, run_cli
 
 from prune_exp.cache import DenseCache, spec_hash
+from prune_exp.hydra_callbacks import check_job
 from prune_exp.run import dense_spec_of
 
 pytestmark = pytest.mark.slow
@@ -71,7 +72,7 @@ def test_a_damaged_cache_file_is_refused_before_training(finished: Path, tmp_pat
 
 def test_a_pickle_planted_as_the_dense_runs_checkpoint_is_refused_not_run(tmp_path: Path) -> None:
     with composed(SMALL) as cfg:
-        partial = DenseCache(tmp_path / "outputs/cache").partial(spec_hash(dense_spec_of(cfg)))
+        partial = DenseCache(tmp_path / "outputs/cache").partial(spec_hash(dense_spec_of(cfg, check_job(cfg))))
     partial.mkdir(parents=True)
     marker = tmp_path / "pwned"
     torch.save({"state_dict": Payload(marker)}, partial / "resume.ckpt")

@@ -18,16 +18,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from prune_exp.config import ConfigError, DataMissingError
 from prune_exp.dist import tensors_digest
+from prune_exp.errors import ConfigError, DataError
 
 BatchTransform = Callable[[torch.Tensor], torch.Tensor]
 SEARCH_LIMIT = 10**6  # the largest value tried when looking for the smallest size that leaves no split empty
-
-
-class DataError(DataMissingError):
-    """Data files that are there but cannot be used: truncated or garbage files, counts that
-    differ, labels outside the classes. The message names the file and what is allowed."""
 
 
 class TensorDataset(Dataset):

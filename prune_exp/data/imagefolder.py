@@ -19,7 +19,8 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from prune_exp.config import DataMissingError
-from prune_exp.data.base import DataError, SplitDataModule, split_indices, subset_indices
+from prune_exp.data.base import SplitDataModule, split_indices, subset_indices
+from prune_exp.errors import DataError
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

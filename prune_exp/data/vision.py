@@ -22,7 +22,8 @@ import numpy as np
 
 from prune_exp.config import DataMissingError
 from prune_exp.data.augment import CropFlip, Normalize
-from prune_exp.data.base import BatchTransform, DataError, TensorDataModule
+from prune_exp.data.base import BatchTransform, TensorDataModule
+from prune_exp.errors import DataError
 
 DOWNLOAD_TIMEOUT_S = 60  # per connection: an unreachable mirror fails instead of hanging
 

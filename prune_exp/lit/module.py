@@ -116,8 +116,11 @@ class PruneModule(pl.LightningModule):
         self._loss_sum = torch.zeros((), device=self.device)
         self._loss_count = 0
 
-    def on_train_epoch_end(self) -> None:
-        if self._loss_count:
+    def on_validation_epoch_end(self) -> None:
+        # The epoch's train loss goes into the row of its validation, which Lightning logs before
+        # the epoch's resume checkpoint: one row per epoch, all of it in that checkpoint's log
+        # (logs.py). Validation runs after the epoch's last training step.
+        if self.trainer.state.fn == "fit" and self._loss_count:
             # (DDP) averaged over the ranks, each of which saw its share of the epoch
             self.log("train/loss", self._loss_sum / self._loss_count, prog_bar=True, sync_dist=True)
 

@@ -1,0 +1,39 @@
+"""What this ``prune-exp`` process runs: its run or sweep dir, and how its sweep ended.
+
+The Hydra callbacks fill it in (the preflight the dir, the report the outcome); the command's
+exit (run.cli) reads it to say how to resume an interrupted run and to exit non-zero when a
+job of the sweep did not finish. Standard library only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class Session:
+    dir_key: str = ""  # hydra.run.dir or hydra.sweep.dir
+    dir: str = ""
+    unfinished: int | None = None  # a sweep's jobs that did not end done (None: no report yet)
+    jobs: int = 0  # the sweep's jobs
+
+
+SESSION = Session()
+
+
+def resume_hint() -> str:
+    """How to pick up where this process stopped."""
+    if not SESSION.dir:
+        return "the same command starts it again"
+    return f"the same command with {SESSION.dir_key}={SESSION.dir} resumes it"
+
+
+def sweep_status() -> int | str:
+    """The exit status of a finished command: 0, or the line that says which of its sweep's
+    jobs did not finish (the command then exits with 1)."""
+    if not SESSION.unfinished:
+        return 0
+    return (
+        f"prune-exp: {SESSION.unfinished} of {SESSION.jobs} jobs of the sweep did not finish; "
+        f"see the Jobs table of {SESSION.dir}/summary.md"
+    )
