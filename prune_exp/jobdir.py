@@ -7,7 +7,10 @@ does not. ``holder`` tells a live writer from a dead one without disturbing it, 
 preflight (refuse a second writer before Hydra writes anything) and the report (a "running"
 job whose writer is gone was killed) both use.
 
-Standard library only (no torch): the report imports it.
+fcntl's flock directly, not filelock (which the dense cache uses to wait its turn): here a
+second writer must be refused at once with the holder's name, and a reader must probe the
+lock without taking it, which filelock does not offer. Standard library only (no torch): the
+report imports it.
 """
 
 from __future__ import annotations

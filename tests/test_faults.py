@@ -196,11 +196,13 @@ def test_two_commands_started_in_the_same_second_get_different_dirs(tmp_path: Pa
     """The default run and sweep dirs end in the process id: two processes, two dirs."""
     code = (
         "import os\n"
-        "from helpers import composed\n"
-        "with composed(hydra=True) as cfg:\n"
+        "from hydra import compose, initialize_config_dir\n"
+        "from prune_exp.run import conf_dir\n"  # (no torch: composing is all this needs)
+        "with initialize_config_dir(config_dir=conf_dir(), version_base='1.3'):\n"
+        "    cfg = compose('run', return_hydra_config=True)\n"
         "    print(os.getpid(), cfg.hydra.run.dir, cfg.hydra.sweep.dir)\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "PRUNE_EXP_ROOT": str(tmp_path)}
+    env = {**os.environ, "PRUNE_EXP_ROOT": str(tmp_path)}
     procs = [
         subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)
     ]

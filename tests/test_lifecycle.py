@@ -169,16 +169,41 @@ def _alive(pid: int) -> bool:
     return Path(f"/proc/{pid}/status").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text()
 
 
+def run_umask(root: Path, args: list[str], umask: int) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PRUNE_EXP_ROOT": str(root)}
+    return subprocess.run(
+        [sys.executable, "-m", "prune_exp", *args],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=lambda: os.umask(umask),
+    )
+
+
+def assert_modes_follow_umask(outputs: Path, files: int, dirs: int) -> None:
+    """Every file a job wrote (job dir and cache) has the umask's mode: a shared cluster cache
+    needs group-readable (here group-writable) files, never safetensors' 0600."""
+    paths = list(outputs.rglob("*"))
+    assert len([p for p in paths if p.suffix == ".safetensors"]) >= 5  # the cache's epochs, mask, weights, CSR
+    modes = {p.relative_to(outputs).as_posix(): oct(p.stat().st_mode & 0o777) for p in paths}
+    assert modes == {k: oct(dirs if (outputs / k).is_dir() else files) for k in modes}
+
+
 def _rows(job: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in VOLATILE} for r in read_records(job / "records.jsonl")]
 
 
 def test_a_kill_between_the_records_and_the_mask_resumes_to_the_same_files(tmp_path: Path) -> None:
+    """(The uninterrupted reference runs with umask 002: its files must be 0664, dirs 0775.)"""
     ref, killed = tmp_path / "ref", tmp_path / "killed"
     ref.mkdir()
     killed.mkdir()
     args = [*QUICK, "hydra.run.dir=outputs/job"]
-    assert run_cli(args, cwd=ref).returncode == 0
+    reference = run_umask(ref, args, 0o002)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    assert_modes_follow_umask(ref / "outputs", files=0o664, dirs=0o775)
     plant = "import os, prune_exp.pruning.mask as m\nm.Mask.save = lambda *a, **k: os._exit(137)"
     proc = start(killed, args, code=plant)
     proc.communicate(timeout=300)
@@ -207,23 +232,3 @@ def test_a_kill_during_the_report_leaves_no_half_file_and_the_same_command_finis
     assert res.returncode == 0, res.stderr[-3000:]
     assert (res.stdout + res.stderr).count("job already done") == 2
     assert "2 jobs: 2 done." in (sweep / "summary.md").read_text()
-
-
-def test_every_file_a_job_writes_has_the_mode_the_umask_says(tmp_path: Path) -> None:
-    """A shared cluster cache needs group-readable (here group-writable) files: no 0600."""
-    env = {**os.environ, "PRUNE_EXP_ROOT": str(tmp_path)}
-    res = subprocess.run(
-        [sys.executable, "-m", "prune_exp", *QUICK, "hydra.run.dir=outputs/job"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        preexec_fn=lambda: os.umask(0o002),
-    )
-    assert res.returncode == 0, res.stderr[-3000:]
-    paths = [p for p in (tmp_path / "outputs").rglob("*") if not p.is_symlink()]
-    assert len([p for p in paths if p.suffix == ".safetensors"]) >= 5  # the cache's epochs, mask, weights, CSR
-    modes = {p.relative_to(tmp_path).as_posix(): oct(p.stat().st_mode & 0o777) for p in paths}
-    expected = {k: oct(0o775 if (tmp_path / k).is_dir() else 0o664) for k in modes}
-    assert modes == expected
