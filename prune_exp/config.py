@@ -530,7 +530,31 @@ def check_accelerator(accelerator: str) -> None:
 
 def check_config(cfg: RunConfig) -> None:
     """Raise ConfigError for the first value that types alone cannot rule out."""
-    data = cfg.data
+    _check_data(cfg.data)
+    T = cfg.dense.epochs
+    _positive_int("dense.epochs", T)
+    if cfg.dense.rewind_epochs is not None:
+        for e in cfg.dense.rewind_epochs:
+            if not (isinstance(e, int) and 0 <= e <= T):
+                raise _fail("dense.rewind_epochs", list(cfg.dense.rewind_epochs), f"integers in [0, {T}]")
+    _check_optim(cfg.optim, T)
+    _check_prune(cfg.prune, cfg.structure)
+    _check_retrain(cfg.retrain, T)
+    _check_trainer(cfg.trainer, cfg.data.batch_size)
+    ef = cfg.efficiency
+    for key in ("warmup", "reps", "batch"):
+        if key == "warmup" and ef.warmup == 0:
+            continue
+        _positive_int(f"efficiency.{key}", getattr(ef, key))
+    parts = str(cfg.name).replace("\\", "/").split("/")
+    if not cfg.name or cfg.name.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise _fail("name", cfg.name, "a folder name under outputs/ (letters, digits, '-', '_'; '/' for subfolders)")
+    _choice("select_metric", cfg.select_metric, METRICS)
+    if not (isinstance(cfg.seed, int) and cfg.seed >= 0):
+        raise _fail("seed", cfg.seed, "an integer >= 0")
+
+
+def _check_data(data: DataConfig) -> None:
     _positive_int("data.batch_size", data.batch_size)
     _positive_int("data.eval_batch_size", data.eval_batch_size)
     _range("data.val_fraction", data.val_fraction, 0.0, 1.0, True, True)
@@ -544,14 +568,8 @@ def check_config(cfg: RunConfig) -> None:
     if isinstance(data, VisionConfig) and not (isinstance(data.crop_padding, int) and data.crop_padding >= 0):
         raise _fail("data.crop_padding", data.crop_padding, "an integer >= 0")
 
-    T = cfg.dense.epochs
-    _positive_int("dense.epochs", T)
-    if cfg.dense.rewind_epochs is not None:
-        for e in cfg.dense.rewind_epochs:
-            if not (isinstance(e, int) and 0 <= e <= T):
-                raise _fail("dense.rewind_epochs", list(cfg.dense.rewind_epochs), f"integers in [0, {T}]")
 
-    opt = cfg.optim
+def _check_optim(opt: OptimConfig, T: int) -> None:
     _range("optim.lr", opt.lr, 0.0, math.inf, True, True)
     _range("optim.weight_decay", opt.weight_decay, 0.0, math.inf, False, True)
     if isinstance(opt, SGDConfig):
@@ -575,7 +593,8 @@ def check_config(cfg: RunConfig) -> None:
     if isinstance(sch, CosineScheduleConfig):
         _range("optim.schedule.final_lr_factor", sch.final_lr_factor, 0.0, 1.0, False, False)
 
-    pr = cfg.prune
+
+def _check_prune(pr: PruneConfig, st: Any) -> None:
     _range("prune.sparsity", pr.sparsity, 0.0, 1.0, False, True)
     _choice("prune.schedule", pr.schedule, PRUNE_SCHEDULES)
     _range("prune.rate", pr.rate, 0.0, 1.0, True, True)
@@ -587,7 +606,6 @@ def check_config(cfg: RunConfig) -> None:
 
     if isinstance(pr.criterion, TaylorConfig):
         _positive_int("prune.criterion.batches", pr.criterion.batches)
-    st = cfg.structure
     if isinstance(st, NMConfig):
         if not (isinstance(st.m, int) and st.m >= 2):
             raise _fail("structure.m", st.m, "an integer >= 2 (n:m keeps n of every m weights)")
@@ -603,7 +621,8 @@ def check_config(cfg: RunConfig) -> None:
                 f"{implied:g} for structure=nm ({st.n}:{st.m} keeps {st.n} of every {st.m})",
             )
 
-    rt = cfg.retrain
+
+def _check_retrain(rt: RetrainConfig, T: int) -> None:
     _choice("retrain.strategy", rt.strategy, STRATEGIES)
     _positive_int("retrain.budget", rt.budget)
     if rt.strategy in ("weight_rewind", "lr_rewind") and rt.budget > T:
@@ -615,7 +634,8 @@ def check_config(cfg: RunConfig) -> None:
     if rt.finetune_lr is not None:
         _range("retrain.finetune_lr", rt.finetune_lr, 0.0, math.inf, True, True)
 
-    tr = cfg.trainer
+
+def _check_trainer(tr: TrainerConfig, batch_size: int) -> None:
     _choice("trainer.precision", str(tr.precision), PRECISIONS)
     _choice("trainer.accelerator", tr.accelerator, ACCELERATORS)
     _positive_int("trainer.devices", tr.devices)
@@ -624,24 +644,11 @@ def check_config(cfg: RunConfig) -> None:
     world = tr.devices * tr.num_nodes
     if world > 1 and tr.strategy != "ddp":
         raise _fail("trainer.strategy", tr.strategy, f"ddp when trainer.devices x trainer.num_nodes = {world} > 1")
-    if tr.strategy == "ddp" and data.batch_size % world:
-        raise _fail("data.batch_size", data.batch_size, f"a multiple of the {world} DDP processes (it is split)")
+    if tr.strategy == "ddp" and batch_size % world:
+        raise _fail("data.batch_size", batch_size, f"a multiple of the {world} DDP processes (it is split)")
     _positive_int("trainer.log_every_n_steps", tr.log_every_n_steps)
     if tr.num_threads is not None:
         _positive_int("trainer.num_threads", tr.num_threads)
     _range("trainer.checkpoint_every_s", tr.checkpoint_every_s, 0.0, math.inf, False, True)
     if tr.gradient_clip_val is not None:
         _range("trainer.gradient_clip_val", tr.gradient_clip_val, 0.0, math.inf, True, True)
-
-    ef = cfg.efficiency
-    for key in ("warmup", "reps", "batch"):
-        if key == "warmup" and ef.warmup == 0:
-            continue
-        _positive_int(f"efficiency.{key}", getattr(ef, key))
-
-    parts = str(cfg.name).replace("\\", "/").split("/")
-    if not cfg.name or cfg.name.startswith("/") or any(p in ("", ".", "..") for p in parts):
-        raise _fail("name", cfg.name, "a folder name under outputs/ (letters, digits, '-', '_'; '/' for subfolders)")
-    _choice("select_metric", cfg.select_metric, METRICS)
-    if not (isinstance(cfg.seed, int) and cfg.seed >= 0):
-        raise _fail("seed", cfg.seed, "an integer >= 0")

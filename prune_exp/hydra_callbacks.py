@@ -23,11 +23,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 from prune_exp.config import ConfigError, PruneExpError
 from prune_exp.session import SESSION
+from prune_exp.sweep import sweep_job_overrides
 
 log = logging.getLogger("prune_exp")
-
-BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
-
 
 def data_key(cfg: DictConfig) -> str:
     """What decides the data a job loads: its data config and ``paths.data_dir``."""
@@ -93,19 +91,6 @@ def check_model(cfg: DictConfig, rc: Any) -> None:
         exclude=rc.prune.exclude,
         layer_rate_scale=rc.prune.layer_rate_scale,
     )
-
-
-def sweep_job_overrides(config: DictConfig) -> list[list[str]] | None:
-    """Every job's overrides, as the basic sweeper will launch them; None for other sweepers."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    if OmegaConf.select(config, "hydra.sweeper._target_") != BASIC_SWEEPER:
-        return None
-    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
-    args = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
-    batches = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(args), None)
-    return [job for batch in batches for job in batch]
 
 
 def check_writable(key: str, path: Path) -> None:

@@ -60,6 +60,18 @@ def run_cli(
     )
 
 
+def snapshot(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` and its bytes: to check that nothing was changed."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def finished_root(root: Path, args: Sequence[str]) -> Path:
+    """``root`` with one finished job of ``args`` in outputs/one (and its dense run in the cache)."""
+    res = run_cli([*args, "hydra.run.dir=outputs/one"], cwd=root)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return root
+
+
 # A job long enough to kill or preempt in its dense stage and again while it retrains: ~0.5 s
 # per epoch on this machine (1,200 steps of batch 8). tests/test_resume.py, tests/test_slurm.py.
 RESUMABLE_JOB = [

@@ -10,8 +10,9 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
 from prune_exp.config import ConfigError, RunConfig
-from prune_exp.hydra_callbacks import check_job, sweep_job_overrides
+from prune_exp.hydra_callbacks import check_job
 from prune_exp.run import conf_dir, to_run_config
+from prune_exp.sweep import sweep_job_overrides
 
 CONF = Path(conf_dir())
 SCHEMA_GROUPS = ["data", "model", "optim", "optim/schedule", "prune/criterion", "structure", "retrain", "trainer"]

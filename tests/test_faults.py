@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import run_cli
+from helpers import finished_root, snapshot
 
 from prune_exp.run import _exit_status
 
@@ -41,9 +41,6 @@ class Fault:
     hydra_message: bool = False  # Hydra's own composition error (several lines, no traceback)
     skip_if: Callable[[], bool] = field(default=lambda: False)
 
-
-def snapshot(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def run_in_process(root: Path, args: list[str]) -> tuple[int, str]:
@@ -67,10 +64,7 @@ def run_in_process(root: Path, args: list[str]) -> tuple[int, str]:
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A root with one finished job (outputs/one) and its dense run in the cache."""
-    root = tmp_path_factory.mktemp("finished")
-    res = run_cli([*SMALL, "hydra.run.dir=outputs/one"], cwd=root)
-    assert res.returncode == 0, res.stderr[-2000:]
-    return root
+    return finished_root(tmp_path_factory.mktemp("finished"), SMALL)
 
 
 def other_config_job(root: Path) -> None:

@@ -419,19 +419,16 @@ def job_rows(strategy: str, seed: int, upto: int) -> list[dict]:
     ]
 
 
+def write_multirun_yaml(sweep: Path, task: list[str]) -> None:
+    """The multirun.yaml Hydra writes for a basic sweep over ``task``: the report's list of jobs."""
+    sweeper = {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper", "params": None}
+    (sweep / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"sweeper": sweeper, "overrides": {"task": task}}}))
+
+
 def test_a_partial_sweep_reports_what_is_there_and_lists_the_rest(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     sweep.mkdir()
-    (sweep / "multirun.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "hydra": {
-                    "sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper", "params": None},
-                    "overrides": {"task": ["retrain=finetune,lr_rewind", "seed=0,1"]},
-                }
-            }
-        )
-    )
+    write_multirun_yaml(sweep, ["retrain=finetune,lr_rewind", "seed=0,1"])
     write_job(sweep / "0", ["retrain=finetune", "seed=0"], job_rows("finetune", 0, 2), "done")
     write_job(sweep / "1", ["retrain=finetune", "seed=1"], job_rows("finetune", 1, 1), "failed")
     write_job(sweep / "2", ["retrain=lr_rewind", "seed=0"], job_rows("lr_rewind", 0, 1), "running")

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
-from test_report import job_rows, md_table, write_job
+from test_report import job_rows, md_table, write_job, write_multirun_yaml
 
 from prune_exp.jobdir import JobLock
 from prune_exp.report import report_sweep
@@ -27,16 +26,7 @@ def sweep_dir(root: Path) -> Path:
     """A finished sweep of 4 jobs (2 strategies x 2 seeds), with the multirun.yaml Hydra writes."""
     sweep = root / "sweep"
     sweep.mkdir()
-    (sweep / "multirun.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "hydra": {
-                    "sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper", "params": None},
-                    "overrides": {"task": ["retrain=finetune,lr_rewind", "seed=0,1"]},
-                }
-            }
-        )
-    )
+    write_multirun_yaml(sweep, ["retrain=finetune,lr_rewind", "seed=0,1"])
     for i, (st, seed) in enumerate(JOBS):
         write_job(sweep / str(i), [f"retrain={st}", f"seed={seed}"], job_rows(st, seed, 2), "done")
     return sweep

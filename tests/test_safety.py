@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import composed, run_cli
+from helpers import composed, finished_root, run_cli, snapshot
 
 from prune_exp.cache import DenseCache, spec_hash
 from prune_exp.hydra_callbacks import check_job
@@ -30,9 +30,6 @@ class Payload:
         return (Path.touch, (self.marker,))
 
 
-def snapshot(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
 
 def fails_cleanly(root: Path, args: list[str], message: str) -> str:
     res = run_cli(args, cwd=root)
@@ -45,10 +42,7 @@ def fails_cleanly(root: Path, args: list[str], message: str) -> str:
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A root with one finished job in outputs/one (and its dense run in the cache)."""
-    root = tmp_path_factory.mktemp("root")
-    res = run_cli([*SMALL, "hydra.run.dir=outputs/one"], cwd=root)
-    assert res.returncode == 0, res.stderr[-2000:]
-    return root
+    return finished_root(tmp_path_factory.mktemp("root"), SMALL)
 
 
 def test_a_job_dir_of_another_config_is_refused_before_anything_is_written(finished: Path) -> None:

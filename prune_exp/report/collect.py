@@ -178,7 +178,7 @@ def expected_jobs(sweep_dir: Path) -> list[list[str]] | None:
         return None
     from omegaconf import OmegaConf
 
-    from prune_exp.hydra_callbacks import sweep_job_overrides
+    from prune_exp.sweep import sweep_job_overrides
 
     try:
         return sweep_job_overrides(OmegaConf.load(path))

@@ -209,19 +209,7 @@ def search_cost_figure(
             gid="dense_stage",
             label=f"dense stage (counted once): {COST_FORMAT[cost](x_dense)} {COST_UNIT[cost]}",
         )
-        ax.set_xscale("log")
-        x_max = float(s[col].max())
-        # Our own ticks, minor ones unlabelled: on a log axis spanning less than a decade
-        # matplotlib labels every minor tick, and "3×10¹¹4×10¹¹" ran into each other.
-        ax.set_xticks(_cost_ticks(x_dense, x_max))
-        ax.xaxis.set_major_formatter(FuncFormatter(_sci if cost == "train_flops" else lambda v, _: f"{v:g}"))
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        top = ax.secondary_xaxis("top", functions=(lambda v, d=x_dense: v / d, lambda v, d=x_dense: v * d))
-        top.set_xlabel("in dense stages (retraining beyond the dense stage = value − 1)", fontsize=8)
-        top.set_xticks(_cost_ticks(1.0, x_max / x_dense))
-        top.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        top.xaxis.set_minor_locator(NullLocator())
-        top.tick_params(labelsize=7)
+        _cost_axes(ax, cost, x_dense, float(s[col].max()))
         what = "training FLOPs" if cost == "train_flops" else "epochs (no FLOPs in these records)"
         ax.set_xlabel(f"search cost: cumulative {what}, dense stage included, log scale")
         ax.set_ylabel(f"test {metric} (%)")
@@ -231,6 +219,22 @@ def search_cost_figure(
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
     return fig
+
+
+def _cost_axes(ax: plt.Axes, cost: str, x_dense: float, x_max: float) -> None:
+    """The log cost axis and, on top, the same cost in dense stages. Our own ticks, minor ones
+    unlabelled: on a log axis spanning less than a decade matplotlib labels every minor tick,
+    and "3×10¹¹4×10¹¹" ran into each other."""
+    ax.set_xscale("log")
+    ax.set_xticks(_cost_ticks(x_dense, x_max))
+    ax.xaxis.set_major_formatter(FuncFormatter(_sci if cost == "train_flops" else lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    top = ax.secondary_xaxis("top", functions=(lambda v, d=x_dense: v / d, lambda v, d=x_dense: v * d))
+    top.set_xlabel("in dense stages (retraining beyond the dense stage = value − 1)", fontsize=8)
+    top.set_xticks(_cost_ticks(1.0, x_max / x_dense))
+    top.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    top.xaxis.set_minor_locator(NullLocator())
+    top.tick_params(labelsize=7)
 
 
 def _cost_ticks(lo: float, hi: float, n: int = 6) -> list[float]:
