@@ -27,6 +27,7 @@ from prune_exp.sweep import sweep_job_overrides
 
 log = logging.getLogger("prune_exp")
 
+
 def data_key(cfg: DictConfig) -> str:
     """What decides the data a job loads: its data config and ``paths.data_dir``."""
     data = OmegaConf.to_container(cfg.data, resolve=True)

@@ -46,9 +46,9 @@ def job_config(tmp_path: Path, data_dir: Path, overrides: Sequence[str] = (), jo
 
 
 def run_cli(
-    args: Sequence[str], cwd: Path, env: dict[str, str] | None = None, timeout: int = 600
+    args: Sequence[str], cwd: Path, env: dict[str, str] | None = None, timeout: int = 600, umask: int | None = None
 ) -> subprocess.CompletedProcess:
-    """Run ``python -m prune_exp ARGS`` in a subprocess, as a user would."""
+    """Run ``python -m prune_exp ARGS`` in a subprocess, as a user would (with ``umask``, if given)."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "PRUNE_EXP_ROOT": str(cwd), **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "prune_exp", *args],
@@ -57,6 +57,7 @@ def run_cli(
         capture_output=True,
         text=True,
         timeout=timeout,
+        preexec_fn=None if umask is None else lambda: os.umask(umask),
     )
 
 

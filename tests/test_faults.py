@@ -42,7 +42,6 @@ class Fault:
     skip_if: Callable[[], bool] = field(default=lambda: False)
 
 
-
 def run_in_process(root: Path, args: list[str]) -> tuple[int, str]:
     """``prune-exp ARGS`` in this process: (exit status, stderr)."""
     err = io.StringIO()

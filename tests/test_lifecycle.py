@@ -169,19 +169,6 @@ def _alive(pid: int) -> bool:
     return Path(f"/proc/{pid}/status").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text()
 
 
-def run_umask(root: Path, args: list[str], umask: int) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PRUNE_EXP_ROOT": str(root)}
-    return subprocess.run(
-        [sys.executable, "-m", "prune_exp", *args],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        preexec_fn=lambda: os.umask(umask),
-    )
-
-
 def assert_modes_follow_umask(outputs: Path, files: int, dirs: int) -> None:
     """Every file a job wrote (job dir and cache) has the umask's mode: a shared cluster cache
     needs group-readable (here group-writable) files, never safetensors' 0600."""
@@ -201,7 +188,7 @@ def test_a_kill_between_the_records_and_the_mask_resumes_to_the_same_files(tmp_p
     ref.mkdir()
     killed.mkdir()
     args = [*QUICK, "hydra.run.dir=outputs/job"]
-    reference = run_umask(ref, args, 0o002)
+    reference = run_cli(args, cwd=ref, umask=0o002)
     assert reference.returncode == 0, reference.stderr[-3000:]
     assert_modes_follow_umask(ref / "outputs", files=0o664, dirs=0o775)
     plant = "import os, prune_exp.pruning.mask as m\nm.Mask.save = lambda *a, **k: os._exit(137)"

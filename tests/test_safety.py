@@ -30,7 +30,6 @@ class Payload:
         return (Path.touch, (self.marker,))
 
 
-
 def fails_cleanly(root: Path, args: list[str], message: str) -> str:
     res = run_cli(args, cwd=root)
     assert res.returncode != 0, res.stderr[-2000:]
