@@ -43,7 +43,7 @@ class DataConfig:
 
 @dataclass
 class MNIST1DConfig(DataConfig):
-    _target_: str = "prune_exp.data.mnist1d.MNIST1DDataModule"
+    _target_: str = "prune_exp.data.mnist1d.MNIST1DDataModule"  # val: 400 of the 4,000 training signals
     num_samples: int = 5000  # the published set: 4,000 train / 1,000 test
     train_split: float = 0.8
     final_seq_length: int = 40
@@ -53,13 +53,16 @@ class MNIST1DConfig(DataConfig):
 @dataclass
 class DigitsConfig(DataConfig):
     _target_: str = "prune_exp.data.digits.DigitsDataModule"
+    batch_size: int = 64
+    val_fraction: float = 0.2
     test_fraction: float = 0.2  # sklearn's digits has no official test split
 
 
 @dataclass
 class SyntheticConfig(DataConfig):
     _target_: str = "prune_exp.data.synthetic.SyntheticDataModule"
-    num_samples: int = 2000
+    batch_size: int = 64
+    num_samples: int = 1000
     num_classes: int = 10
     shape: list[int] = field(default_factory=lambda: [1, 40])
     noise: float = 1.0
@@ -80,6 +83,7 @@ class VisionConfig(DataConfig):
 @dataclass
 class MNISTConfig(VisionConfig):
     _target_: str = "prune_exp.data.vision.MNISTDataModule"
+    batch_size: int = 60  # the lottery-ticket paper's LeNet-300-100 batch size
     val_fraction: float = 1 / 12  # 5,000 of the 60,000 training images (the LTH paper)
 
 
@@ -91,6 +95,7 @@ class FashionMNISTConfig(MNISTConfig):
 @dataclass
 class CIFAR10Config(VisionConfig):
     _target_: str = "prune_exp.data.vision.CIFAR10DataModule"
+    batch_size: int = 128  # Renda et al.
     val_fraction: float = 0.2  # Renda et al. hold out 20% of the training set
     crop_padding: int = 4
     flip: bool = True
@@ -223,7 +228,10 @@ class OptimConfig:
 
 @dataclass
 class SGDConfig(OptimConfig):
+    """SGD with momentum (Renda et al.: momentum 0.9, not Nesterov, weight decay 5e-4)."""
+
     name: str = "sgd"
+    weight_decay: float = 5e-4
     momentum: float = 0.9
     nesterov: bool = False
 

@@ -34,6 +34,7 @@ from prune_exp.pruning.mask import Mask
 from prune_exp.pruning.pruner import Pruner
 from prune_exp.retrain.schedules import LRPosition, LRSchedule
 from prune_exp.retrain.strategies import RoundPlan
+from prune_exp.seeds import derive_seed
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +232,7 @@ def prune_retrain_stage(
             return rewind_state
         if plan.weights == "reinit":  # a fresh draw per round, reproducible from (seed, round)
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(job.seed * 1_000_003 + round_)
+                torch.manual_seed(derive_seed(job.seed, round_))
                 return job.build_net().state_dict()
         return None
 

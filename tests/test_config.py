@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import composed, fake_cifar, fake_image_folder, fake_mnist
+from helpers import REPO, composed, fake_cifar, fake_image_folder, fake_mnist
 from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
 from prune_exp.config import ConfigError, RunConfig
@@ -154,3 +155,22 @@ def test_experiment_compare_sweeps_the_three_strategies_over_seeds() -> None:
     strategies = {o.split("=")[1] for job in jobs for o in job if o.startswith("retrain=")}
     assert strategies == {"finetune", "weight_rewind", "lr_rewind"} and len(jobs) == 9
     assert rc.prune.sparsity >= 0.9 and rc.prune.schedule == "iterative"
+
+
+def test_a_group_file_states_only_what_differs_from_its_schema() -> None:
+    """Each default lives once, in the schema dataclass: a YAML value equal to it is a second copy."""
+    import yaml
+
+    from prune_exp.config import SCHEMAS, schema_name
+
+    nodes = {schema_name(g, k): node for g, schemas in SCHEMAS.items() for k, node in schemas.items()}
+    restated = {}
+    for path in sorted((REPO / "conf").rglob("*.yaml")):
+        text = yaml.safe_load(path.read_text()) or {}
+        schema = [d.split("@")[0].lstrip("/") for d in text.get("defaults", []) if str(d).startswith("/schema_")]
+        if schema:
+            base = OmegaConf.to_container(OmegaConf.structured(nodes[schema[0]]))
+            same = [k for k, v in text.items() if k != "defaults" and base.get(k, object()) == v]
+            if same:
+                restated[path.relative_to(REPO).as_posix()] = same
+    assert restated == {}

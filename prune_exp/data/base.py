@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from prune_exp.dist import tensors_digest
 from prune_exp.errors import ConfigError, DataError
+from prune_exp.seeds import derive_seed
 
 BatchTransform = Callable[[torch.Tensor], torch.Tensor]
 SEARCH_LIMIT = 10**6  # the largest value tried when looking for the smallest size that leaves no split empty
@@ -83,7 +84,7 @@ class EpochShuffle(Sampler[int]):
 
     def indices(self) -> torch.Tensor:
         """This rank's order for the current epoch, as a tensor."""
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        g = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch))
         order = torch.randperm(self.n, generator=g)
         if self.world_size > 1:
             order = torch.cat([order, order[: len(self) * self.world_size - self.n]])[self.rank :: self.world_size]

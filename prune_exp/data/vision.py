@@ -24,6 +24,7 @@ from prune_exp.config import DataMissingError
 from prune_exp.data.augment import CropFlip, Normalize
 from prune_exp.data.base import BatchTransform, TensorDataModule
 from prune_exp.errors import DataError
+from prune_exp.seeds import derive_seed
 
 DOWNLOAD_TIMEOUT_S = 60  # per connection: an unreachable mirror fails instead of hanging
 
@@ -127,7 +128,7 @@ class TorchvisionDataModule(TensorDataModule):
 
     def reseed(self, epoch: int, rank: int) -> None:
         if self._augment is not None:
-            self._augment.reseed((self.shuffle_seed * 1_000_003 + epoch) * 64 + rank)
+            self._augment.reseed(derive_seed(self.shuffle_seed, epoch) * 64 + rank)  # up to 64 ranks apart
 
 
 def _nchw(images: np.ndarray) -> np.ndarray:

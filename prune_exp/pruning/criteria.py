@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from prune_exp.config import ConfigError
+from prune_exp.seeds import derive_seed
 
 if TYPE_CHECKING:
     from prune_exp.pruning.structure import Structure
@@ -62,7 +63,7 @@ class Random(Criterion):
     name = "random"
 
     def scores(self, weights: Mapping[str, torch.Tensor], ctx: ScoreContext) -> dict[str, torch.Tensor]:
-        g = torch.Generator().manual_seed(ctx.seed * 1_000_003 + ctx.round)
+        g = torch.Generator().manual_seed(derive_seed(ctx.seed, ctx.round))
         return {n: torch.rand(w.shape, generator=g).to(w.device) for n, w in weights.items()}
 
 
