@@ -117,7 +117,7 @@ class Experiment:
         self.datamodule.world_size = world_size(cfg.trainer)
         self.datamodule.setup("fit")  # loads (or generates) the data once; Lightning reuses it
         T = cfg.dense.epochs
-        plan = plan_round(cfg.retrain.strategy, cfg.retrain.budget, T)
+        plan = plan_round(cfg.retrain, T, self.datamodule.steps_per_epoch)
         sparsities = sparsity_schedule(cfg.prune.sparsity, cfg.prune.schedule, cfg.prune.rate)
         job = Job(
             datamodule=self.datamodule,
@@ -130,7 +130,7 @@ class Experiment:
         )
 
         keep = set(range(T + 1)) if cfg.dense.rewind_epochs is None else set(cfg.dense.rewind_epochs)
-        needed = {plan.rewind_epoch} if plan.rewind_epoch is not None else set()
+        needed = plan.dense_epochs_needed(self.datamodule.steps_per_epoch)
         spec = self.dense_spec(self.datamodule.data_digest())  # the data loaded above, not just its config
         dense, cached = dense_stage(job, DenseCache(cfg.paths.cache_dir), spec, keep, needed)
         if "dense_cached" not in base:

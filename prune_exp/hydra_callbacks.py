@@ -13,6 +13,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,29 +35,40 @@ def data_key(cfg: DictConfig) -> str:
     return "data:" + json.dumps([data, str(OmegaConf.select(cfg, "paths.data_dir"))], sort_keys=True, default=str)
 
 
-def load_data(cfg: DictConfig, memo: dict[str, Any] | None = None) -> tuple[Any, str]:
-    """The job's datamodule and the digest of its data, loaded and checked now (a missing set
-    is downloaded). With ``memo`` (a sweep's: data key -> digest) each data key is loaded once;
-    the datamodule of a key seen before comes without its data."""
+def load_data(cfg: DictConfig, memo: dict[str, Any] | None = None) -> tuple[str, int]:
+    """The digest of the job's data and its number of training examples, loaded and checked now
+    (a missing set is downloaded). With ``memo`` (a sweep's) each data key is loaded once."""
     from hydra.utils import instantiate
 
-    dm = instantiate(cfg.data, data_dir=str(OmegaConf.select(cfg, "paths.data_dir")))
     key = data_key(cfg)
     if memo is not None and key in memo:
-        return dm, memo[key]
+        return memo[key]
+    dm = instantiate(cfg.data, data_dir=str(OmegaConf.select(cfg, "paths.data_dir")))
     dm.setup()  # the job's own loading and checks: a bad file fails here, before any training
-    digest = dm.data_digest()
+    facts = dm.data_digest(), len(dm.train)
     if memo is not None:
-        memo[key] = digest
-    return dm, digest
+        memo[key] = facts
+    return facts
 
 
-def check_job(cfg: DictConfig, _seen: dict[str, Any] | None = None) -> str:
+@dataclass(frozen=True)
+class CheckedJob:
+    """What the preflight learnt about a job from its data: the digest (run.dense_spec_of) and
+    the epoch files of the dense run its strategy reads."""
+
+    digest: str
+    dense_epochs_needed: set[int]
+
+
+def check_job(cfg: DictConfig, _seen: dict[str, Any] | None = None) -> CheckedJob:
     """Raise a PruneExpError if this job would fail: types and ranges, the parts that need the
     model (name patterns, metrics that need enough classes), then its data (loaded and checked:
-    files, counts, labels, split sizes), so that a bad value fails before any data is made.
-    Returns the data digest (run.dense_spec_of). ``_seen``: a sweep's memo, so that each data
-    set and each model is checked once."""
+    files, counts, labels, split sizes) and the strategy's positions in steps of that data, so
+    that a bad value fails before any data is made. ``_seen``: a sweep's memo, so that each
+    data set and each model is checked once."""
+    from prune_exp.config import world_size
+    from prune_exp.data.base import epoch_steps
+    from prune_exp.retrain.strategies import plan_round
     from prune_exp.run import to_run_config
 
     rc = to_run_config(cfg, resolve_paths=False)
@@ -66,7 +78,9 @@ def check_job(cfg: DictConfig, _seen: dict[str, Any] | None = None) -> str:
         check_model(cfg, rc)
         if _seen is not None:
             _seen[model_key] = None
-    return load_data(cfg, _seen)[1]
+    digest, examples = load_data(cfg, _seen)
+    steps = epoch_steps(examples, rc.data.batch_size, world_size(rc.trainer))
+    return CheckedJob(digest, plan_round(rc.retrain, rc.dense.epochs, steps).dense_epochs_needed(steps))
 
 
 def check_model(cfg: DictConfig, rc: Any) -> None:
@@ -107,15 +121,14 @@ def check_writable(key: str, path: Path) -> None:
         raise ConfigError(f"{key}={str(path)!r} cannot be written ({e}); allowed: a writable directory") from None
 
 
-def check_outputs(config: DictConfig, job_dir: Path | None, dir_key: str, data_digest: str) -> None:
+def check_outputs(config: DictConfig, job_dir: Path | None, dir_key: str, job: CheckedJob) -> None:
     """The job dir (if known) belongs to this config and no live process holds it, the output
-    and cache dirs can be written, and the dense cache entry this job would reuse (found by
-    its data's ``data_digest``) is intact."""
+    and cache dirs can be written, and the files of the dense cache entry this job would reuse
+    (found by its data's digest) are intact."""
     from prune_exp.cache import DenseCache, spec_hash
     from prune_exp.dist import is_main
     from prune_exp.experiment import check_job_dir
     from prune_exp.jobdir import busy, holder
-    from prune_exp.retrain.strategies import plan_round
     from prune_exp.run import config_fingerprint, dense_spec_of
 
     if job_dir is not None:
@@ -127,10 +140,9 @@ def check_outputs(config: DictConfig, job_dir: Path | None, dir_key: str, data_d
     cache_dir = Path(str(OmegaConf.select(config, "paths.cache_dir")))
     check_writable("paths.cache_dir", cache_dir)
     cache = DenseCache(cache_dir)
-    run = cache.load(spec_hash(dense_spec_of(config, data_digest)))
+    run = cache.load(spec_hash(dense_spec_of(config, job.digest)))
     if run is not None:
-        plan = plan_round(config.retrain.strategy, config.retrain.budget, config.dense.epochs)
-        run.verify({run.epochs} | ({plan.rewind_epoch} if plan.rewind_epoch is not None else set()))
+        run.verify({run.epochs} | job.dense_epochs_needed)
 
 
 def output_dir(config: DictConfig, key: str) -> Path:
@@ -192,9 +204,9 @@ class Preflight(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         with preflight_errors():
             run_dir = output_dir(config, "hydra.run.dir")
-            digest = check_job(config)
+            checked = check_job(config)
             check_launch(config, str(OmegaConf.select(config, "hydra.launcher._target_")), multirun=False)
-            check_outputs(config, run_dir, "hydra.run.dir", digest)
+            check_outputs(config, run_dir, "hydra.run.dir", checked)
 
     def on_multirun_start(self, config: DictConfig, config_name: str | None = None, **kwargs: Any) -> None:
         from hydra import compose
@@ -220,8 +232,8 @@ class Preflight(Callback):
                 configs.append(job_cfg)
         for num, (overrides, job_cfg) in enumerate(zip(jobs, configs, strict=True)):
             with preflight_errors(where_in_sweep(overrides)):
-                digest = check_job(job_cfg, seen)
-                check_outputs(job_cfg, sweep_dir / str(num) if numbered else None, "hydra.sweep.dir", digest)
+                checked = check_job(job_cfg, seen)
+                check_outputs(job_cfg, sweep_dir / str(num) if numbered else None, "hydra.sweep.dir", checked)
 
 
 def where_in_sweep(overrides: list[str]) -> str:

@@ -20,20 +20,19 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from prune_exp.config import ConfigError, PathsConfig, PruneExpError, RunConfig, check_config, check_known_keys
+from prune_exp.config import (
+    ConfigError,
+    PathsConfig,
+    PruneExpError,
+    RunConfig,
+    check_config,
+    check_known_keys,
+    conf_dir,
+)
 from prune_exp.interrupt import Interrupted, exit_with_parent, signals_interrupt
 from prune_exp.session import resume_hint, sweep_status
 
 log = logging.getLogger("prune_exp")
-
-
-def conf_dir() -> str:
-    """conf/ at the repository root; a wheel carries a copy inside the package."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "conf", here.parent / "conf"):
-        if candidate.is_dir():
-            return str(candidate)
-    raise FileNotFoundError(f"no conf/ directory next to {here}")
 
 
 def to_run_config(cfg: DictConfig, *, resolve_paths: bool = True) -> RunConfig:

@@ -72,6 +72,7 @@ def make_trainer(
     log_dir: Path,
     progress_bar: bool,
     resume: ResumeCheckpoint | None = None,
+    max_steps: int = -1,
 ) -> pl.Trainer:
     """A Lightning Trainer for one stage; validation runs every epoch and is logged to CSV.
     With ``resume``, the whole state is checkpointed there at every epoch end, RNGs included."""
@@ -95,6 +96,7 @@ def make_trainer(
         deterministic=cfg.deterministic,
         gradient_clip_val=cfg.gradient_clip_val,
         max_epochs=max_epochs,
+        max_steps=max_steps,
         callbacks=callbacks,
         logger=ResumableCSVLogger(str(log_dir), keep_through_epoch=resume.resumed_epoch if resume else None),
         log_every_n_steps=cfg.log_every_n_steps,
@@ -205,6 +207,38 @@ def dense_stage(
     return run, cached
 
 
+def rewound_weights(job: Job, dense: DenseRun, step: int, log_dir: Path) -> dict[str, torch.Tensor]:
+    """The dense run's weights and buffers at ``step``: its epoch file when the step starts an
+    epoch, else :func:`replay_dense` up to it."""
+    if step % job.steps_per_epoch == 0:
+        return dense.state(step // job.steps_per_epoch)
+    return replay_dense(job, dense, step, log_dir / "dense_replay")
+
+
+def replay_dense(job: Job, dense: DenseRun, step: int, log_dir: Path) -> dict[str, torch.Tensor]:
+    """Train the dense recipe again from its init (epoch 0 of ``dense``) for ``step`` steps.
+
+    The dense run is a pure function of its seed (the init, each epoch's order and every RNG
+    draw are seeded), so this gives the weights the dense run had at that step, as OpenLTH's
+    rewinding to ``500it`` does; it costs ``step`` steps, and the cache keeps epoch files only."""
+    log.info("replaying the dense run to step %d (rewind point inside epoch %d)", step, step // job.steps_per_epoch)
+    pl.seed_everything(job.seed, verbose=False)
+    net = job.build_net()
+    net.load_state_dict(dense.state(0))
+    module = make_module(job, net)
+    module.lr_position = LRPosition(job.schedule, 0, 0, job.steps_per_epoch)
+    trainer = make_trainer(
+        job.trainer,
+        max_epochs=dense.epochs,
+        max_steps=step,
+        callbacks=list(job.callbacks),
+        log_dir=log_dir,
+        progress_bar=False,
+    )
+    trainer.fit(module, datamodule=job.datamodule)
+    return {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+
+
 def prune_retrain_stage(
     job: Job,
     dense: DenseRun,
@@ -225,7 +259,7 @@ def prune_retrain_stage(
     module = make_module(job, net)
     pruner = pruner_factory(net)
     enforcer = MaskEnforcer(net)
-    rewind_state = dense.state(plan.rewind_epoch) if plan.weights == "rewind" else None
+    rewind_state = rewound_weights(job, dense, plan.rewind_step, log_dir) if plan.rewind_step is not None else None
 
     def round_start_weights(round_: int) -> dict[str, torch.Tensor] | None:
         if plan.weights == "rewind":
@@ -252,7 +286,7 @@ def prune_retrain_stage(
         on_round_end=lambda result: on_round_end(result, module, pruner),
     )
     pl.seed_everything(job.seed, verbose=False)
-    if plan.epochs == 0:
+    if not plan.trains:
         job.datamodule.setup("fit")
         cycle.run_without_training()
     else:

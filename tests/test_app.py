@@ -15,10 +15,10 @@ from hydra.utils import instantiate
 from safetensors.torch import load_file
 
 from prune_exp.compact import load_compacted
-from prune_exp.config import STRATEGIES
 from prune_exp.lit.module import PruneModule
 from prune_exp.pruning.mask import Mask
 from prune_exp.records import VOLATILE, read_records
+from prune_exp.retrain.strategies import builtin_strategies
 from prune_exp.run import run
 
 pytestmark = pytest.mark.slow
@@ -85,7 +85,7 @@ RECORD_KEYS = {
 }
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("strategy", builtin_strategies())
 def test_every_strategy_runs_and_records_every_round(tmp_path: Path, data_dir: Path, strategy: str) -> None:
     cfg = job_config(tmp_path, data_dir, [*SMALL, f"retrain={strategy}"])
     value = run(cfg)

@@ -32,7 +32,7 @@ MNIST_JOB = ["data=mnist", "model=mlp", "model.hidden=[16]", "data.batch_size=16
 def data_hash(data_dir: Path, *overrides: str) -> str:
     """The dense hash a job on ``data_dir`` gets, its data loaded and digested by the preflight."""
     with composed([*MNIST_JOB, *overrides, f"paths.data_dir={data_dir}"]) as cfg:
-        return spec_hash(dense_spec_of(cfg, check_job(cfg)))
+        return spec_hash(dense_spec_of(cfg, check_job(cfg).digest))
 
 
 def change_a_label(data_dir: Path, index: int = 5) -> None:
@@ -102,7 +102,7 @@ def test_a_job_on_changed_data_trains_its_own_dense_run(tmp_path: Path) -> None:
     rows = {}
     for job, data, extra in [("a", "a", []), ("b", "b", []), ("b_again", "b", ["data.download=true"])]:
         cfg = job_config(tmp_path, tmp_path / data, [*small, *extra], job=job)
-        preflight = spec_hash(dense_spec_of(cfg, check_job(cfg)))
+        preflight = spec_hash(dense_spec_of(cfg, check_job(cfg).digest))
         run(cfg)
         rows[job] = read_records(tmp_path / job / "records.jsonl")[0]
         assert rows[job]["dense_hash"] == preflight

@@ -247,7 +247,7 @@ def test_debug_fast_works_with_every_dataset(data: str, tmp_path: Path) -> None:
     """debug=fast sets nothing dataset-specific: it composes, passes the preflight and builds the data."""
     fake_mnist(tmp_path, "MNIST")
     with composed(["debug=fast", f"data={data}", f"paths.data_dir={tmp_path}"]) as cfg:
-        assert len(check_job(cfg)) == 16
+        assert len(check_job(cfg).digest) == 16
 
 
 def test_a_sweep_loads_each_data_set_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -261,6 +261,6 @@ def test_a_sweep_loads_each_data_set_once(tmp_path: Path, monkeypatch: pytest.Mo
     digests = []
     for job in (["seed=0"], ["seed=1", "prune.sparsity=0.5"], ["data.num_samples=600"], [f"paths.data_dir={tmp_path}"]):
         with composed(["data=synthetic", "model=mlp", *job]) as cfg:
-            digests.append(check_job(cfg, memo))
+            digests.append(check_job(cfg, memo).digest)
     assert len(loads) == 3  # the second job's data is the first one's
     assert digests[0] == digests[1] == digests[3] != digests[2]  # a data dir of its own, the same tensors

@@ -19,7 +19,7 @@ from prune_exp.pruning.criteria import Magnitude
 from prune_exp.pruning.pruner import Pruner
 from prune_exp.pruning.structure import Unstructured
 from prune_exp.retrain.schedules import LRSchedule
-from prune_exp.retrain.strategies import plan_round
+from prune_exp.retrain.strategies import plan_round, strategy_config
 from prune_exp.stages import Job, prune_retrain_stage
 
 pytestmark = pytest.mark.slow
@@ -56,8 +56,9 @@ def retrain(job: Job, dense: DenseRun, tmp_path: Path, rounds: int):
     def factory(net: nn.Module) -> Pruner:
         return Pruner(net, criterion=Magnitude(), structure=Unstructured(), scope="global", sparsities=sparsities)
 
+    plan = plan_round(strategy_config("lr_rewind", budget=1), dense.epochs, job.steps_per_epoch)
     return prune_retrain_stage(
-        job, dense, pruner_factory=factory, plan=plan_round("lr_rewind", 1, dense.epochs), finetune_lr=None,
+        job, dense, pruner_factory=factory, plan=plan, finetune_lr=None,
         log_dir=tmp_path / f"log{rounds}", on_round_end=lambda *a: None,
     )  # fmt: skip
 

@@ -7,6 +7,7 @@ import itertools
 import statistics
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ import yaml
 
 from prune_exp.records import read_records
 from prune_exp.report import report_sweep
+from prune_exp.report.styles import StrategyStyles
 from prune_exp.report.tables import (
     available_costs,
     bootstrap_ci,
@@ -31,6 +33,7 @@ from prune_exp.report.tables import (
     search_costs,
     with_setting,
 )
+from prune_exp.retrain.strategies import builtin_strategies, strategy_config
 
 SEEDS = [0, 1, 2]
 STRATS = ["finetune", "weight_rewind", "lr_rewind"]
@@ -318,7 +321,8 @@ def test_the_report_states_the_dense_median_and_draws_it(tmp_path: Path) -> None
     }
     df = mm_records()
     dense = dense_by_seed(df, "test_acc")
-    fig = P.compression_figure(cell_stats(choose_budgets(df, "val_acc"), dense, "test_acc"), dense_stats(dense), "acc")
+    stats = cell_stats(choose_budgets(df, "val_acc"), dense, "test_acc")
+    fig = P.compression_figure(stats, dense_stats(dense), "acc", StrategyStyles.of(df))
     try:
         line = lines_by_gid(fig.axes[0])["dense_median"]
         assert list(line.get_ydata()) == [pytest.approx(95.6)] * 2 and "dense median 95.60%" in line.get_label()
@@ -380,10 +384,13 @@ def test_paired_table_shows_the_bootstrap_interval(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------ sweep dirs on disk
 def write_job(job_dir: Path, overrides: list[str], rows: list[dict], state: str | None) -> None:
+    """A job dir as a job writes it; its config has the real retrain: of a built-in strategy."""
     (job_dir / ".hydra").mkdir(parents=True)
     (job_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    strategy = rows[0]["strategy"] if rows else "finetune"
+    retrain = asdict(strategy_config(strategy)) if strategy in builtin_strategies() else {"strategy": strategy}
     (job_dir / ".hydra" / "config.yaml").write_text(
-        yaml.safe_dump({"seed": rows[0]["seed"] if rows else 0, "retrain": {"strategy": "x"}})
+        yaml.safe_dump({"seed": rows[0]["seed"] if rows else 0, "retrain": retrain}, allow_unicode=True)
     )
     if rows:
         (job_dir / "records.jsonl").write_text(
@@ -662,7 +669,12 @@ def test_search_cost_figure_plots_median_cumulative_flops_from_the_dense_stage()
     dense_flops = DENSE_EPOCHS * FLOPS_PER_EPOCH
     assert dcosts.loc["all", "n"] == 3 and dcosts.loc["all", "train_flops"] == dense_flops
     fig = P.search_cost_figure(
-        search_costs(df, "test_acc", costs), dcosts, dense_stats(dense_by_seed(df, "test_acc")), "train_flops", "acc"
+        search_costs(df, "test_acc", costs),
+        dcosts,
+        dense_stats(dense_by_seed(df, "test_acc")),
+        "train_flops",
+        "acc",
+        StrategyStyles.of(df),
     )
     try:
         (ax,) = fig.axes[:1]
@@ -709,6 +721,7 @@ def test_search_cost_falls_back_to_epochs_without_flops_columns(tmp_path: Path) 
         dense_stats(dense_by_seed(df, "test_acc")),
         "epochs",
         "acc",
+        StrategyStyles.of(df),
     )
     try:
         ax = fig.axes[0]
@@ -743,7 +756,12 @@ def test_search_cost_with_several_budgets_connects_each_sparsity_across_budgets(
     costs = available_costs(df)
     scosts = search_costs(df, "test_acc", costs)
     fig = P.search_cost_figure(
-        scosts, dense_costs(df, costs), dense_stats(dense_by_seed(df, "test_acc")), "train_flops", "acc"
+        scosts,
+        dense_costs(df, costs),
+        dense_stats(dense_by_seed(df, "test_acc")),
+        "train_flops",
+        "acc",
+        StrategyStyles.of(df),
     )
     try:
         lines = lines_by_gid(fig.axes[0])
@@ -821,6 +839,7 @@ def test_search_cost_tick_labels_do_not_overlap(budget: int, levels: list[float]
         dense_stats(dense_by_seed(df, "test_acc")),
         axis,
         "acc",
+        StrategyStyles.of(df),
     )
     try:
         bottom, top = visible_tick_labels(fig)

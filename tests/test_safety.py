@@ -65,7 +65,7 @@ def test_a_damaged_cache_file_is_refused_before_training(finished: Path, tmp_pat
 
 def test_a_pickle_planted_as_the_dense_runs_checkpoint_is_refused_not_run(tmp_path: Path) -> None:
     with composed(SMALL) as cfg:
-        partial = DenseCache(tmp_path / "outputs/cache").partial(spec_hash(dense_spec_of(cfg, check_job(cfg))))
+        partial = DenseCache(tmp_path / "outputs/cache").partial(spec_hash(dense_spec_of(cfg, check_job(cfg).digest)))
     partial.mkdir(parents=True)
     marker = tmp_path / "pwned"
     torch.save({"state_dict": Payload(marker)}, partial / "resume.ckpt")

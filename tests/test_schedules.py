@@ -1,4 +1,4 @@
-"""LR schedules (pure functions) and the round plan of every strategy."""
+"""LR schedules (pure functions); the round plans are in test_strategies.py."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import pytest
 
 from prune_exp.config import ConstantScheduleConfig, CosineScheduleConfig, MultiStepScheduleConfig
 from prune_exp.retrain.schedules import LRPosition, LRSchedule
-from prune_exp.retrain.strategies import plan_round
 
 
 def test_multistep_drops_at_milestones() -> None:
@@ -44,19 +43,3 @@ def test_position_replays_the_schedule_from_an_offset_bit_for_bit() -> None:
     replay = LRPosition(s, 5 * 7, 1000, 7)  # the dense schedule from epoch 5, starting at trainer step 1000
     assert all(replay.lr(1000 + i) == dense.lr(35 + i) for i in range(21))
     assert LRPosition(0.003, 0, 0, 7).lr(12345) == 0.003
-
-
-@pytest.mark.parametrize(
-    ("strategy", "epochs", "weights", "rewind", "lr", "start"),
-    [
-        ("finetune", 3, "current", None, "constant", 0),
-        ("weight_rewind", 3, "rewind", 7, "dense", 7),
-        ("lr_rewind", 3, "current", None, "dense", 7),
-        ("lottery", 10, "rewind", 0, "dense", 0),
-        ("reinit", 10, "reinit", None, "dense", 0),
-        ("none", 0, "current", None, "none", 0),
-    ],
-)
-def test_round_plans(strategy, epochs, weights, rewind, lr, start) -> None:
-    p = plan_round(strategy, 3, 10)
-    assert (p.epochs, p.weights, p.rewind_epoch, p.lr, p.lr_start_epoch) == (epochs, weights, rewind, lr, start)

@@ -11,14 +11,14 @@ from helpers import tiny_dense, tiny_job
 from lightning.pytorch.callbacks import Callback
 
 from prune_exp.cache import DenseRun
-from prune_exp.config import AdamConfig, ConstantScheduleConfig
+from prune_exp.config import AdamConfig, ConstantScheduleConfig, RetrainConfig
 from prune_exp.lit.callbacks import RoundResult
 from prune_exp.pruning.criteria import Magnitude
 from prune_exp.pruning.pruner import Pruner, sparsity_schedule
 from prune_exp.pruning.structure import Channel, Unstructured
 from prune_exp.retrain.schedules import LRSchedule
-from prune_exp.retrain.strategies import plan_round
-from prune_exp.stages import Job, prune_retrain_stage
+from prune_exp.retrain.strategies import plan_round, strategy_config
+from prune_exp.stages import Job, prune_retrain_stage, replay_dense
 
 
 class Probe(Callback):
@@ -32,6 +32,7 @@ class Probe(Callback):
         self.violations = 0
         self.momentum_violations = 0
         self.state_sizes_at_epoch_start: dict[int, int] = {}
+        self.step_states: dict[int, dict[str, torch.Tensor]] = {}  # after each step, by global step
 
     def on_fit_start(self, trainer, pl_module) -> None:
         from prune_exp.lit.callbacks import PruneRetrainCycle
@@ -48,6 +49,7 @@ class Probe(Callback):
         self.lrs[trainer.global_step] = optimizer.param_groups[0]["lr"]
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.step_states[trainer.global_step] = {k: v.detach().clone() for k, v in pl_module.net.state_dict().items()}
         if self.cycle is None:
             return
         params = dict(pl_module.net.named_parameters())
@@ -63,7 +65,7 @@ class Probe(Callback):
 def retrain(
     job: Job,
     dense: DenseRun,
-    strategy: str,
+    strategy: str | RetrainConfig,
     budget: int,
     tmp_path: Path,
     *,
@@ -71,7 +73,8 @@ def retrain(
     structure=None,
     finetune_lr: float | None = None,
 ) -> tuple[Pruner, list[RoundResult]]:
-    plan = plan_round(strategy, budget, dense.epochs)
+    rt = strategy_config(strategy, budget=budget) if isinstance(strategy, str) else strategy
+    plan = plan_round(rt, dense.epochs, job.steps_per_epoch)
 
     def factory(net):
         return Pruner(
@@ -135,6 +138,38 @@ def test_weight_rewinding_starts_every_round_at_theta_T_minus_t_times_mask_bit_f
         origin = r * t * spe
         for i in range(t * spe):
             assert probe.lrs[origin + i] == dense_probe.lrs[(dense.epochs - t) * spe + i]
+    assert probe.violations == 0
+
+
+def test_replaying_the_dense_run_gives_its_weights_bit_for_bit(dense_probe_and_run, tmp_path) -> None:
+    job, dense, dense_probe = dense_probe_and_run
+    job.callbacks = []
+    spe = job.steps_per_epoch
+    for step in (2 * spe, spe + 3):  # an epoch file to compare with, and a step inside epoch 1
+        state = replay_dense(job, dense, step, tmp_path / f"replay{step}")
+        expected = dense.state(2) if step == 2 * spe else dense_probe.step_states[step]
+        assert state.keys() == expected.keys()
+        assert all(torch.equal(state[k], expected[k]) for k in state), step
+
+
+def test_late_resetting_rewinds_to_an_iteration_and_replays_the_lr_from_there(dense_probe_and_run, tmp_path) -> None:
+    """rewind_to: Nit inside epoch 1, the LR replayed from iteration N, a budget of T."""
+    job, dense, dense_probe = dense_probe_and_run
+    probe = Probe()
+    job.callbacks = [probe]
+    T, spe = dense.epochs, job.steps_per_epoch
+    k = spe + 3
+    rt = strategy_config("weight_rewind", rewind_to=f"{k}it", lr_from=f"{k}it", duration="full", budget=1)
+    _, results = retrain(job, dense, rt, 1, tmp_path)
+    assert [r.epochs for r in results] == [T, T]
+    theta_k = dense_probe.step_states[k]
+    for r, res in enumerate(results):
+        start = probe.epoch_start_states[r * T]
+        for key, v in theta_k.items():
+            expected = torch.where(res.mask[key], v, torch.zeros_like(v)) if key in res.mask else v
+            assert torch.equal(start[key], expected), (r, key)
+        lrs = [probe.lrs[r * T * spe + i] for i in range(T * spe)]
+        assert lrs == [job.schedule((k + i) / spe) for i in range(T * spe)]  # past T: the final LR
     assert probe.violations == 0
 
 

@@ -57,6 +57,13 @@ def _identity(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, t
     return batch
 
 
+def epoch_steps(examples: int, batch_size: int, world_size: int = 1) -> int:
+    """Optimizer steps in one epoch of ``examples`` at ``batch_size`` split over ``world_size``
+    processes (each rank's last, partial batch included)."""
+    per_rank = -(-examples // world_size)
+    return -(-per_rank // (batch_size // world_size))
+
+
 class EpochShuffle(Sampler[int]):
     """A random order that is a pure function of (seed, epoch).
 
@@ -219,8 +226,7 @@ class SplitDataModule(pl.LightningDataModule):
         """Optimizer steps in one training epoch (the last, partial batch included)."""
         if self.train is None:
             raise RuntimeError("call setup() first")
-        per_rank = -(-len(self.train) // self.world_size)
-        return -(-per_rank // (self.batch_size // self.world_size))
+        return epoch_steps(len(self.train), self.batch_size, self.world_size)
 
 
 class TensorDataModule(SplitDataModule):

@@ -162,9 +162,7 @@ class PruneRetrainCycle(Callback):
         self._set_lr_position()
 
     def _set_lr_position(self) -> None:
-        self.module.lr_position = LRPosition(
-            self.lr, self.plan.lr_start_epoch * self.steps_per_epoch, self._start_step, self.steps_per_epoch
-        )
+        self.module.lr_position = LRPosition(self.lr, self.plan.lr_start_step, self._start_step, self.steps_per_epoch)
 
     def finish_round(self, global_step: int, epochs: int) -> RoundResult:
         result = RoundResult(

@@ -12,12 +12,12 @@ import pandas as pd
 
 from prune_exp.atomic import atomic_write, write_text
 from prune_exp.report.collect import DESCRIPTORS, JobStatus, Sweep, load_sweep, setting_columns
+from prune_exp.report.styles import StrategyStyles
 from prune_exp.report.tables import (
     BOOTSTRAP_RESAMPLES,
     COST_FORMAT,
     COST_UNIT,
     LEVEL,
-    PAIRS,
     available_costs,
     cell_stats,
     choose_budgets,
@@ -28,21 +28,26 @@ from prune_exp.report.tables import (
     diff_ci_wins,
     largest_compression_at_dense,
     mean_std_n,
-    ordered,
     paired,
+    pairs,
     pct,
     search_costs,
     signed_pp,
     with_setting,
 )
 
-SHORT = {"finetune": "FT", "weight_rewind": "WR", "lr_rewind": "LRR"}
-
 
 def report_sweep(
-    sweep_dir: str | Path, *, metric: str = "acc", plots: bool = True, out: Callable[[str], None] = print
+    sweep_dir: str | Path,
+    *,
+    metric: str = "acc",
+    baseline: str | None = None,
+    plots: bool = True,
+    out: Callable[[str], None] = print,
 ) -> Sweep:
     """Write ``results.csv``, ``summary.md`` and the figures into ``sweep_dir``; print the summary.
+    The paired differences compare each strategy with ``baseline`` when the sweep has it, else
+    every pair of strategies.
 
     Works on whatever the dir holds: a finished sweep, one that is still running, one whose
     jobs ran on a cluster, or one with failed jobs (they are listed, the rest is reported).
@@ -56,6 +61,7 @@ def report_sweep(
         return sweep
 
     df = with_setting(sweep.results, setting_columns(sweep.results))
+    styles = StrategyStyles.of(df)
     with atomic_write(sweep_dir / "results.csv") as tmp:
         df.to_csv(tmp, index=False)
     metric_col = f"test_{metric}"
@@ -75,22 +81,22 @@ def report_sweep(
     for setting in dstats.index:
         if len(dstats) > 1:
             md += [f"## Setting: {setting}", ""]
-        md += _setting_section(setting, stats, dstats, chosen, headline, metric_col, select)
+        md += _setting_section(setting, stats, dstats, chosen, headline, metric_col, select, styles, baseline)
         if setting in stats.index.get_level_values("setting"):
-            md += _search_cost_section(setting, stats, scosts, dcosts, costs, select, cost_figure)
+            md += _search_cost_section(setting, stats, scosts, dcosts, costs, select, cost_figure, styles)
 
     if plots and not stats.empty:
         from prune_exp.report import plots as P
 
         sub = _subtitle(df)
-        figures = P.accuracy_vs_compression(stats, dstats, sweep_dir, metric, sub)
+        figures = P.accuracy_vs_compression(stats, dstats, sweep_dir, metric, styles, sub)
         if (df[df["round"] > 0].groupby(["setting", "strategy", LEVEL])["budget"].nunique() > 1).any():
-            figures += P.accuracy_vs_budget(df[df["round"] > 0], dstats, sweep_dir, metric_col, metric, sub)
+            figures += P.accuracy_vs_budget(df[df["round"] > 0], dstats, sweep_dir, metric_col, metric, styles, sub)
         if cost_figure:
-            figures += P.accuracy_vs_search_cost(scosts, dcosts, dstats, sweep_dir, axis, metric, sub)
+            figures += P.accuracy_vs_search_cost(scosts, dcosts, dstats, sweep_dir, axis, metric, styles, sub)
         masks = _final_masks(df, sweep_dir)
         if not masks.empty:
-            figures += P.layer_sparsity(masks, sweep_dir, sub)
+            figures += P.layer_sparsity(masks, sweep_dir, styles, sub)
         md += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figures if p.suffix == ".png"] + [""]
     md += ["Tidy results (one row per job and round, with every config value): `results.csv`.", ""]
     _finish(sweep_dir, md, out)
@@ -161,10 +167,12 @@ def _setting_section(
     headline: pd.DataFrame,
     metric_col: str,
     select: str,
+    styles: StrategyStyles,
+    baseline: str | None,
 ) -> list[str]:
     s = stats.xs(setting, level="setting")
     d = dstats.loc[setting]
-    strategies = ordered(s.index.get_level_values("strategy"))
+    strategies = styles.ordered(s.index.get_level_values("strategy"))
     several_budgets = bool((s["budgets"] > 1).any())
     lines = [
         f"Dense model: {metric_col} {mean_std_n(d['mean'], d['std'], int(d['n']))} % (n seeds), "
@@ -201,23 +209,27 @@ def _setting_section(
         lines += [f"The budget t of every cell was chosen on {select} (mean over seeds), then reported on test.", ""]
     lines += [table.to_markdown(index=False, disable_numparse=True), ""]
 
-    lines += _paired_section(setting, s, chosen, strategies, metric_col)
+    lines += _paired_section(setting, s, chosen, pairs(strategies, baseline), styles, metric_col)
     lines += _headline_section(headline.xs(setting, level="setting"), strategies)
     return lines
 
 
 def _paired_section(
-    setting: str, s: pd.DataFrame, chosen: pd.DataFrame, strategies: list[str], metric_col: str
+    setting: str,
+    s: pd.DataFrame,
+    chosen: pd.DataFrame,
+    compare: list[tuple[str, str]],
+    styles: StrategyStyles,
+    metric_col: str,
 ) -> list[str]:
-    """LRR − FT, WR − FT, LRR − WR per target sparsity over the seeds both have."""
+    """A − B for each pair of ``compare`` (e.g. LRR − FT) per target sparsity, over the seeds both have."""
     pair_cols = {}
-    for a, b in PAIRS:
-        if a in strategies and b in strategies:
-            p = paired(chosen[chosen["setting"] == setting], a, b, metric_col).xs(setting, level="setting")
-            cols = ["mean_diff", "ci_lo", "ci_hi", "a_wins", "b_wins", "ties"]
-            pair_cols[f"{SHORT[a]} − {SHORT[b]}"] = pd.Series(
-                [diff_ci_wins(*r) for r in p[cols].itertuples(index=False)], index=p.index
-            )
+    for a, b in compare:
+        p = paired(chosen[chosen["setting"] == setting], a, b, metric_col).xs(setting, level="setting")
+        cols = ["mean_diff", "ci_lo", "ci_hi", "a_wins", "b_wins", "ties"]
+        pair_cols[f"{styles.short[a]} − {styles.short[b]}"] = pd.Series(
+            [diff_ci_wins(*r) for r in p[cols].itertuples(index=False)], index=p.index
+        )
     if not pair_cols:
         return []
     levels = sorted(s.index.get_level_values(LEVEL).unique())
@@ -269,6 +281,7 @@ def _search_cost_section(
     costs: list[str],
     select: str,
     figure: bool,
+    styles: StrategyStyles,
 ) -> list[str]:
     """What it cost to find each model of the accuracy table: the dense stage once, then per
     strategy and target sparsity the retraining up to it (at the budget chosen on ``select``
@@ -279,7 +292,7 @@ def _search_cost_section(
     d = dcosts.loc[setting]
     dense = ", ".join(f"{COST_FORMAT[c](d[c])} {COST_UNIT[c]}" for c in costs)
     s = stats.xs(setting, level="setting")
-    strategies = ordered(s.index.get_level_values("strategy"))
+    strategies = styles.ordered(s.index.get_level_values("strategy"))
     several_budgets = bool((s["budgets"] > 1).any())
     notes = [
         f"Dense stage, counted once (one run per seed, shared by every strategy through the cache): "
@@ -367,11 +380,19 @@ def main(argv: list[str] | None = None) -> int:
         choices=["acc", "acc_top5", "f1_macro"],
         help="the test metric to report (default: acc)",
     )
+    parser.add_argument(
+        "--baseline",
+        nargs="?",
+        const="finetune",
+        default=None,
+        metavar="STRATEGY",
+        help="compare each strategy with this one (alone: finetune); default: every pair of strategies",
+    )
     parser.add_argument("--no-plots", action="store_true", help="write the tables only")
     args = parser.parse_args(argv)
     if not args.sweep_dir.is_dir():
         parser.error(f"SWEEP_DIR {args.sweep_dir} is not a directory")
-    sweep = report_sweep(args.sweep_dir, metric=args.metric, plots=not args.no_plots)
+    sweep = report_sweep(args.sweep_dir, metric=args.metric, baseline=args.baseline, plots=not args.no_plots)
     code, why = verdict(sweep)
     print(why, flush=True)
     return code

@@ -10,11 +10,13 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from prune_exp.config import STRATEGY_KEYS
 from prune_exp.jobdir import holder
 from prune_exp.records import RECORDS_FILE, STATUS_FILE
 
-# Config keys that are the axes of a comparison, not part of the setting being compared.
-AXES = {"retrain.strategy", "retrain.budget", "seed", "prune.sparsity", "name", "select_metric"}
+# Config keys that are the axes of a comparison, not part of the setting being compared: what a
+# strategy is (its name, parts and report style), the budget, the seed, the target sparsity.
+AXES = {*(f"retrain.{k}" for k in STRATEGY_KEYS), "retrain.budget", "seed", "prune.sparsity", "name", "select_metric"}
 IGNORED_PREFIXES = ("paths.", "trainer.progress_bar", "trainer.num_threads", "dense.rewind_epochs")
 
 
@@ -223,7 +225,7 @@ def load_sweep(sweep_dir: str | Path) -> Sweep:
     sweep_dir = Path(sweep_dir)
     expected = expected_jobs(sweep_dir)
     frames, found = [], {}
-    for ov_file in sorted(sweep_dir.rglob(".hydra/overrides.yaml")):
+    for ov_file in sorted(sweep_dir.rglob(".hydra/overrides.yaml"), key=lambda p: _natural(p, sweep_dir)):
         job_dir = ov_file.parent.parent
         overrides, problem = _overrides(ov_file, expected)
         if problem:
@@ -240,6 +242,11 @@ def load_sweep(sweep_dir: str | Path) -> Sweep:
         jobs += [s for key, s in found.items() if key not in keys]
     results = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     return Sweep(dir=sweep_dir, results=results, jobs=jobs)
+
+
+def _natural(path: Path, root: Path) -> list[tuple[int, str]]:
+    """A sort key in which job dir 2 comes before job dir 10: the order the sweep ran its jobs."""
+    return [(int(p), "") if p.isdigit() else (-1, p) for p in path.relative_to(root).parts]
 
 
 # Record columns that describe a job's setting (what the summary prints as its header).

@@ -13,24 +13,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter, NullLocator
 
-from prune_exp.report.tables import COST_FORMAT, COST_UNIT, LEVEL, ordered
-
-COLORS = {
-    "finetune": "tab:blue",
-    "weight_rewind": "tab:orange",
-    "lr_rewind": "tab:green",
-    "lottery": "tab:red",
-    "reinit": "tab:purple",
-    "none": "tab:gray",
-}
-LABELS = {
-    "finetune": "fine-tuning (FT)",
-    "weight_rewind": "weight rewinding (WR)",
-    "lr_rewind": "LR rewinding (LRR)",
-    "lottery": "lottery ticket (θ₀)",
-    "reinit": "random reinit",
-    "none": "no retraining",
-}
+from prune_exp.report.styles import StrategyStyles
+from prune_exp.report.tables import COST_FORMAT, COST_UNIT, LEVEL
 
 
 def _save(fig: plt.Figure, out_dir: Path, name: str) -> list[Path]:
@@ -65,27 +49,29 @@ def _grid(n: int) -> tuple[plt.Figure, list[plt.Axes]]:
 
 
 def accuracy_vs_compression(
-    stats: pd.DataFrame, dense: pd.DataFrame, out_dir: Path, metric: str, subtitle: str = ""
+    stats: pd.DataFrame, dense: pd.DataFrame, out_dir: Path, metric: str, styles: StrategyStyles, subtitle: str = ""
 ) -> list[Path]:
     """``compression_figure``, written to ``out_dir``."""
-    return _save(compression_figure(stats, dense, metric, subtitle), out_dir, "accuracy_vs_compression")
+    return _save(compression_figure(stats, dense, metric, styles, subtitle), out_dir, "accuracy_vs_compression")
 
 
-def compression_figure(stats: pd.DataFrame, dense: pd.DataFrame, metric: str, subtitle: str = "") -> plt.Figure:
+def compression_figure(
+    stats: pd.DataFrame, dense: pd.DataFrame, metric: str, styles: StrategyStyles, subtitle: str = ""
+) -> plt.Figure:
     """Median over seeds per strategy against the compression ratio (log2), min–max shaded; the
     dense model's median over seeds as a dashed line (gid ``"dense_median"``) in its min–max band."""
     settings = list(stats.index.get_level_values("setting").unique())
     fig, axes = _grid(len(settings))
     for ax, setting in zip(axes, settings, strict=True):
         s = stats.xs(setting, level="setting").reset_index()
-        for strategy in ordered(s["strategy"]):
+        for strategy in styles.ordered(s["strategy"]):
             d = s[s["strategy"] == strategy].sort_values("compression")
             x = np.concatenate([[1.0], d["compression"].to_numpy()])
             med = 100 * np.concatenate([[dense.loc[setting, "median"]], d["median"].to_numpy()])
             lo = 100 * np.concatenate([[dense.loc[setting, "min"]], d["min"].to_numpy()])
             hi = 100 * np.concatenate([[dense.loc[setting, "max"]], d["max"].to_numpy()])
-            c = COLORS.get(strategy)
-            ax.plot(x, med, marker="o", ms=3.5, color=c, label=f"{LABELS.get(strategy, strategy)} (n={d['n'].max()})")
+            c = styles.color[strategy]
+            ax.plot(x, med, marker="o", ms=3.5, color=c, label=f"{styles.label[strategy]} (n={d['n'].max()})")
             ax.fill_between(x, lo, hi, color=c, alpha=0.18, lw=0)
         _dense_band(ax, dense.loc[setting])
         ax.set_xscale("log", base=2)
@@ -102,17 +88,23 @@ def compression_figure(stats: pd.DataFrame, dense: pd.DataFrame, metric: str, su
 
 
 def accuracy_vs_budget(
-    chosen_all: pd.DataFrame, dense: pd.DataFrame, out_dir: Path, metric_col: str, metric: str, subtitle: str = ""
+    chosen_all: pd.DataFrame,
+    dense: pd.DataFrame,
+    out_dir: Path,
+    metric_col: str,
+    metric: str,
+    styles: StrategyStyles,
+    subtitle: str = "",
 ) -> list[Path]:
     """One panel per (setting, sparsity): test metric against the retraining budget t."""
     panels = chosen_all.groupby(["setting", LEVEL])
     fig, axes = _grid(panels.ngroups)
     for ax, ((setting, level), d) in zip(axes, panels, strict=True):
-        for strategy in ordered(d["strategy"]):
+        for strategy in styles.ordered(d["strategy"]):
             g = d[d["strategy"] == strategy].groupby("budget")[metric_col]
             x = np.array(sorted(g.groups))
-            c = COLORS.get(strategy)
-            ax.plot(x, 100 * g.median().loc[x], marker="o", ms=3.5, color=c, label=LABELS.get(strategy, strategy))
+            c = styles.color[strategy]
+            ax.plot(x, 100 * g.median().loc[x], marker="o", ms=3.5, color=c, label=styles.label[strategy])
             ax.fill_between(x, 100 * g.min().loc[x], 100 * g.max().loc[x], color=c, alpha=0.18, lw=0)
         _dense_band(ax, dense.loc[setting])
         comp = d["compression"].mean()
@@ -135,6 +127,7 @@ def search_cost_figure(
     dense: pd.DataFrame,
     cost: str,
     metric: str,
+    styles: StrategyStyles,
     subtitle: str = "",
 ) -> plt.Figure:
     """Accuracy against search cost: what it cost to find each pruned model (the paper's
@@ -173,10 +166,10 @@ def search_cost_figure(
         levels = sorted(s[LEVEL].unique())
         marker = {lv: MARKERS[i % len(MARKERS)] for i, lv in enumerate(levels)}
         several = bool((s.groupby(["strategy", LEVEL])["budget"].nunique() > 1).any())
-        for strategy in ordered(s["strategy"]):
-            c = COLORS.get(strategy)
+        for strategy in styles.ordered(s["strategy"]):
+            c = styles.color[strategy]
             st = s[s["strategy"] == strategy]
-            label = f"{LABELS.get(strategy, strategy)} (n={st['n'].max()})"
+            label = f"{styles.label[strategy]} (n={st['n'].max()})"
             if several:
                 lines = [(f"{strategy}@{lv}", st[st[LEVEL] == lv], marker[lv], False) for lv in levels]
             else:
@@ -273,14 +266,15 @@ def accuracy_vs_search_cost(
     out_dir: Path,
     cost: str,
     metric: str,
+    styles: StrategyStyles,
     subtitle: str = "",
 ) -> list[Path]:
     """``search_cost_figure``, written to ``out_dir``."""
-    fig = search_cost_figure(costs, dense_costs, dense, cost, metric, subtitle)
+    fig = search_cost_figure(costs, dense_costs, dense, cost, metric, styles, subtitle)
     return _save(fig, out_dir, "accuracy_vs_search_cost")
 
 
-def layer_sparsity(masks: pd.DataFrame, out_dir: Path, subtitle: str = "") -> list[Path]:
+def layer_sparsity(masks: pd.DataFrame, out_dir: Path, styles: StrategyStyles, subtitle: str = "") -> list[Path]:
     """Grouped bars: the final masks' sparsity per prunable layer, one bar per strategy (mean
     over the jobs at the sweep's highest target sparsity)."""
     settings = list(masks["setting"].unique())
@@ -288,7 +282,7 @@ def layer_sparsity(masks: pd.DataFrame, out_dir: Path, subtitle: str = "") -> li
     for ax, setting in zip(axes, settings, strict=True):
         m = masks[masks["setting"] == setting]
         layers = list(dict.fromkeys(m["layer"]))
-        strategies = ordered(m["strategy"])
+        strategies = styles.ordered(m["strategy"])
         width = 0.8 / len(strategies)
         for i, strategy in enumerate(strategies):
             mean = m[m["strategy"] == strategy].groupby("layer")["sparsity"].mean().reindex(layers)
@@ -296,8 +290,8 @@ def layer_sparsity(masks: pd.DataFrame, out_dir: Path, subtitle: str = "") -> li
                 np.arange(len(layers)) + (i - (len(strategies) - 1) / 2) * width,
                 100 * mean,
                 width,
-                color=COLORS.get(strategy),
-                label=LABELS.get(strategy, strategy),
+                color=styles.color[strategy],
+                label=styles.label[strategy],
             )
         target = m["target"].max()
         ax.axhline(100 * target, color="black", lw=1, ls="--", label=f"target {100 * target:.1f}%")

@@ -17,8 +17,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-STRATEGY_ORDER = ["finetune", "weight_rewind", "lr_rewind", "lottery", "reinit", "none"]
-PAIRS = [("lr_rewind", "finetune"), ("weight_rewind", "finetune"), ("lr_rewind", "weight_rewind")]
 LEVEL = "target_sparsity"
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0  # a fixed RNG: the same records give the same report, intervals included
@@ -34,9 +32,12 @@ def with_setting(df: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
     return out
 
 
-def ordered(strategies) -> list[str]:
-    known = [s for s in STRATEGY_ORDER if s in set(strategies)]
-    return known + sorted(set(strategies) - set(known))
+def pairs(strategies: list[str], baseline: str | None = None) -> list[tuple[str, str]]:
+    """The (a, b) to compare as a − b: each strategy against ``baseline`` when the sweep has it,
+    else every pair, each later strategy against each earlier one."""
+    if baseline in strategies:
+        return [(s, baseline) for s in strategies if s != baseline]
+    return [(b, a) for i, a in enumerate(strategies) for b in strategies[i + 1 :]]
 
 
 def dense_by_seed(df: pd.DataFrame, metric: str) -> pd.DataFrame:

@@ -1,6 +1,8 @@
-"""Retraining strategies (Renda, Frankle & Carbin 2020) as round plans.
+"""Retraining strategies (Renda, Frankle & Carbin 2020) as data: a config resolved to a round plan.
 
-Every strategy spends the same budget ``t`` after every round, except the controls:
+A strategy (config.RetrainConfig, one YAML file in conf/retrain/) says three things: the
+weights at round start, the LR during the round and how long it lasts. Every strategy spends
+the same budget ``t`` after every round, except the controls:
 
 =============  ===============================  ===================================  ======
 strategy       weights at round start           LR during the round                  epochs
@@ -12,39 +14,85 @@ lottery        theta_0 * m                      full dense schedule             
 reinit         fresh random init * m            full dense schedule                  T
 none           current weights                  (no training)                        0
 =============  ===============================  ===================================  ======
+
+Positions (``rewind_to``, ``lr_from``) are in epochs or iterations (retrain/positions.py), and
+a plan holds them as optimizer steps of the dense run. Past T a replayed schedule holds its
+final LR.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from prune_exp.config import ConfigError, RetrainConfig, check_retrain, conf_dir
+from prune_exp.retrain.positions import parse_position
 
 
 @dataclass(frozen=True)
 class RoundPlan:
-    """What a strategy does in every round."""
+    """What a strategy does in every round, in steps of the dense run."""
 
     strategy: str
-    epochs: int
-    weights: Literal["current", "rewind", "reinit"]
-    rewind_epoch: int | None  # dense epoch to restore (weights == "rewind")
-    lr: Literal["constant", "dense", "none"]
-    lr_start_epoch: int  # position in the dense schedule at round start (lr == "dense")
+    epochs: int  # of retraining per round
+    weights: str  # config.WEIGHTS
+    rewind_step: int | None  # the dense step whose weights are restored (weights == "rewind")
+    lr: str  # config.LR_MODES
+    lr_start_step: int  # the dense schedule's step at round start (lr == "replay")
+
+    @property
+    def trains(self) -> bool:
+        return self.epochs > 0
+
+    def dense_epochs_needed(self, steps_per_epoch: int) -> set[int]:
+        """The dense run's epoch files this plan reads: the rewind point's, or epoch 0 when the
+        point is inside an epoch (stages.replay_dense starts from the init)."""
+        if self.rewind_step is None:
+            return set()
+        return {self.rewind_step // steps_per_epoch if self.rewind_step % steps_per_epoch == 0 else 0}
 
 
-def plan_round(strategy: str, budget: int, dense_epochs: int) -> RoundPlan:
-    """The plan every round of ``strategy`` follows, for budget ``t`` out of ``T`` dense epochs."""
-    t, T = budget, dense_epochs
-    if strategy == "finetune":
-        return RoundPlan(strategy, t, "current", None, "constant", 0)
-    if strategy == "weight_rewind":
-        return RoundPlan(strategy, t, "rewind", T - t, "dense", T - t)
-    if strategy == "lr_rewind":
-        return RoundPlan(strategy, t, "current", None, "dense", T - t)
-    if strategy == "lottery":
-        return RoundPlan(strategy, T, "rewind", 0, "dense", 0)
-    if strategy == "reinit":
-        return RoundPlan(strategy, T, "reinit", None, "dense", 0)
-    if strategy == "none":
-        return RoundPlan(strategy, 0, "current", None, "none", 0)
-    raise ValueError(f"unknown retrain strategy {strategy!r}")
+def plan_round(rt: RetrainConfig, dense_epochs: int, steps_per_epoch: int) -> RoundPlan:
+    """The plan every round of ``rt`` follows, with T = ``dense_epochs`` of ``steps_per_epoch``
+    steps. ConfigError, naming the key, for parts that do not fit together or a position outside
+    the dense run."""
+    check_retrain(rt, dense_epochs)
+    T, t = dense_epochs, rt.budget
+    last = T * steps_per_epoch
+
+    def step(key: str) -> int | None:
+        text = getattr(rt, key)
+        if text is None:
+            return None
+        s = parse_position(text).step(T, t, steps_per_epoch)
+        if not 0 <= s <= last:
+            raise ConfigError(
+                f"retrain.{key}={text} is not allowed; allowed: a position in the dense run, steps 0..{last} "
+                f"(dense.epochs={T} of {steps_per_epoch} steps), but it is step {s}"
+            )
+        return s
+
+    epochs = {"budget": t, "full": T, "none": 0}[rt.duration]
+    return RoundPlan(rt.strategy, epochs, rt.weights, step("rewind_to"), rt.lr, step("lr_from") or 0)
+
+
+def strategy_config(name: str, **values: object) -> RetrainConfig:
+    """A strategy as a typed config: ``name`` is a built-in (conf/retrain/<name>.yaml) or the
+    path of a user's YAML file over the same schema; ``values`` override its keys (``budget=30``)."""
+    path = Path(name) if name.endswith((".yaml", ".yml")) else Path(conf_dir()) / "retrain" / f"{name}.yaml"
+    if not path.is_file():
+        allowed = ", ".join(builtin_strategies())
+        raise ConfigError(f"retrain={name!r} is not a strategy; allowed: {allowed} or a YAML file")
+    own = OmegaConf.load(path)
+    own.pop("defaults", None)
+    merged = OmegaConf.merge(OmegaConf.structured(RetrainConfig), own, values)
+    rt = OmegaConf.to_object(merged)
+    assert isinstance(rt, RetrainConfig)
+    return rt
+
+
+def builtin_strategies() -> list[str]:
+    """The strategies prune_exp ships: the files of conf/retrain/."""
+    return sorted(p.stem for p in (Path(conf_dir()) / "retrain").glob("*.yaml"))
