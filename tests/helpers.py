@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -21,7 +23,7 @@ from prune_exp.config import MultiStepScheduleConfig, SGDConfig, TrainerConfig
 from prune_exp.data.synthetic import SyntheticDataModule
 from prune_exp.models.mlp import MLP
 from prune_exp.retrain.schedules import LRSchedule
-from prune_exp.run import conf_dir
+from prune_exp.run import _exit_status, conf_dir
 from prune_exp.stages import Job, dense_stage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,6 +63,25 @@ def run_cli(
     )
 
 
+def run_in_process(root: Path, args: Sequence[str]) -> tuple[int, str]:
+    """``prune-exp ARGS`` in this process, in ``root`` (``paths.root_dir``): (exit status, stderr).
+    The exit path of the real command (run._exit_status) without a new process's ~7 s of imports."""
+    err = io.StringIO()
+    argv, cwd = sys.argv, os.getcwd()
+    sys.argv = ["prune-exp", *args, f"paths.root_dir={root}"]
+    os.chdir(root)
+    try:
+        with contextlib.redirect_stderr(err):
+            code = _exit_status()
+    finally:
+        sys.argv = argv
+        os.chdir(cwd)
+    if isinstance(code, str):
+        print(code, file=err)
+        code = 1
+    return int(code or 0), err.getvalue()
+
+
 def snapshot(root: Path) -> dict[str, bytes]:
     """Every file under ``root`` and its bytes: to check that nothing was changed."""
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
@@ -73,11 +94,12 @@ def finished_root(root: Path, args: Sequence[str]) -> Path:
     return root
 
 
-# A job long enough to kill or preempt in its dense stage and again while it retrains: ~0.5 s
-# per epoch on this machine (1,200 steps of batch 8). tests/test_resume.py, tests/test_slurm.py.
+# A job long enough to kill or preempt in its dense stage and again while it retrains: ~0.8 s
+# per epoch on this machine (600 steps of batch 8), so a kill 0.25 s after an epoch's checkpoint
+# lands inside the next epoch. tests/test_resume.py, tests/test_lifecycle.py, tests/test_slurm.py.
 RESUMABLE_JOB = [
     "data=synthetic",
-    "data.num_samples=12000",
+    "data.num_samples=6000",
     "data.batch_size=8",
     "model=mlp",
     "optim.lr=0.01",

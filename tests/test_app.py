@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import job_config, run_cli
+from helpers import job_config, run_cli, run_in_process
 from hydra.utils import instantiate
 from safetensors.torch import load_file
 
@@ -240,10 +240,10 @@ def test_bad_input_fails_before_anything_is_written(tmp_path: Path, args: list[s
     (tmp_path / "outputs").mkdir()
     earlier = tmp_path / "outputs" / "earlier.txt"
     earlier.write_text("an earlier result")
-    res = run_cli(args, cwd=tmp_path)
-    assert res.returncode != 0
-    assert message in res.stderr, res.stderr[-2000:]
-    assert "Traceback" not in res.stderr
+    code, err = run_in_process(tmp_path, args)
+    assert code != 0
+    assert message in err, err[-2000:]
+    assert "Traceback" not in err
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["outputs", "outputs/earlier.txt"]
     assert earlier.read_text() == "an earlier result"
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import composed, fake_cifar, fake_image_folder, fake_mnist, run_cli, write_idx
+from helpers import composed, fake_cifar, fake_image_folder, fake_mnist, run_in_process, write_idx
 
 from prune_exp.config import ConfigError
 from prune_exp.errors import DataError
@@ -234,10 +234,10 @@ def test_the_cli_refuses_a_truncated_data_file_before_any_job_dir_exists(tmp_pat
     fault = FAULTS[0]
     fault.make(tmp_path / "data")
     before = snapshot(tmp_path)
-    res = run_cli(["debug=fast", *fault.overrides, "hydra.run.dir=outputs/job"], cwd=tmp_path)
-    assert res.returncode == 1, res.stderr
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("prune-exp: error: ") and "Traceback" not in res.stdout
+    code, err = run_in_process(tmp_path, ["debug=fast", *fault.overrides, "hydra.run.dir=outputs/job"])
+    assert code == 1, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("prune-exp: error: ") and "Traceback" not in err
     assert re.search(fault.message, lines[0]), lines[0]
     assert snapshot(tmp_path) == before and not (tmp_path / "outputs").exists()
 

@@ -10,8 +10,6 @@ in test_lifecycle.py; data faults in test_data_faults.py; report faults in test_
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import re
@@ -23,9 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import finished_root, snapshot
-
-from prune_exp.run import _exit_status
+from helpers import finished_root, run_in_process, snapshot
 
 pytestmark = pytest.mark.slow
 
@@ -40,24 +36,6 @@ class Fault:
     setup: Callable[[Path], None] | None = None  # prepares the root (besides the earlier results)
     hydra_message: bool = False  # Hydra's own composition error (several lines, no traceback)
     skip_if: Callable[[], bool] = field(default=lambda: False)
-
-
-def run_in_process(root: Path, args: list[str]) -> tuple[int, str]:
-    """``prune-exp ARGS`` in this process: (exit status, stderr)."""
-    err = io.StringIO()
-    argv, cwd = sys.argv, os.getcwd()
-    sys.argv = ["prune-exp", *args, f"paths.root_dir={root}"]
-    os.chdir(root)
-    try:
-        with contextlib.redirect_stderr(err):
-            code = _exit_status()
-    finally:
-        sys.argv = argv
-        os.chdir(cwd)
-    if isinstance(code, str):
-        print(code, file=err)
-        code = 1
-    return int(code or 0), err.getvalue()
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import composed, finished_root, run_cli, snapshot
+from helpers import composed, finished_root, run_in_process, snapshot
 
 from prune_exp.cache import DenseCache, spec_hash
 from prune_exp.hydra_callbacks import check_job
@@ -31,11 +31,11 @@ class Payload:
 
 
 def fails_cleanly(root: Path, args: list[str], message: str) -> str:
-    res = run_cli(args, cwd=root)
-    assert res.returncode != 0, res.stderr[-2000:]
-    assert message in res.stderr, res.stderr[-3000:]
-    assert "Traceback" not in res.stderr, res.stderr[-3000:]
-    return res.stderr
+    code, err = run_in_process(root, args)
+    assert code != 0, err[-2000:]
+    assert message in err, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    return err
 
 
 @pytest.fixture(scope="module")

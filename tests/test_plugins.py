@@ -1,0 +1,153 @@
+"""Plug-ins from outside the package: a user's own model, datamodule over their own tensors,
+criterion and strategy, in their own directory, referenced by ``_target_`` from their own
+config dir (``--config-dir``), run as a real multirun with the records and report checked."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from helpers import run_cli
+
+from prune_exp.records import read_records
+
+pytestmark = pytest.mark.slow
+
+PACKAGE = '''\
+"""A user's own pieces: nothing in here is part of prune_exp."""
+
+import numpy as np
+import torch
+from torch import nn
+
+from prune_exp.data.base import TensorDataModule
+from prune_exp.pruning.criteria import Criterion
+
+
+class TwoLayer(nn.Module):
+    """Any nn.Module whose constructor takes input_shape and num_classes."""
+
+    def __init__(self, input_shape, num_classes, hidden=24):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Flatten(), nn.Linear(int(np.prod(input_shape)), hidden), nn.ReLU(), nn.Linear(hidden, num_classes)
+        )
+
+    def forward(self, x):
+        return self.body(x)
+
+
+class Blobs(TensorDataModule):
+    """The user's own tensors: Gaussian blobs, one per class."""
+
+    def __init__(self, *, n=400, dims=6, classes=3, **kwargs):
+        super().__init__(**kwargs)
+        self.n, self.dims, self.classes = n, dims, classes
+
+    @property
+    def input_shape(self):
+        return (self.dims,)
+
+    @property
+    def num_classes(self):
+        return self.classes
+
+    def load_arrays(self):
+        g = np.random.default_rng(7)
+        centers = 2.0 * g.normal(size=(self.classes, self.dims))
+        y = g.integers(0, self.classes, self.n)
+        x = (centers[y] + g.normal(size=(self.n, self.dims))).astype(np.float32)
+        k = self.n * 3 // 4
+        return x[:k], y[:k], x[k:], y[k:]
+
+
+class SquaredMagnitude(Criterion):
+    """w squared: the same ranking as |w| per weight, a different one per unit."""
+
+    name = "squared_magnitude"
+
+    def scores(self, weights, ctx):
+        return {n: w.detach().float() ** 2 for n, w in weights.items()}
+'''
+
+CONFIGS = {
+    "model/two_layer.yaml": "_target_: userplug.TwoLayer\nhidden: 24\n",
+    "data/blobs.yaml": (
+        "_target_: userplug.Blobs\nbatch_size: 32\neval_batch_size: 256\nval_fraction: 0.2\nsplit_seed: 0\n"
+        "max_samples: null\nn: 400\ndims: 6\nclasses: 3\n"
+    ),
+    "prune/criterion/squared.yaml": "_target_: userplug.SquaredMagnitude\n",
+    "retrain/wr_constant.yaml": (
+        "defaults:\n  - /schema_retrain_default@_here_\n  - _self_\n"
+        "strategy: wr_constant\nweights: rewind\nrewind_to: T-t\nshort: WRc\nlabel: WR weights, constant LR\n"
+    ),
+}
+
+
+def user_dir(root: Path) -> tuple[Path, Path]:
+    """(the user's code dir, their config dir), both outside the package."""
+    code, conf = root / "mycode", root / "myconf"
+    (code / "userplug").mkdir(parents=True)
+    (code / "userplug" / "__init__.py").write_text(PACKAGE)
+    for rel, text in CONFIGS.items():
+        (conf / rel).parent.mkdir(parents=True, exist_ok=True)
+        (conf / rel).write_text(text)
+    return code, conf
+
+
+def test_a_users_model_data_criterion_and_strategy_run_as_a_real_multirun(tmp_path: Path) -> None:
+    code, conf = user_dir(tmp_path)
+    sweep = tmp_path / "sweep"
+    res = run_cli(
+        [
+            "-m",
+            "--config-dir",
+            str(conf),
+            "data=blobs",
+            "model=two_layer",
+            "prune/criterion=squared",
+            "retrain=finetune,wr_constant",
+            "seed=0,1",
+            "dense.epochs=3",
+            "optim.schedule.milestones=[1,2]",
+            "retrain.budget=2",
+            "prune.sparsity=0.75",
+            "prune.schedule=iterative",
+            "prune.rate=0.5",
+            "efficiency.reps=1",
+            "efficiency.warmup=0",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=tmp_path,
+        env={"PYTHONPATH": os.pathsep.join([str(code), os.environ.get("PYTHONPATH", "")])},
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    jobs = {}
+    for n in range(4):
+        assert json.loads((sweep / str(n) / "status.json").read_text())["state"] == "done"
+        rows = read_records(sweep / str(n) / "records.jsonl")
+        jobs[(rows[0]["strategy"], rows[0]["seed"])] = rows
+    assert set(jobs) == {(s, seed) for s in ("finetune", "wr_constant") for seed in (0, 1)}
+    for rows in jobs.values():
+        assert [r["round"] for r in rows] == [0, 1, 2]
+        assert {r["criterion"] for r in rows} == {"squared_magnitude"}
+        assert {(r["dataset"], r["model"]) for r in rows} == {("blobs", "two_layer")}
+        assert [r["target_sparsity"] for r in rows] == [0.0, 0.5, 0.75]
+        assert rows[-1]["sparsity"] == pytest.approx(0.75, abs=0.01)
+        # 3 classes of blobs: the dense model is far above chance (1/3)
+        assert rows[0]["test_acc"] > 0.6
+    # one dense run per seed, shared by both strategies
+    assert jobs[("finetune", 0)][0]["dense_hash"] == jobs[("wr_constant", 0)][0]["dense_hash"]
+    assert jobs[("finetune", 0)][0]["dense_hash"] != jobs[("finetune", 1)][0]["dense_hash"]
+
+    summary = (sweep / "summary.md").read_text()
+    assert "4 jobs: 4 done." in summary
+    assert "| WRc − FT " in summary  # the paired differences, named by each strategy's config
+    csv = pd.read_csv(sweep / "results.csv")
+    assert set(csv["strategy"]) == {"finetune", "wr_constant"} and (csv["setting"] == "all").all()
+    labels = {"finetune": "fine-tuning (FT)", "wr_constant": "WR weights, constant LR"}
+    assert (csv["retrain.label"] == csv["strategy"].map(labels)).all()
+    assert (sweep / "accuracy_vs_compression.png").stat().st_size > 10_000
