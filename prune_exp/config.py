@@ -13,7 +13,7 @@ import math
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
@@ -49,6 +49,14 @@ class DataConfig:
     val_fraction: float = 0.1  # carved from the training set, never from test
     split_seed: int = 0  # fixes the train/val split (and test split where a set has none)
     max_samples: int | None = None  # at most this many train and test examples each (a fixed subset); None: all
+
+
+@dataclass
+class PluginDataConfig(DataConfig):
+    """The schema a user's own datamodule config extends (``- /schema_data_plugin@_here_``): the
+    keys every datamodule takes, with their defaults, and any keys of the plug-in's own."""
+
+    open_keys: ClassVar[bool] = True  # check_known_keys leaves the plug-in's own keys alone
 
 
 @dataclass
@@ -421,6 +429,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "cifar10": CIFAR10Config,
         "cifar100": CIFAR100Config,
         "imagenet": ImageFolderConfig,
+        "plugin": PluginDataConfig,
     },
     "model": {  # presets (resnet56, vgg16, ...) share their family's schema
         "mlp": MLPConfig,
@@ -472,7 +481,10 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=RunConfig)
     for group, schemas in SCHEMAS.items():
-        for name, node in schemas.items():
+        for name, schema in schemas.items():
+            node = OmegaConf.structured(schema)
+            if getattr(schema, "open_keys", False):
+                OmegaConf.set_struct(node, False)  # a plug-in's own keys merge in
             cs.store(name=schema_name(group, name), node=node)
 
 
@@ -533,7 +545,8 @@ def check_known_keys(cfg: Any) -> None:
 
     def walk(node: DictConfig, path: str) -> None:
         schema = OmegaConf.get_type(node)
-        allowed = [f.name for f in fields(schema)] if schema is not None and is_dataclass(schema) else None
+        typed = schema is not None and is_dataclass(schema) and not getattr(schema, "open_keys", False)
+        allowed = [f.name for f in fields(schema)] if typed else None
         for key in node.keys():
             full = f"{path}{key}"
             if full == "hydra":
@@ -593,6 +606,12 @@ def check_config(cfg: RunConfig) -> None:
 
 
 def _check_data(data: DataConfig) -> None:
+    if not isinstance(data, DataConfig):  # a user's data YAML without a schema: its keys unchecked
+        target = data.get("_target_") if isinstance(data, dict) else None
+        raise ConfigError(
+            f"data (_target_ {target}) extends no schema; allowed: a data config whose defaults list is "
+            "[/schema_data_plugin@_here_, _self_] (the keys every datamodule takes, then its own)"
+        )
     _positive_int("data.batch_size", data.batch_size)
     _positive_int("data.eval_batch_size", data.eval_batch_size)
     _range("data.val_fraction", data.val_fraction, 0.0, 1.0, True, True)

@@ -21,6 +21,9 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from prune_exp.compact import compact
+from prune_exp.config import EfficiencyConfig
+from prune_exp.csr import csr_linear_names, csr_model
 from prune_exp.pruning.mask import Mask
 
 
@@ -102,3 +105,63 @@ def measure_speed(
     finally:
         model.train(was_training)
     return latency * 1e3, batch / per_batch
+
+
+SPARSE_STRUCTURES = ("unstructured", "nm")  # element-wise masks: the ones a CSR kernel can exploit
+
+
+@dataclass
+class RoundMeter:
+    """The cost and speed columns of a job's record rows, for the model at each round.
+
+    Training FLOPs are 3 x forward FLOPs per example (forward + backward) x examples seen, with
+    the dense kernels a masked model runs on; the dense stage is counted in every job's total.
+    A channel-pruned model is also compacted (physically smaller: exact FLOPs, real speed) and
+    the latest round's compacted model is kept for the job's artifacts; the masked linear
+    layers of an element-wise mask are timed on a CSR kernel too."""
+
+    input_shape: tuple[int, ...]
+    examples: int  # training examples per epoch
+    dense_epochs: int
+    structure: str  # the structure's name
+    config: EfficiencyConfig
+    profile: FlopProfile | None = None  # the dense forward FLOPs, counted once
+    compacted: tuple[nn.Module, list] | None = None  # (channel runs) the latest round's compacted model
+
+    def measure(self, net: nn.Module, mask: Mask, epochs: int, cum_train_flops: int | None, keep: set[str]) -> dict:
+        """The columns for ``net`` under ``mask`` after ``epochs`` of retraining; ``cum_train_flops``
+        of the rows before (None for the first row); ``keep``: layers never compacted away."""
+        if self.profile is None:
+            self.profile = flop_profile(net, self.input_shape)
+        p, ef = self.profile, self.config
+        dense_bytes, nonzero_bytes = param_bytes(net, mask)
+        dense_train = 3 * p.total * self.examples * self.dense_epochs
+        train = 3 * p.total * self.examples * epochs
+        eff = effective_flops(p, mask)
+        out: dict = {
+            "flops_dense": p.total,
+            "flops_effective": eff,
+            "theoretical_speedup": p.total / max(eff, 1),
+            "param_bytes_dense": dense_bytes,
+            "param_bytes_nonzero": nonzero_bytes,
+            "train_flops": train,
+            "dense_train_flops": dense_train,
+            "cum_train_flops": (dense_train if cum_train_flops is None else cum_train_flops) + train,
+        }
+        if ef.measure_speed:
+            out["latency_ms"], out["throughput"] = self._speed(net)
+        if self.structure == "channel":
+            self.compacted = compact(net, mask, self.input_shape, skip=keep)
+            small = self.compacted[0]
+            out["flops_compacted"] = flop_profile(small, self.input_shape).total
+            out["params_compacted"] = sum(q.numel() for q in small.parameters())
+            if ef.measure_speed:
+                out["latency_ms_compacted"], out["throughput_compacted"] = self._speed(small)
+        if ef.measure_speed and self.structure in SPARSE_STRUCTURES and csr_linear_names(net, mask):
+            # the masked linear layers on a CSR kernel (convolutions stay dense): real sparse speed
+            out["latency_ms_csr"], out["throughput_csr"] = self._speed(csr_model(net, mask))
+        return out
+
+    def _speed(self, net: nn.Module) -> tuple[float, float]:
+        ef = self.config
+        return measure_speed(net, self.input_shape, batch=ef.batch, warmup=ef.warmup, reps=ef.reps)

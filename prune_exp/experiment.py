@@ -20,43 +20,26 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from prune_exp.artifacts import MASK_FILE, save_artifacts
 from prune_exp.atomic import write_json
-from prune_exp.cache import DenseCache, save_state
+from prune_exp.cache import DenseCache, DenseRun
 from prune_exp.checkpoint import RESUME_FILE, Persist, ResumeCheckpoint, load_checkpoint
-from prune_exp.compact import compact, save_compacted
 from prune_exp.config import ConfigError, RunConfig, check_accelerator, world_size
-from prune_exp.csr import csr_linear_names, csr_model, save_csr
 from prune_exp.data.base import TensorDataModule
-from prune_exp.dist import is_main, tensors_digest
-from prune_exp.efficiency import FlopProfile, effective_flops, flop_profile, measure_speed, param_bytes
+from prune_exp.dist import is_main
+from prune_exp.efficiency import RoundMeter
 from prune_exp.interrupt import Interrupted
 from prune_exp.jobdir import JobLock
-from prune_exp.lit.callbacks import RoundResult
-from prune_exp.lit.module import PruneModule
 from prune_exp.pruning.criteria import Criterion
-from prune_exp.pruning.mask import Mask
 from prune_exp.pruning.pruner import Pruner, sparsity_schedule
 from prune_exp.pruning.structure import Structure
-from prune_exp.records import (
-    RECORDS_FILE,
-    STATUS_FILE,
-    JobInfo,
-    ParamCounts,
-    RecordWriter,
-    make_row,
-    read_records,
-    slurm_job_id,
-)
+from prune_exp.recorder import RoundRecorder
+from prune_exp.records import RECORDS_FILE, STATUS_FILE, JobInfo, RecordWriter, read_records, slurm_job_id
 from prune_exp.retrain.schedules import LRSchedule
-from prune_exp.retrain.strategies import plan_round
+from prune_exp.retrain.strategies import RoundPlan, plan_round
 from prune_exp.stages import Job, dense_stage, prune_retrain_stage
 
 log = logging.getLogger("prune_exp")
-
-MASK_FILE = "mask.safetensors"  # metadata "prunable": the scored weights, as a JSON list
-WEIGHTS_FILE = "weights.safetensors"
-CSR_FILE = "final_csr.safetensors"  # unstructured / N:M: the final weights, masked ones as CSR (csr.py)
-SPARSE_STRUCTURES = ("unstructured", "nm")  # element-wise masks: the ones a CSR kernel can exploit
 
 
 @dataclass
@@ -108,37 +91,86 @@ class Experiment:
         return value
 
     def _run(self, base: dict, status: Path) -> float:
-        cfg = self.cfg
-        started = time.perf_counter()
-        if cfg.trainer.num_threads is not None:
-            torch.set_num_threads(cfg.trainer.num_threads)
-        for name in ("lightning.pytorch", "lightning.fabric"):  # keep job logs about the experiment
-            logging.getLogger(name).setLevel(logging.WARNING)
-        self.datamodule.world_size = world_size(cfg.trainer)
-        self.datamodule.setup("fit")  # loads (or generates) the data once; Lightning reuses it
+        """The job, as the algorithm reads: the dense stage (from the cache or trained once), then
+        the rounds (prune, place the weights, retrain, measure, record), then the artifacts."""
+        cfg, started = self.cfg, time.perf_counter()
+        self._set_up_process()
         T = cfg.dense.epochs
         plan = plan_round(cfg.retrain, T, self.datamodule.steps_per_epoch)
         sparsities = sparsity_schedule(cfg.prune.sparsity, cfg.prune.schedule, cfg.prune.rate)
-        job = Job(
+        job = self._job()
+
+        dense, cached = self._dense(job, plan, base, status)
+
+        writer = RecordWriter(self.job_dir)
+        recorder = RoundRecorder(
+            self._info(plan, sparsities, dense, cached), writer, self._meter(), dense.meta["metrics"]
+        )
+        resume = ResumeCheckpoint(self.job_dir / RESUME_FILE, cfg.trainer.checkpoint_every_s)
+        module, pruner, mask = prune_retrain_stage(
+            job,
+            dense,
+            pruner_factory=lambda net: self._pruner(net, sparsities),
+            plan=plan,
+            finetune_lr=cfg.retrain.finetune_lr,
+            log_dir=self.job_dir / "retrain_log",
+            on_round_end=recorder.record,
+            resume=resume,
+            persist=[Persist("records", writer)],
+        )
+
+        if is_main():
+            save_artifacts(
+                self.job_dir,
+                module.net,
+                mask,
+                prunable=pruner.prunable_names,
+                structure=self.structure.name,
+                input_shape=self.datamodule.input_shape,
+                output_layers=set(pruner.graph.output_layers),
+                compacted=recorder.meter.compacted,
+                export_csr=cfg.efficiency.export_csr,
+            )
+            resume.remove()  # the job is complete: mask, weights and records are all there is to keep
+        log.info("job done in %.1fs: %s", time.perf_counter() - started, writer.path)
+        return float(writer.rows[-1][f"val_{cfg.select_metric}"])
+
+    def _set_up_process(self) -> None:
+        if self.cfg.trainer.num_threads is not None:
+            torch.set_num_threads(self.cfg.trainer.num_threads)
+        for name in ("lightning.pytorch", "lightning.fabric"):  # keep job logs about the experiment
+            logging.getLogger(name).setLevel(logging.WARNING)
+        self.datamodule.world_size = world_size(self.cfg.trainer)
+        self.datamodule.setup("fit")  # loads (or generates) the data once; Lightning reuses it
+
+    def _job(self) -> Job:
+        cfg = self.cfg
+        return Job(
             datamodule=self.datamodule,
             build_net=self.build_net,
             optim=cfg.optim,
-            schedule=LRSchedule(cfg.optim.lr, T, cfg.optim.schedule),
+            schedule=LRSchedule(cfg.optim.lr, cfg.dense.epochs, cfg.optim.schedule),
             trainer=cfg.trainer,
             seed=cfg.seed,
             progress_bar=self.progress_bar,
         )
 
-        keep = set(range(T + 1)) if cfg.dense.rewind_epochs is None else set(cfg.dense.rewind_epochs)
+    def _dense(self, job: Job, plan: RoundPlan, base: dict, status: Path) -> tuple[DenseRun, bool]:
+        """The dense run and whether it came from the cache when this job *first* got it (a
+        resumed job finds the run it trained itself in the cache); the status says so."""
+        T, rewind = self.cfg.dense.epochs, self.cfg.dense.rewind_epochs
+        keep = set(range(T + 1)) if rewind is None else set(rewind)
         needed = plan.dense_epochs_needed(self.datamodule.steps_per_epoch)
-        spec = self.dense_spec(self.datamodule.data_digest())  # the data loaded above, not just its config
-        dense, cached = dense_stage(job, DenseCache(cfg.paths.cache_dir), spec, keep, needed)
+        spec = self.dense_spec(self.datamodule.data_digest())  # the data loaded, not just its config
+        dense, cached = dense_stage(job, DenseCache(self.cfg.paths.cache_dir), spec, keep, needed)
         if "dense_cached" not in base:
             base["dense_cached"] = cached
             write_status(status, {**base, "state": "running", "started": _now()})
-        cached = base["dense_cached"]
+        return dense, base["dense_cached"]
 
-        info = JobInfo(
+    def _info(self, plan: RoundPlan, sparsities: list[float], dense: DenseRun, cached: bool) -> JobInfo:
+        cfg = self.cfg
+        return JobInfo(
             strategy=plan.strategy,
             criterion=self.criterion.name,
             structure=self.structure.name,
@@ -155,7 +187,7 @@ class Experiment:
             select_metric=cfg.select_metric,
             dense_hash=dense.hash,
             dense_cached=cached,
-            dense_epochs=T,
+            dense_epochs=cfg.dense.epochs,
             dense_steps=int(dense.meta["steps"]),
             dense_seconds=float(dense.meta["seconds"]),
             job_dir=str(self.job_dir),
@@ -164,153 +196,30 @@ class Experiment:
             slurm_job_id=slurm_job_id(),
             world_size=world_size(cfg.trainer),
         )
-        writer = RecordWriter(self.job_dir)
-        profiles: list[FlopProfile] = []  # the dense forward FLOPs, counted once
-        last_compacted: list[tuple[nn.Module, list]] = []  # channel runs: the latest round's compacted model
-        examples = len(self.datamodule.train)  # per epoch
 
-        def efficiency(module: PruneModule, mask: Mask, epochs: int) -> dict:
-            """FLOPs, bytes, speed and training cost for a record row. Training FLOPs are
-            3 x forward FLOPs per example (forward + backward) x examples seen, with the dense
-            kernels a masked model runs on; the dense stage is counted in every job's total."""
-            if not profiles:
-                profiles.append(flop_profile(module.net, self.datamodule.input_shape))
-            p = profiles[0]
-            eff = effective_flops(p, mask)
-            dense_bytes, nonzero_bytes = param_bytes(module.net, mask)
-            dense_train = 3 * p.total * examples * T
-            train = 3 * p.total * examples * epochs
-            out = {
-                "flops_dense": p.total,
-                "flops_effective": eff,
-                "theoretical_speedup": p.total / max(eff, 1),
-                "param_bytes_dense": dense_bytes,
-                "param_bytes_nonzero": nonzero_bytes,
-                "train_flops": train,
-                "dense_train_flops": dense_train,
-                "cum_train_flops": (writer.rows[-1]["cum_train_flops"] if writer.rows else dense_train) + train,
-            }
-            ef = cfg.efficiency
-            shape = self.datamodule.input_shape
-            if ef.measure_speed:
-                out["latency_ms"], out["throughput"] = measure_speed(
-                    module.net, shape, batch=ef.batch, warmup=ef.warmup, reps=ef.reps
-                )
-            if self.structure.name == "channel":  # the physically smaller model: exact FLOPs, real speed
-                small, plan = compact(module.net, mask, shape, skip=pruner_outputs[0])
-                last_compacted[:] = [(small, plan)]  # the last round's is the job's: saved at the end
-                out["flops_compacted"] = flop_profile(small, shape).total
-                out["params_compacted"] = sum(p.numel() for p in small.parameters())
-                if ef.measure_speed:
-                    out["latency_ms_compacted"], out["throughput_compacted"] = measure_speed(
-                        small, shape, batch=ef.batch, warmup=ef.warmup, reps=ef.reps
-                    )
-            if ef.measure_speed and self.structure.name in SPARSE_STRUCTURES and csr_linear_names(module.net, mask):
-                # the masked linear layers on a CSR kernel (convolutions stay dense): real sparse speed
-                out["latency_ms_csr"], out["throughput_csr"] = measure_speed(
-                    csr_model(module.net, mask), shape, batch=ef.batch, warmup=ef.warmup, reps=ef.reps
-                )
-            return out
-
-        pruner_outputs: list[set[str]] = []  # the network's output layers (never compacted away)
-
-        def on_round_end(result: RoundResult, module: PruneModule, pruner: Pruner) -> None:
-            if not pruner_outputs:
-                pruner_outputs.append(set(pruner.graph.output_layers))
-            total = sum(p.numel() for p in module.net.parameters())
-            if not writer.rows:  # round 0: the dense model, as loaded from the dense run
-                counts = ParamCounts.of(pruner.initial_mask(), pruner.prunable_names, total)
-                dense_efficiency = efficiency(module, pruner.initial_mask(), 0)
-                writer.append(
-                    make_row(
-                        info,
-                        round_=0,
-                        target_sparsity=0.0,
-                        counts=counts,
-                        mask_sha256=tensors_digest(dict(pruner.initial_mask())),
-                        pruned={},
-                        retrained=dense.meta["metrics"],
-                        epochs=0,
-                        steps=0,
-                        seconds=0.0,
-                        cum_epochs=T,
-                        cum_steps=info.dense_steps,
-                        cum_seconds=info.dense_seconds,
-                        efficiency=dense_efficiency,
-                    )
-                )
-            last = writer.rows[-1]
-            counts = ParamCounts.of(result.mask, pruner.prunable_names, total)
-            round_efficiency = efficiency(module, result.mask, result.epochs)
-            writer.append(
-                make_row(
-                    info,
-                    round_=result.round,
-                    target_sparsity=result.target_sparsity,
-                    counts=counts,
-                    mask_sha256=result.mask_digest,
-                    pruned=result.pruned,
-                    retrained=result.retrained,
-                    epochs=result.epochs,
-                    steps=result.steps,
-                    seconds=result.seconds,
-                    cum_epochs=last["cum_epochs"] + result.epochs,
-                    cum_steps=last["cum_steps"] + result.steps,
-                    cum_seconds=last["cum_seconds"] + result.seconds,
-                    efficiency=round_efficiency,
-                )
-            )
-            row = writer.rows[-1]
-            log.info(
-                "round %d/%d  sparsity %.4f  compression %.2fx  val_acc pruned %.4f -> retrained %.4f  test_acc %.4f",
-                result.round,
-                pruner.rounds,
-                row["sparsity"],
-                row["compression"],
-                row.get("pruned_val_acc", float("nan")),
-                row["val_acc"],
-                row["test_acc"],
-            )
-
-        def make_pruner(net: nn.Module) -> Pruner:
-            return Pruner(
-                net,
-                criterion=self.criterion,
-                structure=self.structure,
-                scope=cfg.prune.scope,
-                sparsities=sparsities,
-                seed=cfg.seed,
-                include=cfg.prune.include,
-                exclude=cfg.prune.exclude,
-                layer_rate_scale=cfg.prune.layer_rate_scale,
-                score_batches=self.datamodule.scoring_batches,
-            )
-
-        resume = ResumeCheckpoint(self.job_dir / RESUME_FILE, cfg.trainer.checkpoint_every_s)
-        module, pruner, mask = prune_retrain_stage(
-            job,
-            dense,
-            pruner_factory=make_pruner,
-            plan=plan,
-            finetune_lr=cfg.retrain.finetune_lr,
-            log_dir=self.job_dir / "retrain_log",
-            on_round_end=on_round_end,
-            resume=resume,
-            persist=[Persist("records", writer)],
+    def _meter(self) -> RoundMeter:
+        return RoundMeter(
+            input_shape=self.datamodule.input_shape,
+            examples=len(self.datamodule.train),
+            dense_epochs=self.cfg.dense.epochs,
+            structure=self.structure.name,
+            config=self.cfg.efficiency,
         )
-        if is_main():
-            mask.save(self.job_dir / MASK_FILE, prunable=pruner.prunable_names)
-            save_state(self.job_dir / WEIGHTS_FILE, module.net.state_dict())
-            if self.structure.name == "channel":  # compact.safetensors + compact.json, next to the masked model
-                if not last_compacted:  # resumed after the last round: compact the final model now
-                    shape, outputs = self.datamodule.input_shape, set(pruner.graph.output_layers)
-                    last_compacted.append(compact(module.net, mask, shape, skip=outputs))
-                save_compacted(self.job_dir, *last_compacted[0])
-            if self.structure.name in SPARSE_STRUCTURES and cfg.efficiency.export_csr:
-                save_csr(self.job_dir / CSR_FILE, module.net.state_dict(), mask)
-            resume.remove()  # the job is complete: mask, weights and records are all there is to keep
-        log.info("job done in %.1fs: %s", time.perf_counter() - started, writer.path)
-        return float(writer.rows[-1][f"val_{cfg.select_metric}"])
+
+    def _pruner(self, net: nn.Module, sparsities: list[float]) -> Pruner:
+        pr = self.cfg.prune
+        return Pruner(
+            net,
+            criterion=self.criterion,
+            structure=self.structure,
+            scope=pr.scope,
+            sparsities=sparsities,
+            seed=self.cfg.seed,
+            include=pr.include,
+            exclude=pr.exclude,
+            layer_rate_scale=pr.layer_rate_scale,
+            score_batches=self.datamodule.scoring_batches,
+        )
 
 
 def check_job_dir(job_dir: Path, fingerprint: str) -> dict:

@@ -275,7 +275,7 @@ def prune_retrain_stage(
         lr = finetune_lr if finetune_lr is not None else job.schedule.last_step_lr(job.steps_per_epoch)
 
     cycle = PruneRetrainCycle(
-        module=module,
+        net=net,
         pruner=pruner,
         plan=plan,
         enforcer=enforcer,

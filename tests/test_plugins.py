@@ -75,9 +75,9 @@ class SquaredMagnitude(Criterion):
 
 CONFIGS = {
     "model/two_layer.yaml": "_target_: userplug.TwoLayer\nhidden: 24\n",
-    "data/blobs.yaml": (
-        "_target_: userplug.Blobs\nbatch_size: 32\neval_batch_size: 256\nval_fraction: 0.2\nsplit_seed: 0\n"
-        "max_samples: null\nn: 400\ndims: 6\nclasses: 3\n"
+    "data/blobs.yaml": (  # the keys every datamodule takes come from the schema; these are its own
+        "defaults:\n  - /schema_data_plugin@_here_\n  - _self_\n"
+        "_target_: userplug.Blobs\nbatch_size: 32\nval_fraction: 0.2\nn: 400\ndims: 6\nclasses: 3\n"
     ),
     "prune/criterion/squared.yaml": "_target_: userplug.SquaredMagnitude\n",
     "retrain/wr_constant.yaml": (

@@ -112,14 +112,16 @@ class PruneRetrainCycle(Callback):
 
     At the first epoch of a round: prune (new mask), measure, put the weights where the
     strategy says (current, rewound, or fresh init, times the mask), reset the optimizer state,
-    and set the LR position. At the last epoch of a round: measure and report the round.
-    With ``plan.epochs == 0`` (strategy none) call :meth:`run_without_training` instead.
+    and set the LR position; before every step, set every optimizer's LR from it. At the last
+    epoch of a round: measure and report the round. With ``plan.epochs == 0`` (strategy none)
+    call :meth:`run_without_training` instead. It needs nothing of the LightningModule but
+    its optimizers: any module whose ``net`` is pruned works (the README's library example).
     """
 
     def __init__(
         self,
         *,
-        module: Any,  # PruneModule; typed loosely to keep this file free of the module import
+        net: nn.Module,
         pruner: Pruner,
         plan: RoundPlan,
         enforcer: MaskEnforcer,
@@ -129,7 +131,7 @@ class PruneRetrainCycle(Callback):
         steps_per_epoch: int,
         on_round_end: Callable[[RoundResult], None],
     ) -> None:
-        self.module = module
+        self.net = net
         self.pruner, self.plan, self.enforcer = pruner, plan, enforcer
         self.evaluate = evaluate
         self.round_start_weights = round_start_weights
@@ -139,6 +141,7 @@ class PruneRetrainCycle(Callback):
         self.mask_digest = ""
         self.round = 0
         self.results: list[RoundResult] = []
+        self.lr_position: LRPosition | None = None  # where the round is in the LR schedule
         self._pruned: dict[str, float] = {}
         self._start_step = 0
         self._clock = Stopwatch()
@@ -155,14 +158,14 @@ class PruneRetrainCycle(Callback):
         self._pruned = self.evaluate()
         state = self.round_start_weights(self.round)
         if state is not None:
-            self.module.net.load_state_dict(state)
+            self.net.load_state_dict(state)
             self.enforcer.set_mask(self.mask)
         for opt in optimizers:  # optimizer state is never carried across rounds
             opt.state.clear()
         self._set_lr_position()
 
     def _set_lr_position(self) -> None:
-        self.module.lr_position = LRPosition(self.lr, self.plan.lr_start_step, self._start_step, self.steps_per_epoch)
+        self.lr_position = LRPosition(self.lr, self.plan.lr_start_step, self._start_step, self.steps_per_epoch)
 
     def finish_round(self, global_step: int, epochs: int) -> RoundResult:
         result = RoundResult(
@@ -210,6 +213,16 @@ class PruneRetrainCycle(Callback):
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.current_epoch % self.plan.epochs == 0:
             self.begin_round(trainer.global_step, list(trainer.optimizers))
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        """Every optimizer's LR for this step: the strategy's, whatever the LightningModule."""
+        assert self.lr_position is not None, "a round starts before its first batch"
+        lr = self.lr_position.lr(trainer.global_step)
+        for opt in trainer.optimizers:
+            for group in opt.param_groups:
+                group["lr"] = lr
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if (trainer.current_epoch + 1) % self.plan.epochs == 0:

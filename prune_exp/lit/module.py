@@ -43,8 +43,8 @@ _PLAIN_ATTRS = frozenset({"_current_fx_name", "_loss_sum", "_loss_count"})
 
 
 class PruneModule(pl.LightningModule):
-    """Trains ``net``; the LR at every step comes from ``lr_position`` (set by the stage or by
-    PruneRetrainCycle), so rewinding the schedule is just moving that position."""
+    """Trains ``net``. In the dense stage the LR at every step comes from ``lr_position`` (set by
+    the stage); in the rounds PruneRetrainCycle sets it, as it does for any LightningModule."""
 
     def __init__(
         self,
@@ -96,8 +96,8 @@ class PruneModule(pl.LightningModule):
         return build_optimizer(self.optim_cfg, self.net.parameters())
 
     def on_train_batch_start(self, batch: object, batch_idx: int) -> None:
-        if self.lr_position is None:
-            raise RuntimeError("PruneModule.lr_position must be set before training")
+        if self.lr_position is None:  # the rounds: PruneRetrainCycle has set the LR
+            return
         lr = self.lr_position.lr(self.trainer.global_step)
         for opt in self.trainer.optimizers:
             for group in opt.param_groups:
