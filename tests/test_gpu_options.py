@@ -88,13 +88,13 @@ def test_torch_compile_compiles_once_per_stage_and_keeps_the_masks_exact(tmp_pat
     job = conv_job(TrainerConfig(compile=True))
     dense = tiny_dense(dataclasses.replace(job, trainer=TrainerConfig()), tmp_path / "cache")
     graphs = []
-    for rounds in (1, 3):
+    for rounds in (1, 2):
         torch._dynamo.reset()
         counters.clear()
         module, _pruner, mask = retrain(job, dense, tmp_path, rounds=rounds)
         assert_pruned_weights_are_zero(module, mask)
         graphs.append(counters["stats"]["unique_graphs"])
-    assert graphs[0] >= 1 and graphs[0] == graphs[1]  # three rounds compile no more than one
+    assert graphs[0] >= 1 and graphs[0] == graphs[1]  # two rounds compile no more than one
 
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
