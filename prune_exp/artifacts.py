@@ -11,11 +11,8 @@ from prune_exp.cache import save_state
 from prune_exp.compact import compact, save_compacted
 from prune_exp.csr import save_csr
 from prune_exp.efficiency import SPARSE_STRUCTURES
+from prune_exp.jobfiles import CSR_FILE, MASK_FILE, WEIGHTS_FILE
 from prune_exp.pruning.mask import Mask
-
-MASK_FILE = "mask.safetensors"  # metadata "prunable": the scored weights, as a JSON list
-WEIGHTS_FILE = "weights.safetensors"
-CSR_FILE = "final_csr.safetensors"  # unstructured / N:M: the final weights, masked ones as CSR (csr.py)
 
 
 def save_artifacts(

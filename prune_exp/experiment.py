@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from prune_exp.artifacts import MASK_FILE, save_artifacts
+from prune_exp.artifacts import save_artifacts
 from prune_exp.atomic import write_json
 from prune_exp.cache import DenseCache, DenseRun
 from prune_exp.checkpoint import RESUME_FILE, Persist, ResumeCheckpoint, load_checkpoint
@@ -30,11 +30,12 @@ from prune_exp.dist import is_main
 from prune_exp.efficiency import RoundMeter
 from prune_exp.interrupt import Interrupted
 from prune_exp.jobdir import JobLock
+from prune_exp.jobfiles import RECORDS_FILE, STATUS_FILE, finished
 from prune_exp.pruning.criteria import Criterion
 from prune_exp.pruning.pruner import Pruner, sparsity_schedule
 from prune_exp.pruning.structure import Structure
 from prune_exp.recorder import RoundRecorder
-from prune_exp.records import RECORDS_FILE, STATUS_FILE, JobInfo, RecordWriter, read_records, slurm_job_id
+from prune_exp.records import JobInfo, RecordWriter, read_records, slurm_job_id
 from prune_exp.retrain.schedules import LRSchedule
 from prune_exp.retrain.strategies import RoundPlan, plan_round
 from prune_exp.stages import Job, dense_stage, prune_retrain_stage
@@ -252,7 +253,7 @@ def _complete(job_dir: Path) -> bool:
         rows = read_records(job_dir / RECORDS_FILE)
     except (OSError, ValueError):
         return False
-    return bool(rows) and rows[-1]["round"] == rows[-1]["rounds"] and (job_dir / MASK_FILE).exists()
+    return finished(job_dir, rows)
 
 
 def final_state(e: BaseException) -> dict[str, str]:

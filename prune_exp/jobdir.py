@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from prune_exp.errors import JobDirBusyError
+from prune_exp.jobfiles import LOCK_FILE
 
-LOCK_FILE = "job.lock"
 # A reader's probe (holder) takes the lock shared for a few microseconds; a job that starts
 # at that moment retries for this long before it calls the dir taken.
 ACQUIRE_GRACE_S = 1.0

@@ -8,12 +8,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prune_exp.atomic import write_text
+from prune_exp.jobfiles import RECORDS_FILE
 
 if TYPE_CHECKING:  # records are read by the report, which should not pay for importing torch
     from prune_exp.pruning.mask import Mask
 
-RECORDS_FILE = "records.jsonl"
-STATUS_FILE = "status.json"  # {"state": "running" | "done" | "failed", ...}, rewritten atomically
 # Columns that differ between two runs of the same config: wall times and where the job ran.
 # Everything else is the same, bit for bit, on CPU (tests/test_resume.py), also across a kill.
 VOLATILE = (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import subprocess
@@ -85,6 +86,16 @@ RECORD_KEYS = {
 }
 
 
+def documented_columns() -> set[str]:
+    """The backticked names in docs/records.md, ``{val,test}_acc`` expanded to both."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "records.md").read_text()
+    names = set()
+    for token in re.findall(r"`([a-z0-9_{},]+)`", text):
+        parts = [[*m.split(",")] if i % 2 else [m] for i, m in enumerate(re.split(r"[{}]", token))]
+        names |= {"".join(p) for p in itertools.product(*parts)}
+    return names
+
+
 @pytest.mark.parametrize("strategy", builtin_strategies())
 def test_every_strategy_runs_and_records_every_round(tmp_path: Path, data_dir: Path, strategy: str) -> None:
     cfg = job_config(tmp_path, data_dir, [*SMALL, f"retrain={strategy}"])
@@ -94,6 +105,7 @@ def test_every_strategy_runs_and_records_every_round(tmp_path: Path, data_dir: P
     assert [r["round"] for r in rows] == [0, 1, 2]
     for r in rows:
         assert RECORD_KEYS <= r.keys(), RECORD_KEYS - r.keys()
+        assert r.keys() <= documented_columns(), r.keys() - documented_columns()  # docs/records.md
         assert r["strategy"] == strategy and r["dataset"] == "synthetic" and r["model"] == "mlp"
         assert r["compression"] == pytest.approx(r["total_params"] / r["nonzero_params"])
     assert all(f"pruned_{k}" in rows[1] for k in ("val_acc", "test_acc", "val_loss", "test_loss"))

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from prune_exp.atomic import atomic_write, write_text
+from prune_exp.config import METRICS
 from prune_exp.report.collect import DESCRIPTORS, JobStatus, Sweep, load_sweep, setting_columns
 from prune_exp.report.styles import StrategyStyles
 from prune_exp.report.tables import (
@@ -377,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--metric",
         default="acc",
-        choices=["acc", "acc_top5", "f1_macro"],
+        choices=METRICS,
         help="the test metric to report (default: acc)",
     )
     parser.add_argument(

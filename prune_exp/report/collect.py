@@ -12,7 +12,7 @@ import yaml
 
 from prune_exp.config import STRATEGY_KEYS
 from prune_exp.jobdir import holder
-from prune_exp.records import RECORDS_FILE, STATUS_FILE
+from prune_exp.jobfiles import RECORDS_FILE, STATUS_FILE, all_rounds_recorded
 
 # Config keys that are the axes of a comparison, not part of the setting being compared: what a
 # strategy is (its name, parts and report style), the budget, the seed, the target sparsity.
@@ -142,7 +142,7 @@ def _job_status(
     state = status.get("state")
     st.rounds = rows[-1].get("rounds") if rows else None
     st.rounds_done = max((r["round"] for r in rows), default=0)
-    complete = bool(rows) and st.rounds is not None and st.rounds_done >= st.rounds
+    complete = all_rounds_recorded(rows)
     recorded = f"{st.rounds_done} of {st.rounds if st.rounds is not None else '?'} rounds recorded"
     if state not in (None, "running", "done", "failed", "interrupted"):
         st.state, st.detail = "unreadable", f"status.json: unknown state {state!r}"

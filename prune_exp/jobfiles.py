@@ -1,0 +1,30 @@
+"""The files of a job dir, by name, and when a job is complete.
+
+The job (experiment.py) writes them and decides from them whether a rerun has anything left
+to do; the report (report/collect.py) reads them and decides from them whether a job is done.
+Standard library only: the report imports it without torch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+RECORDS_FILE = "records.jsonl"  # one row per round (round 0: the dense model), records.py
+STATUS_FILE = "status.json"  # {"state": "running" | "done" | "failed" | "interrupted", ...}, rewritten atomically
+LOCK_FILE = "job.lock"  # held by the one live writer (jobdir.py); names it
+MASK_FILE = "mask.safetensors"  # the final mask; metadata "prunable": the scored weights, as a JSON list
+WEIGHTS_FILE = "weights.safetensors"  # the final weights
+CSR_FILE = "final_csr.safetensors"  # unstructured / N:M: the final weights, masked ones as CSR (csr.py)
+# resume.ckpt (checkpoint.RESUME_FILE) is there while the job is unfinished; compact.py adds
+# compact.safetensors and compact.json for channel pruning; Lightning's logs are in *_log/.
+
+
+def all_rounds_recorded(rows: list[dict[str, Any]]) -> bool:
+    """The records have a row for every round the job was to run (the report's "done")."""
+    return bool(rows) and rows[-1].get("rounds") is not None and max(r["round"] for r in rows) >= rows[-1]["rounds"]
+
+
+def finished(job_dir: Path, rows: list[dict[str, Any]]) -> bool:
+    """Every round recorded and the final mask written: a rerun of the job has nothing to do."""
+    return all_rounds_recorded(rows) and (job_dir / MASK_FILE).exists()
