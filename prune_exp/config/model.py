@@ -1,0 +1,71 @@
+"""The model schemas (``conf/model/``): each names its ``_target_`` and its own keys."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class MLPConfig:
+    _target_: str = "prune_exp.models.mlp.MLP"
+    hidden: list[int] = field(default_factory=lambda: [100, 100])
+    batch_norm: bool = False
+
+
+@dataclass
+class CNN1DConfig:
+    _target_: str = "prune_exp.models.cnn1d.CNN1D"
+    channels: list[int] = field(default_factory=lambda: [25, 25, 25])
+    kernel_sizes: list[int] = field(default_factory=lambda: [5, 3, 3])
+    strides: list[int] = field(default_factory=lambda: [2, 2, 2])
+    padding: int = 1
+    batch_norm: bool = False
+
+
+@dataclass
+class LeNet300Config(MLPConfig):
+    """LeNet-300-100 (LeCun et al. 1998; Han et al. 2015; the LTH paper's MNIST network)."""
+
+    hidden: list[int] = field(default_factory=lambda: [300, 100])
+
+
+@dataclass
+class LeNet5Config:
+    """Caffe's LeNet-5, as pruned by Han et al. (2015); needs images of at least 16x16."""
+
+    _target_: str = "prune_exp.models.lenet.LeNet5"
+
+
+@dataclass
+class ConvNetConfig:
+    """The LTH paper's Conv-2/4/6: 3x3 convs, a max-pool after every ``pool_every``, FC layers."""
+
+    _target_: str = "prune_exp.models.convnet.ConvNet"
+    channels: list[int] = field(default_factory=lambda: [64, 64])
+    hidden: list[int] = field(default_factory=lambda: [256, 256])
+    pool_every: int = 2
+
+
+@dataclass
+class ResNetCIFARConfig:
+    """He et al.'s CIFAR ResNet with projection shortcuts (OpenLTH's cifar_resnet)."""
+
+    _target_: str = "prune_exp.models.resnet_cifar.ResNetCIFAR"
+    depth: int = 20  # 6n+2: 20, 32, 44, 56, 110
+
+
+@dataclass
+class VGGCIFARConfig:
+    """VGG for CIFAR with one linear classifier (OpenLTH's cifar_vgg)."""
+
+    _target_: str = "prune_exp.models.vgg_cifar.VGGCIFAR"
+    depth: int = 16  # 11, 13, 16, 19
+    batch_norm: bool = True
+
+
+@dataclass
+class TorchvisionResNetConfig:
+    """torchvision's ImageNet ResNets, untrained, ``fc`` renamed ``classifier``."""
+
+    _target_: str = "prune_exp.models.torchvision_resnet.TorchvisionResNet"
+    arch: str = "resnet18"  # resnet18, resnet34, resnet50, resnet101, resnet152

@@ -1,0 +1,98 @@
+"""The pruning schemas: criterion (``conf/prune/criterion/``), scope and schedule
+(``conf/prune/``), structure (``conf/structure/``), and their checks."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING
+
+from prune_exp.config.checks import choice, fail, in_range, positive_int
+
+
+@dataclass
+class MagnitudeConfig:
+    _target_: str = "prune_exp.pruning.criteria.Magnitude"
+
+
+@dataclass
+class RandomConfig:
+    _target_: str = "prune_exp.pruning.criteria.Random"
+
+
+@dataclass
+class TaylorConfig:
+    _target_: str = "prune_exp.pruning.criteria.Taylor"
+    batches: int = 16  # training batches the first-order Taylor scores are accumulated over
+
+
+SCOPES = ("global", "layerwise")
+PRUNE_SCHEDULES = ("one_shot", "iterative")
+
+
+@dataclass
+class PruneConfig:
+    criterion: Any = MISSING  # from the group prune/criterion
+    sparsity: float = 0.9  # target fraction of prunable weights removed at the end
+    schedule: str = "iterative"  # one_shot | iterative
+    rate: float = 0.2  # iterative: fraction of the *remaining* weights removed per round
+    scope: str = "global"  # global (one threshold) | layerwise (same fraction per layer)
+    include: list[str] = field(default_factory=list)  # fnmatch on parameter names; [] = all
+    exclude: list[str] = field(default_factory=list)
+    # pattern -> multiplier of the round's pruning fraction for matching layers
+    # (the LTH paper prunes the output layer at half rate: {"classifier.*": 0.5})
+    layer_rate_scale: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class UnstructuredConfig:
+    _target_: str = "prune_exp.pruning.structure.Unstructured"
+
+
+@dataclass
+class ChannelConfig:
+    _target_: str = "prune_exp.pruning.structure.Channel"
+
+
+@dataclass
+class NMConfig:
+    _target_: str = "prune_exp.pruning.structure.NM"
+    n: int = 2  # keep n of every m consecutive weights along the input dim (2:4 by default)
+    m: int = 4
+
+
+def round_fractions_max(prune: PruneConfig) -> float:
+    """The largest fraction of the remaining weights that any single round removes."""
+    if prune.schedule == "one_shot":
+        return prune.sparsity
+    return min(prune.rate, prune.sparsity)
+
+
+def check_prune(pr: PruneConfig, st: Any) -> None:
+    in_range("prune.sparsity", pr.sparsity, 0.0, 1.0, False, True)
+    choice("prune.schedule", pr.schedule, PRUNE_SCHEDULES)
+    in_range("prune.rate", pr.rate, 0.0, 1.0, True, True)
+    choice("prune.scope", pr.scope, SCOPES)
+    biggest = round_fractions_max(pr)
+    for pattern, scale in pr.layer_rate_scale.items():
+        hi = 1.0 / biggest if biggest > 0 else math.inf
+        in_range(f"prune.layer_rate_scale[{pattern}]", scale, 0.0, hi, True, True)
+
+    if isinstance(pr.criterion, TaylorConfig):
+        positive_int("prune.criterion.batches", pr.criterion.batches)
+    if isinstance(st, NMConfig):
+        if not (isinstance(st.m, int) and st.m >= 2):
+            raise fail("structure.m", st.m, "an integer >= 2 (n:m keeps n of every m weights)")
+        if not (isinstance(st.n, int) and 1 <= st.n < st.m):
+            raise fail("structure.n", st.n, f"an integer in [1, structure.m={st.m})")
+        if pr.schedule != "one_shot":
+            raise fail("prune.schedule", pr.schedule, "one_shot for structure=nm (an n:m mask is reached in one step)")
+        implied = 1 - st.n / st.m
+        if abs(pr.sparsity - implied) > 1e-9:
+            raise fail(
+                "prune.sparsity",
+                pr.sparsity,
+                f"{implied:g} for structure=nm ({st.n}:{st.m} keeps {st.n} of every {st.m})",
+            )
