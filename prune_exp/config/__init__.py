@@ -64,6 +64,7 @@ from prune_exp.config.prune import (
     RandomConfig,
     TaylorConfig,
     UnstructuredConfig,
+    check_patterns,
     check_prune,
     round_fractions_max,
 )
@@ -171,6 +172,7 @@ __all__ = [
     "check_data",
     "check_known_keys",
     "check_optim",
+    "check_patterns",
     "check_prune",
     "check_retrain",
     "check_trainer",

@@ -10,6 +10,7 @@ from typing import Any
 from omegaconf import MISSING
 
 from prune_exp.config.checks import choice, fail, in_range, positive_int
+from prune_exp.errors import ConfigError
 
 
 @dataclass
@@ -68,6 +69,18 @@ def round_fractions_max(prune: PruneConfig) -> float:
     if prune.schedule == "one_shot":
         return prune.sparsity
     return min(prune.rate, prune.sparsity)
+
+
+def check_patterns(include: list[str], exclude: list[str], scales: list[str], names: list[str]) -> None:
+    """Every pattern of ``prune.include``, ``prune.exclude`` and ``prune.layer_rate_scale``
+    matches one of the model's prunable parameters ``names`` (the Pruner runs this)."""
+    from fnmatch import fnmatchcase
+
+    for key, patterns in (("prune.include", include), ("prune.exclude", exclude), ("prune.layer_rate_scale", scales)):
+        for pat in patterns:
+            if not any(fnmatchcase(n, pat) for n in names):
+                allowed = f"fnmatch patterns over {', '.join(names)}"
+                raise ConfigError(f"{key} pattern {pat!r} matches no prunable parameter; allowed: {allowed}")
 
 
 def check_prune(pr: PruneConfig, st: Any) -> None:

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prune_exp.config import ConfigError
+from prune_exp.config import positive_int
 from prune_exp.seeds import derive_seed
 
 if TYPE_CHECKING:
@@ -81,8 +81,7 @@ class Taylor(Criterion):
     name = "taylor"
 
     def __init__(self, batches: int = 16) -> None:
-        if not (isinstance(batches, int) and batches >= 1):
-            raise ConfigError(f"prune.criterion.batches={batches!r} is not allowed; allowed: an integer >= 1")
+        positive_int("prune.criterion.batches", batches)
         self.batches = batches
 
     def scores(self, weights: Mapping[str, torch.Tensor], ctx: ScoreContext) -> dict[str, torch.Tensor]:

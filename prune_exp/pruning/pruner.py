@@ -14,7 +14,7 @@ from fnmatch import fnmatchcase
 import torch
 from torch import nn
 
-from prune_exp.config import ConfigError
+from prune_exp.config import SCOPES, ConfigError, check_patterns, choice
 from prune_exp.pruning.criteria import Batches, Criterion, ScoreContext
 from prune_exp.pruning.mask import Mask
 from prune_exp.pruning.structure import NM, PRUNABLE_TYPES, ModelGraph, Structure
@@ -137,8 +137,7 @@ class Pruner:
         layer_rate_scale: Mapping[str, float] | None = None,
         score_batches: Batches | None = None,
     ) -> None:
-        if scope not in ("global", "layerwise"):
-            raise ConfigError(f"prune.scope={scope!r} is not allowed; allowed: one of global, layerwise")
+        choice("prune.scope", scope, SCOPES)
         self.model = model
         self.criterion, self.structure, self.scope = criterion, structure, scope
         self.sparsities = list(sparsities)
@@ -160,17 +159,7 @@ class Pruner:
             (f"{name}.weight", name) for name, m in self.model.named_modules() if isinstance(m, PRUNABLE_TYPES)
         ]
         names = [p for p, _ in candidates]
-        for key, patterns in (
-            ("prune.include", include),
-            ("prune.exclude", exclude),
-            ("prune.layer_rate_scale", list(scales)),
-        ):
-            for pat in patterns:
-                if not any(fnmatchcase(n, pat) for n in names):
-                    raise ConfigError(
-                        f"{key} pattern {pat!r} matches no prunable parameter; "
-                        f"allowed: fnmatch patterns over {', '.join(names)}"
-                    )
+        check_patterns(include, exclude, list(scales), names)
         layers = []
         for param, module in candidates:
             if include and not any(fnmatchcase(param, p) for p in include):
