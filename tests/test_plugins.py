@@ -1,5 +1,5 @@
 """Plug-ins from outside the package: a user's own model, datamodule over their own tensors,
-criterion and strategy, in their own directory, referenced by ``_target_`` from their own
+criterion, structure and strategy, in their own directory, referenced by ``_target_`` from their own
 config dir (``--config-dir``), run as a real multirun with the records and report checked."""
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 from helpers import run_cli
+from safetensors.torch import load_file
 
 from prune_exp.records import read_records
 
@@ -25,6 +27,7 @@ from torch import nn
 
 from prune_exp.data.base import TensorDataModule
 from prune_exp.pruning.criteria import Criterion
+from prune_exp.pruning.structure import Structure
 
 
 class TwoLayer(nn.Module):
@@ -64,6 +67,27 @@ class Blobs(TensorDataModule):
         return x[:k], y[:k], x[k:], y[k:]
 
 
+class InputColumns(Structure):
+    """A unit is a whole input column of a weight (a Linear's column, a conv's input channel)."""
+
+    name = "input_columns"
+    min_kept_units = 1
+
+    def unit_scores(self, scores):
+        return scores.movedim(1, 0).reshape(scores.shape[1], -1).sum(1)
+
+    def unit_alive(self, keep):
+        return keep.movedim(1, 0).reshape(keep.shape[1], -1).any(1)
+
+    def unit_size(self, shape):
+        return int(np.prod(shape)) // shape[1]
+
+    def expand(self, unit_keep, shape):
+        view = [1] * len(shape)
+        view[1] = -1
+        return unit_keep.reshape(view).expand(shape).clone()
+
+
 class SquaredMagnitude(Criterion):
     """w squared: the same ranking as |w| per weight, a different one per unit."""
 
@@ -80,6 +104,7 @@ CONFIGS = {
         "_target_: userplug.Blobs\nbatch_size: 32\nval_fraction: 0.2\nn: 400\ndims: 6\nclasses: 3\n"
     ),
     "prune/criterion/squared.yaml": "_target_: userplug.SquaredMagnitude\n",
+    "structure/input_columns.yaml": "_target_: userplug.InputColumns\n",
     "retrain/wr_constant.yaml": (
         "defaults:\n  - /schema_retrain_default@_here_\n  - _self_\n"
         "strategy: wr_constant\nweights: rewind\nrewind_to: T-t\nshort: WRc\nlabel: WR weights, constant LR\n"
@@ -98,7 +123,7 @@ def user_dir(root: Path) -> tuple[Path, Path]:
     return code, conf
 
 
-def test_a_users_model_data_criterion_and_strategy_run_as_a_real_multirun(tmp_path: Path) -> None:
+def test_a_users_model_data_criterion_structure_and_strategy_run_as_a_real_multirun(tmp_path: Path) -> None:
     code, conf = user_dir(tmp_path)
     sweep = tmp_path / "sweep"
     res = run_cli(
@@ -109,6 +134,7 @@ def test_a_users_model_data_criterion_and_strategy_run_as_a_real_multirun(tmp_pa
             "data=blobs",
             "model=two_layer",
             "prune/criterion=squared",
+            "structure=input_columns",
             "retrain=finetune,wr_constant",
             "seed=0,1",
             "dense.epochs=3",
@@ -133,12 +159,18 @@ def test_a_users_model_data_criterion_and_strategy_run_as_a_real_multirun(tmp_pa
     assert set(jobs) == {(s, seed) for s in ("finetune", "wr_constant") for seed in (0, 1)}
     for rows in jobs.values():
         assert [r["round"] for r in rows] == [0, 1, 2]
-        assert {r["criterion"] for r in rows} == {"squared_magnitude"}
+        assert {(r["criterion"], r["structure"]) for r in rows} == {("squared_magnitude", "input_columns")}
         assert {(r["dataset"], r["model"]) for r in rows} == {("blobs", "two_layer")}
         assert [r["target_sparsity"] for r in rows] == [0.0, 0.5, 0.75]
-        assert rows[-1]["sparsity"] == pytest.approx(0.75, abs=0.01)
+        assert rows[-1]["sparsity"] == pytest.approx(0.75, abs=0.05)  # whole columns of 24 and 3 weights
         # 3 classes of blobs: the dense model is far above chance (1/3)
         assert rows[0]["test_acc"] > 0.6
+    for n in range(4):  # the user's structure: every input column is kept whole or pruned whole
+        mask = load_file(sweep / str(n) / "mask.safetensors")
+        for name in ("body.1.weight", "body.3.weight"):
+            column_kept = mask[name].any(0)
+            assert torch.equal(mask[name], column_kept.expand_as(mask[name])), name
+            assert not column_kept.all() or name == "body.3.weight"
     # one dense run per seed, shared by both strategies
     assert jobs[("finetune", 0)][0]["dense_hash"] == jobs[("wr_constant", 0)][0]["dense_hash"]
     assert jobs[("finetune", 0)][0]["dense_hash"] != jobs[("finetune", 1)][0]["dense_hash"]
