@@ -1,201 +1,27 @@
-"""Hydra callbacks: Preflight checks every job of a run or sweep before Hydra writes anything;
-Report summarizes a sweep when it ends.
-
-The preflight refuses, with one line naming the key: a bad config value, an output or cache
-dir that cannot be written, a job dir that holds a job of another config, and a dense cache
-entry a job would use that is truncated or altered."""
+"""Hydra callbacks: Preflight runs preflight.py's checks for every job of a run or sweep before
+Hydra writes anything; Report summarizes a sweep when it ends."""
 
 from __future__ import annotations
 
-import json
 import logging
-import sys
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
-from prune_exp.config import ConfigError, PruneExpError
+from prune_exp.preflight import (
+    check_job,
+    check_launch,
+    check_outputs,
+    output_dir,
+    preflight_errors,
+    where_in_sweep,
+)
 from prune_exp.session import SESSION
 from prune_exp.sweep import sweep_job_overrides
 
 log = logging.getLogger("prune_exp")
-
-
-def data_key(cfg: DictConfig) -> str:
-    """What decides the data a job loads: its data config and ``paths.data_dir``."""
-    data = OmegaConf.to_container(cfg.data, resolve=True)
-    return "data:" + json.dumps([data, str(OmegaConf.select(cfg, "paths.data_dir"))], sort_keys=True, default=str)
-
-
-def load_data(cfg: DictConfig, memo: dict[str, Any] | None = None) -> tuple[str, int]:
-    """The digest of the job's data and its number of training examples, loaded and checked now
-    (a missing set is downloaded). With ``memo`` (a sweep's) each data key is loaded once."""
-    from hydra.utils import instantiate
-
-    key = data_key(cfg)
-    if memo is not None and key in memo:
-        return memo[key]
-    dm = instantiate(cfg.data, data_dir=str(OmegaConf.select(cfg, "paths.data_dir")))
-    dm.setup()  # the job's own loading and checks: a bad file fails here, before any training
-    facts = dm.data_digest(), len(dm.train)
-    if memo is not None:
-        memo[key] = facts
-    return facts
-
-
-@dataclass(frozen=True)
-class CheckedJob:
-    """What the preflight learnt about a job from its data: the digest (run.dense_spec_of) and
-    the epoch files of the dense run its strategy reads."""
-
-    digest: str
-    dense_epochs_needed: set[int]
-
-
-def check_job(cfg: DictConfig, _seen: dict[str, Any] | None = None) -> CheckedJob:
-    """Raise a PruneExpError if this job would fail: types and ranges, the parts that need the
-    model (name patterns, metrics that need enough classes), then its data (loaded and checked:
-    files, counts, labels, split sizes) and the strategy's positions in steps of that data, so
-    that a bad value fails before any data is made. ``_seen``: a sweep's memo, so that each
-    data set and each model is checked once."""
-    from prune_exp.config import world_size
-    from prune_exp.data.base import epoch_steps
-    from prune_exp.retrain.strategies import plan_round
-    from prune_exp.run import to_run_config
-
-    rc = to_run_config(cfg, resolve_paths=False)
-    parts = [OmegaConf.to_container(cfg[k], resolve=True) for k in ("data", "model", "prune", "structure")]
-    model_key = json.dumps(parts, sort_keys=True, default=str)
-    if _seen is None or model_key not in _seen:
-        check_model(cfg, rc)
-        if _seen is not None:
-            _seen[model_key] = None
-    digest, examples = load_data(cfg, _seen)
-    steps = epoch_steps(examples, rc.data.batch_size, world_size(rc.trainer))
-    return CheckedJob(digest, plan_round(rc.retrain, rc.dense.epochs, steps).dense_epochs_needed(steps))
-
-
-def check_model(cfg: DictConfig, rc: Any) -> None:
-    """The checks that need the network: the prunable names the patterns match, the metrics that
-    need enough classes. The data's shape and classes come from its config (no data loaded)."""
-    from hydra.utils import instantiate
-
-    from prune_exp.pruning.pruner import Pruner
-
-    dm = instantiate(cfg.data, data_dir=str(OmegaConf.select(cfg, "paths.data_dir")))
-    if rc.select_metric == "acc_top5" and dm.num_classes <= 5:
-        raise ConfigError(
-            f"select_metric='acc_top5' needs more than 5 classes, the data has {dm.num_classes}; allowed: acc, f1_macro"
-        )
-    net = instantiate(cfg.model, input_shape=dm.input_shape, num_classes=dm.num_classes)
-    Pruner(
-        net,
-        criterion=instantiate(cfg.prune.criterion),
-        structure=instantiate(cfg.structure),
-        scope=rc.prune.scope,
-        sparsities=[rc.prune.sparsity],
-        include=rc.prune.include,
-        exclude=rc.prune.exclude,
-        layer_rate_scale=rc.prune.layer_rate_scale,
-    )
-
-
-def check_writable(key: str, path: Path) -> None:
-    """ConfigError unless ``path`` exists as a writable dir or could be created as one."""
-    path = path.absolute()
-    existing = next(p for p in (path, *path.parents) if p.exists())
-    try:
-        if not existing.is_dir():
-            raise OSError(f"{existing} is not a directory")
-        with tempfile.TemporaryFile(dir=existing):  # the real test: os.access says yes to root
-            pass
-    except OSError as e:
-        raise ConfigError(f"{key}={str(path)!r} cannot be written ({e}); allowed: a writable directory") from None
-
-
-def check_outputs(config: DictConfig, job_dir: Path | None, dir_key: str, job: CheckedJob) -> None:
-    """The job dir (if known) belongs to this config and no live process holds it, the output
-    and cache dirs can be written, and the files of the dense cache entry this job would reuse
-    (found by its data's digest) are intact."""
-    from prune_exp.cache import DenseCache, spec_hash
-    from prune_exp.dist import is_main
-    from prune_exp.experiment import check_job_dir
-    from prune_exp.jobdir import busy, holder
-    from prune_exp.run import config_fingerprint, dense_spec_of
-
-    if job_dir is not None:
-        check_writable(dir_key, job_dir)
-        who = holder(job_dir) if is_main() else None  # (DDP) the other ranks run inside rank 0's job
-        if who is not None:
-            raise busy(job_dir, who)
-        check_job_dir(job_dir, config_fingerprint(config))
-    cache_dir = Path(str(OmegaConf.select(config, "paths.cache_dir")))
-    check_writable("paths.cache_dir", cache_dir)
-    cache = DenseCache(cache_dir)
-    run = cache.load(spec_hash(dense_spec_of(config, job.digest)))
-    if run is not None:
-        run.verify({run.epochs} | job.dense_epochs_needed)
-
-
-def output_dir(config: DictConfig, key: str) -> Path:
-    """The run or sweep dir ``key`` names; ConfigError if it is empty (Hydra would write into
-    the working directory)."""
-    value = str(OmegaConf.select(config, key) or "").strip()
-    if not value:
-        raise ConfigError(f"{key}={value!r} is not allowed; allowed: a directory (the default is under outputs/)")
-    if key == "hydra.run.dir":
-        SESSION.dir_key, SESSION.dir = key, value
-    return Path(value)
-
-
-# Errors that mean "bad input": ours, OmegaConf's (wrong type, unknown key) and Hydra's
-# (an option that does not exist). Each names the key.
-INPUT_ERRORS = (PruneExpError, OmegaConfBaseException, HydraException)
-
-
-def _exit_with(e: Exception, where: str = "") -> None:
-    # One clear message, no traceback: it is the user's input, not our bug. (Hydra turns an
-    # exception raised in a callback into a warning, so exiting is the way to stop the run.)
-    kind = "error" if isinstance(e, PruneExpError) and not isinstance(e, ConfigError) else "config error"
-    sys.exit(f"prune-exp: {kind}{where}: {e}")
-
-
-@contextmanager
-def preflight_errors(where: str = "") -> Iterator[None]:
-    """Bad input exits with one line; any other exception (our bug) exits with its traceback:
-    Hydra would turn it into a warning and start the jobs unchecked."""
-    try:
-        yield
-    except INPUT_ERRORS as e:
-        _exit_with(e, where)
-    except Exception:
-        log.exception("the preflight check failed%s", where)
-        sys.exit(f"prune-exp: internal error in the preflight check{where} (traceback above)")
-
-
-def check_launch(job_cfg: DictConfig, launcher: str, multirun: bool) -> None:
-    """ConfigError if the launcher cannot run the job as configured: DDP needs one process per
-    device, and a GPU job needs a GPU where it runs (SLURM's nodes, not the login node, for
-    hydra/launcher=slurm: there the job checks it when it starts)."""
-    from prune_exp.config import check_accelerator
-
-    tr = job_cfg.trainer
-    if multirun and tr.strategy == "ddp" and tr.devices * tr.num_nodes > 1 and "Slurm" not in launcher:
-        raise ConfigError(
-            f"trainer.strategy=ddp with {tr.devices * tr.num_nodes} processes in a multirun needs a "
-            f"launcher that starts one process per device; allowed: hydra/launcher=slurm with "
-            f"hydra.launcher.tasks_per_node={tr.devices}, or a single run (no -m)"
-        )
-    if "Slurm" not in launcher:
-        check_accelerator(tr.accelerator)
 
 
 class Preflight(Callback):
@@ -234,10 +60,6 @@ class Preflight(Callback):
             with preflight_errors(where_in_sweep(overrides)):
                 checked = check_job(job_cfg, seen)
                 check_outputs(job_cfg, sweep_dir / str(num) if numbered else None, "hydra.sweep.dir", checked)
-
-
-def where_in_sweep(overrides: list[str]) -> str:
-    return f" in the sweep job [{' '.join(overrides)}]"
 
 
 class Report(Callback):

@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 
 from prune_exp.cache import NON_TRAINING_DATA_KEYS, DenseCache, meta_sha256, spec_hash
 from prune_exp.config import ConfigError, CorruptFileError
-from prune_exp.hydra_callbacks import check_job
+from prune_exp.preflight import check_job
 from prune_exp.records import read_records
 from prune_exp.run import dense_spec_of, run
 

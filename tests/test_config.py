@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
 from prune_exp.config import ConfigError, RunConfig
-from prune_exp.hydra_callbacks import check_job
+from prune_exp.preflight import check_job
 from prune_exp.run import conf_dir, to_run_config
 from prune_exp.sweep import sweep_job_overrides
 

@@ -21,7 +21,7 @@ from helpers import composed, fake_cifar, fake_image_folder, fake_mnist, run_in_
 
 from prune_exp.config import ConfigError
 from prune_exp.errors import DataError
-from prune_exp.hydra_callbacks import check_job
+from prune_exp.preflight import check_job
 
 MNIST = ["data=mnist", "model=mlp", "data.download=false"]
 CIFAR = ["data=cifar10", "model=mlp", "data.download=false", "data.verify=false"]

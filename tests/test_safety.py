@@ -12,7 +12,7 @@ import torch
 from helpers import composed, finished_root, run_in_process, snapshot
 
 from prune_exp.cache import DenseCache, spec_hash
-from prune_exp.hydra_callbacks import check_job
+from prune_exp.preflight import check_job
 from prune_exp.run import dense_spec_of
 
 pytestmark = pytest.mark.slow

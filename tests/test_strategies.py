@@ -11,7 +11,7 @@ import pytest
 from helpers import composed
 
 from prune_exp.config import STRATEGY_KEYS, ConfigError, RetrainConfig
-from prune_exp.hydra_callbacks import check_job
+from prune_exp.preflight import check_job
 from prune_exp.report.collect import setting_columns
 from prune_exp.report.styles import PALETTE, StrategyStyles
 from prune_exp.report.tables import pairs
