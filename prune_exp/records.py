@@ -8,27 +8,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prune_exp.atomic import write_text
+from prune_exp.columns import VOLATILE  # noqa: F401  (the record schema: columns.py)
 from prune_exp.jobfiles import RECORDS_FILE
 
 if TYPE_CHECKING:  # records are read by the report, which should not pay for importing torch
     from prune_exp.pruning.mask import Mask
-
-# Columns that differ between two runs of the same config: wall times and where the job ran.
-# Everything else is the same, bit for bit, on CPU (tests/test_resume.py), also across a kill.
-VOLATILE = (
-    "retrain_seconds",
-    "cum_seconds",
-    "dense_seconds",
-    "job_dir",
-    "host",
-    "slurm_job_id",
-    "latency_ms",
-    "throughput",
-    "latency_ms_compacted",
-    "throughput_compacted",
-    "latency_ms_csr",
-    "throughput_csr",
-)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import re
 import subprocess
@@ -15,6 +14,7 @@ from helpers import job_config, run_cli, run_in_process
 from hydra.utils import instantiate
 from safetensors.torch import load_file
 
+from prune_exp.columns import COLUMNS, all_names, markdown_table
 from prune_exp.compact import load_compacted
 from prune_exp.lit.module import PruneModule
 from prune_exp.pruning.mask import Mask
@@ -32,68 +32,16 @@ SMALL = [
     "dense.epochs=3",
     "retrain.budget=2",
 ]
+# Every column a job of SMALL has in every row (columns.py): its synthetic data has <= 5 classes
 RECORD_KEYS = {
-    "round",
-    "target_sparsity",
-    "sparsity",
-    "sparsity_all",
-    "compression",
-    "nonzero_params",
-    "total_params",
-    "prunable_params",
-    "prunable_nonzero",
-    "val_acc",
-    "val_loss",
-    "test_acc",
-    "test_loss",
-    "val_f1_macro",
-    "retrain_epochs",
-    "retrain_steps",
-    "retrain_seconds",
-    "cum_epochs",
-    "cum_steps",
-    "cum_seconds",
-    "dense_epochs",
-    "dense_steps",
-    "dense_seconds",
-    "strategy",
-    "criterion",
-    "structure",
-    "scope",
-    "schedule",
-    "budget",
-    "seed",
-    "dense_hash",
-    "dense_cached",
-    "overrides",
-    "dataset",
-    "model",
-    "select_metric",
-    "mask_sha256",
-    "host",
-    "slurm_job_id",
-    "world_size",
-    "flops_dense",
-    "flops_effective",
-    "theoretical_speedup",
-    "param_bytes_dense",
-    "param_bytes_nonzero",
-    "latency_ms",
-    "throughput",
-    "train_flops",
-    "dense_train_flops",
-    "cum_train_flops",
+    n for c in COLUMNS if c.when in ("always", "efficiency.measure_speed") for n in c.names() if "acc_top5" not in n
 }
 
 
-def documented_columns() -> set[str]:
-    """The backticked names in docs/records.md, ``{val,test}_acc`` expanded to both."""
+def test_docs_records_md_holds_the_column_table_of_columns_py() -> None:
     text = (Path(__file__).resolve().parent.parent / "docs" / "records.md").read_text()
-    names = set()
-    for token in re.findall(r"`([a-z0-9_{},]+)`", text):
-        parts = [[*m.split(",")] if i % 2 else [m] for i, m in enumerate(re.split(r"[{}]", token))]
-        names |= {"".join(p) for p in itertools.product(*parts)}
-    return names
+    table = text[text.index("<!-- columns -->\n") + len("<!-- columns -->\n") : text.index("<!-- /columns -->")]
+    assert table == markdown_table()
 
 
 @pytest.mark.parametrize("strategy", builtin_strategies())
@@ -105,7 +53,7 @@ def test_every_strategy_runs_and_records_every_round(tmp_path: Path, data_dir: P
     assert [r["round"] for r in rows] == [0, 1, 2]
     for r in rows:
         assert RECORD_KEYS <= r.keys(), RECORD_KEYS - r.keys()
-        assert r.keys() <= documented_columns(), r.keys() - documented_columns()  # docs/records.md
+        assert r.keys() <= all_names(), r.keys() - all_names()  # every column is defined in columns.py
         assert r["strategy"] == strategy and r["dataset"] == "synthetic" and r["model"] == "mlp"
         assert r["compression"] == pytest.approx(r["total_params"] / r["nonzero_params"])
     assert all(f"pruned_{k}" in rows[1] for k in ("val_acc", "test_acc", "val_loss", "test_loss"))
@@ -178,7 +126,7 @@ def test_channel_structure_runs_end_to_end(tmp_path: Path, data_dir: Path) -> No
     )
     run(cfg)
     rows = read_records(tmp_path / "job" / "records.jsonl")
-    assert rows[-1]["structure"] == "channel"
+    assert rows[-1]["structure"] == "channel" and rows[-1].keys() <= all_names()  # compaction's columns too
     # the compacted model: fewer FLOPs than the masked model's non-zero weights suggest, and
     # its files reload into a model that computes what the saved masked weights compute
     assert rows[-1]["flops_compacted"] <= rows[-1]["flops_effective"] < rows[-1]["flops_dense"]

@@ -1,0 +1,114 @@
+"""Every column of a record row, defined once: what it means, when a row has it, and whether it
+differs between two runs of one config.
+
+``VOLATILE``, the table in docs/records.md (``python -m prune_exp.columns`` prints it; a test
+compares) and the tests' expected keys all come from here; a test checks every column a real
+job writes against it. Metric columns are templates over the splits and metric names.
+Standard library only: the report imports it without torch.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+SPLITS = ("val", "test")
+MEASURED = ("acc", "loss", "f1_macro", "acc_top5")  # what evaluation measures; acc_top5 with > 5 classes
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str  # may hold {split} and {metric}: one column per split and measured metric
+    meaning: str
+    when: str = "always"  # the rows that have it
+    volatile: bool = False  # differs between two runs of one config (wall times, where it ran)
+
+    def names(self) -> list[str]:
+        if "{" not in self.name:
+            return [self.name]
+        return [self.name.format(split=s, metric=m) for s, m in itertools.product(SPLITS, MEASURED)]
+
+
+_ROUND = [
+    Column("round", "0 for the dense model, then 1, 2, ... for each pruning round"),
+    Column("target_sparsity", "the round's target: the fraction of prunable weights pruned after it"),
+    Column("sparsity", "the fraction of prunable weights that are zero"),
+    Column("sparsity_all", "the fraction of all parameters that are zero"),
+    Column("compression", "all parameters / non-zero parameters"),
+    Column("total_params", "every parameter of the model"),
+    Column("nonzero_params", "parameters not masked to zero"),
+    Column("prunable_params", "the prunable weights"),
+    Column("prunable_nonzero", "prunable weights not masked to zero"),
+    Column("mask_sha256", "a digest of the round's mask: equal digests, equal masks"),
+    Column("pruned_{split}_{metric}", "measured right after pruning, before retraining", when="round > 0"),
+    Column("{split}_{metric}", "measured after the round's retraining (round 0: the dense model)"),
+    Column("retrain_epochs", "epochs of retraining in the round"),
+    Column("retrain_steps", "optimizer steps of retraining in the round"),
+    Column("retrain_seconds", "wall seconds of retraining in the round", volatile=True),
+    Column("cum_epochs", "epochs so far, the dense stage included (also when it came from the cache)"),
+    Column("cum_steps", "optimizer steps so far, the dense stage included"),
+    Column("cum_seconds", "wall seconds so far, the dense stage included", volatile=True),
+]
+_EFFICIENCY = [
+    Column("flops_dense", "forward FLOPs of one example (torch.utils.flop_counter, 2 per multiply-add)"),
+    Column("flops_effective", "forward FLOPs of the non-zero weights' multiply-adds"),
+    Column("theoretical_speedup", "flops_dense / flops_effective"),
+    Column("param_bytes_dense", "bytes of all parameters"),
+    Column("param_bytes_nonzero", "bytes of the non-zero parameters"),
+    Column("train_flops", "training FLOPs of the round: 3 x forward FLOPs x examples seen"),
+    Column("dense_train_flops", "training FLOPs of the dense stage"),
+    Column("cum_train_flops", "the dense stage's training FLOPs plus every round's so far"),
+    Column("latency_ms", "ms per example at batch 1 on the run's device", "efficiency.measure_speed", True),
+    Column("throughput", "examples/s at efficiency.batch", "efficiency.measure_speed", True),
+    Column("flops_compacted", "forward FLOPs of the compacted model", "structure=channel"),
+    Column("params_compacted", "parameters of the compacted model", "structure=channel"),
+    Column("latency_ms_compacted", "latency of the compacted model", "structure=channel, measure_speed", True),
+    Column("throughput_compacted", "throughput of the compacted model", "structure=channel, measure_speed", True),
+    Column("latency_ms_csr", "latency with CSR linear layers", "unstructured or nm, measure_speed", True),
+    Column("throughput_csr", "throughput with CSR linear layers", "unstructured or nm, measure_speed", True),
+]
+_JOB = [  # records.JobInfo: the same in every row of a job
+    Column("strategy", "retrain.strategy"),
+    Column("criterion", "the criterion's name"),
+    Column("structure", "the structure's name"),
+    Column("scope", "prune.scope"),
+    Column("schedule", "prune.schedule"),
+    Column("rate", "prune.rate"),
+    Column("target", "prune.sparsity, the final target"),
+    Column("rounds", "rounds the job runs: a job with a row for the last one is complete"),
+    Column("budget", "retraining epochs per round"),
+    Column("seed", "seed"),
+    Column("dataset", "the data option"),
+    Column("model", "the model option"),
+    Column("optimizer", "optim.name"),
+    Column("select_metric", "select_metric"),
+    Column("dense_hash", "the dense run's cache entry"),
+    Column("dense_cached", "whether the dense run came from the cache when the job first got it"),
+    Column("dense_epochs", "dense.epochs (T)"),
+    Column("dense_steps", "optimizer steps of the dense run"),
+    Column("dense_seconds", "wall seconds of the dense run", volatile=True),
+    Column("job_dir", "the job dir", volatile=True),
+    Column("overrides", "the job's command-line overrides"),
+    Column("host", "the machine it ran on", volatile=True),
+    Column("slurm_job_id", "the SLURM job id (array jobs: job id, _, task id), else null", volatile=True),
+    Column("world_size", "processes training together (DDP)"),
+]
+COLUMNS: tuple[Column, ...] = (*_ROUND, *_EFFICIENCY, *_JOB)
+# Columns that differ between two runs of the same config: wall times and where the job ran.
+# Everything else is the same, bit for bit, on CPU (tests/test_resume.py), also across a kill.
+VOLATILE: tuple[str, ...] = tuple(n for c in COLUMNS if c.volatile for n in c.names())
+
+
+def all_names() -> set[str]:
+    return {n for c in COLUMNS for n in c.names()}
+
+
+def markdown_table() -> str:
+    """The table of docs/records.md."""
+    rows = ["| column | meaning | rows that have it | differs between reruns |", "|---|---|---|---|"]
+    rows += [f"| `{c.name}` | {c.meaning} | {c.when} | {'yes' if c.volatile else ''} |" for c in COLUMNS]
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown_table(), end="")
