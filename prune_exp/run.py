@@ -21,6 +21,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from prune_exp.config import (
+    STYLE_KEYS,
     ConfigError,
     PathsConfig,
     PruneExpError,
@@ -76,7 +77,8 @@ def dense_spec_of(cfg: DictConfig, data_digest: str) -> dict:
 
 def config_fingerprint(cfg: DictConfig) -> str:
     """A hash of everything that decides a job's results: the config without ``paths``, the
-    Hydra settings and the progress bar. A job dir belongs to one fingerprint (resume)."""
+    Hydra settings, the progress bar and the report's names for the strategy (a new label
+    does not make a finished job another one). A job dir belongs to one fingerprint (resume)."""
     import hashlib
     import json
 
@@ -84,6 +86,8 @@ def config_fingerprint(cfg: DictConfig) -> str:
     tree = OmegaConf.to_container(OmegaConf.masked_copy(cfg, keep), resolve=True)
     assert isinstance(tree, dict)
     tree.get("trainer", {}).pop("progress_bar", None)
+    for key in STYLE_KEYS:
+        tree.get("retrain", {}).pop(key, None)
     return hashlib.sha256(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

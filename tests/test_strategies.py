@@ -198,3 +198,16 @@ def test_every_builtin_strategy_is_a_file_over_the_schema() -> None:
     for name in builtin_strategies():
         rt = strategy_config(name)
         assert rt.strategy == name and rt.label and rt.short and rt.color
+
+
+def test_the_reports_names_for_a_strategy_are_not_part_of_a_jobs_fingerprint() -> None:
+    from prune_exp.run import config_fingerprint
+
+    def fingerprint(*overrides: str) -> str:
+        with composed(["retrain=weight_rewind", *overrides]) as cfg:
+            return config_fingerprint(cfg)
+
+    plain = fingerprint()
+    assert fingerprint("retrain.label=WR", "retrain.short=W", "retrain.color=black") == plain
+    assert fingerprint("retrain.lr=constant", "retrain.lr_from=null") != plain
+    assert fingerprint("retrain.rewind_to=500it") != plain

@@ -39,6 +39,7 @@ class RetrainConfig:
 
 # The keys of retrain: that every strategy shares; the others say what a strategy is.
 SHARED_RETRAIN_KEYS = ("budget", "finetune_lr")
+STYLE_KEYS = ("label", "short", "color")  # the report's only: not part of what a job computes
 STRATEGY_KEYS = tuple(f.name for f in fields(RetrainConfig) if f.name not in SHARED_RETRAIN_KEYS)
 
 
