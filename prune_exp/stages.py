@@ -145,6 +145,16 @@ class Job:
         return self.datamodule.steps_per_epoch
 
 
+def dense_recipe(job: Job) -> tuple[nn.Module, PruneModule]:
+    """The dense run's seeded start: its fresh network and the module that trains it along the
+    dense schedule. The dense stage and its replay (rewind points inside an epoch) share it."""
+    pl.seed_everything(job.seed, verbose=False)
+    net = job.build_net()
+    module = make_module(job, net)
+    module.lr_position = LRPosition(job.schedule, 0, 0, job.steps_per_epoch)
+    return net, module
+
+
 def dense_stage(
     job: Job, cache: DenseCache, spec: dict, keep_epochs: set[int], needed: set[int]
 ) -> tuple[DenseRun, bool]:
@@ -158,10 +168,7 @@ def dense_stage(
         resume = ResumeCheckpoint(staging / RESUME_FILE, job.trainer.checkpoint_every_s)
         ckpt = resume.resume_from()
         log.info("%s the dense model (%d epochs) into the cache", "resuming" if ckpt else "training", T)
-        pl.seed_everything(job.seed, verbose=False)
-        net = job.build_net()
-        module = make_module(job, net)
-        module.lr_position = LRPosition(job.schedule, 0, 0, job.steps_per_epoch)
+        net, module = dense_recipe(job)
         saver = RewindPointSaver(
             net,
             keep_epochs | needed | {0, T},
@@ -222,11 +229,8 @@ def replay_dense(job: Job, dense: DenseRun, step: int, log_dir: Path) -> dict[st
     draw are seeded), so this gives the weights the dense run had at that step, as OpenLTH's
     rewinding to ``500it`` does; it costs ``step`` steps, and the cache keeps epoch files only."""
     log.info("replaying the dense run to step %d (rewind point inside epoch %d)", step, step // job.steps_per_epoch)
-    pl.seed_everything(job.seed, verbose=False)
-    net = job.build_net()
-    net.load_state_dict(dense.state(0))
-    module = make_module(job, net)
-    module.lr_position = LRPosition(job.schedule, 0, 0, job.steps_per_epoch)
+    net, module = dense_recipe(job)
+    net.load_state_dict(dense.state(0))  # the same init, read back rather than trusted to the RNG
     trainer = make_trainer(
         job.trainer,
         max_epochs=dense.epochs,

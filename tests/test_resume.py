@@ -20,7 +20,8 @@ from prune_exp.records import VOLATILE, read_records
 
 pytestmark = pytest.mark.slow
 
-ARGS = [*RESUMABLE_JOB, "hydra.run.dir=outputs/job"]
+# two jobs at once (the reference and the killed one) on 2 cores: one thread each
+ARGS = [*RESUMABLE_JOB, "trainer.num_threads=1", "hydra.run.dir=outputs/job"]
 
 
 def start(root: Path) -> subprocess.Popen:
