@@ -8,45 +8,12 @@ from pathlib import Path
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from prune_exp.config.data import (
-    CIFAR10Config,
-    CIFAR100Config,
-    DigitsConfig,
-    FashionMNISTConfig,
-    ImageFolderConfig,
-    MNIST1DConfig,
-    MNISTConfig,
-    PluginDataConfig,
-    SyntheticConfig,
-)
-from prune_exp.config.model import (
-    CNN1DConfig,
-    ConvNetConfig,
-    LeNet5Config,
-    LeNet300Config,
-    MLPConfig,
-    ResNetCIFARConfig,
-    TorchvisionResNetConfig,
-    VGGCIFARConfig,
-)
-from prune_exp.config.optim import (
-    AdamConfig,
-    ConstantScheduleConfig,
-    CosineScheduleConfig,
-    MultiStepScheduleConfig,
-    SGDConfig,
-)
-from prune_exp.config.prune import (
-    ChannelConfig,
-    MagnitudeConfig,
-    NMConfig,
-    PruneConfig,
-    RandomConfig,
-    TaylorConfig,
-    UnstructuredConfig,
-)
-from prune_exp.config.retrain import RetrainConfig
-from prune_exp.config.run_config import PathsConfig, RunConfig, TrainerConfig
+import prune_exp.config.data as data
+import prune_exp.config.model as model
+import prune_exp.config.optim as optim
+import prune_exp.config.prune as prune
+import prune_exp.config.retrain as retrain
+import prune_exp.config.run_config as run_config
 
 
 def conf_dir() -> str:
@@ -60,49 +27,49 @@ def conf_dir() -> str:
 
 SCHEMAS: dict[str, dict[str, type]] = {
     "data": {
-        "mnist1d": MNIST1DConfig,
-        "digits": DigitsConfig,
-        "synthetic": SyntheticConfig,
-        "mnist": MNISTConfig,
-        "fashion_mnist": FashionMNISTConfig,
-        "cifar10": CIFAR10Config,
-        "cifar100": CIFAR100Config,
-        "imagenet": ImageFolderConfig,
-        "plugin": PluginDataConfig,
+        "mnist1d": data.MNIST1DConfig,
+        "digits": data.DigitsConfig,
+        "synthetic": data.SyntheticConfig,
+        "mnist": data.MNISTConfig,
+        "fashion_mnist": data.FashionMNISTConfig,
+        "cifar10": data.CIFAR10Config,
+        "cifar100": data.CIFAR100Config,
+        "imagenet": data.ImageFolderConfig,
+        "plugin": data.PluginDataConfig,
     },
     "model": {  # presets (resnet56, vgg16, ...) share their family's schema
-        "mlp": MLPConfig,
-        "cnn1d": CNN1DConfig,
-        "lenet300": LeNet300Config,
-        "lenet5": LeNet5Config,
-        "conv2": ConvNetConfig,
-        "conv4": ConvNetConfig,
-        "conv6": ConvNetConfig,
-        "resnet_cifar": ResNetCIFARConfig,
-        "resnet20": ResNetCIFARConfig,
-        "resnet56": ResNetCIFARConfig,
-        "resnet110": ResNetCIFARConfig,
-        "vgg_cifar": VGGCIFARConfig,
-        "vgg11": VGGCIFARConfig,
-        "vgg16": VGGCIFARConfig,
-        "vgg19": VGGCIFARConfig,
-        "torchvision_resnet": TorchvisionResNetConfig,
-        "resnet18": TorchvisionResNetConfig,
-        "resnet34": TorchvisionResNetConfig,
-        "resnet50": TorchvisionResNetConfig,
+        "mlp": model.MLPConfig,
+        "cnn1d": model.CNN1DConfig,
+        "lenet300": model.LeNet300Config,
+        "lenet5": model.LeNet5Config,
+        "conv2": model.ConvNetConfig,
+        "conv4": model.ConvNetConfig,
+        "conv6": model.ConvNetConfig,
+        "resnet_cifar": model.ResNetCIFARConfig,
+        "resnet20": model.ResNetCIFARConfig,
+        "resnet56": model.ResNetCIFARConfig,
+        "resnet110": model.ResNetCIFARConfig,
+        "vgg_cifar": model.VGGCIFARConfig,
+        "vgg11": model.VGGCIFARConfig,
+        "vgg16": model.VGGCIFARConfig,
+        "vgg19": model.VGGCIFARConfig,
+        "torchvision_resnet": model.TorchvisionResNetConfig,
+        "resnet18": model.TorchvisionResNetConfig,
+        "resnet34": model.TorchvisionResNetConfig,
+        "resnet50": model.TorchvisionResNetConfig,
     },
-    "optim": {"sgd": SGDConfig, "adam": AdamConfig},
+    "optim": {"sgd": optim.SGDConfig, "adam": optim.AdamConfig},
     "optim/schedule": {
-        "multistep": MultiStepScheduleConfig,
-        "cosine": CosineScheduleConfig,
-        "constant": ConstantScheduleConfig,
+        "multistep": optim.MultiStepScheduleConfig,
+        "cosine": optim.CosineScheduleConfig,
+        "constant": optim.ConstantScheduleConfig,
     },
-    "prune": {"default": PruneConfig},
-    "prune/criterion": {"magnitude": MagnitudeConfig, "random": RandomConfig, "taylor": TaylorConfig},
-    "structure": {"unstructured": UnstructuredConfig, "channel": ChannelConfig, "nm": NMConfig},
-    "retrain": {"default": RetrainConfig},
-    "trainer": {"default": TrainerConfig},
-    "paths": {"default": PathsConfig},
+    "prune": {"default": prune.PruneConfig},
+    "prune/criterion": {"magnitude": prune.MagnitudeConfig, "random": prune.RandomConfig, "taylor": prune.TaylorConfig},
+    "structure": {"unstructured": prune.UnstructuredConfig, "channel": prune.ChannelConfig, "nm": prune.NMConfig},
+    "retrain": {"default": retrain.RetrainConfig},
+    "trainer": {"default": run_config.TrainerConfig},
+    "paths": {"default": run_config.PathsConfig},
 }
 
 
@@ -118,7 +85,7 @@ def register_configs() -> None:
     if its entries were options to pick.
     """
     cs = ConfigStore.instance()
-    cs.store(name="run_schema", node=RunConfig)
+    cs.store(name="run_schema", node=run_config.RunConfig)
     for group, schemas in SCHEMAS.items():
         for name, schema in schemas.items():
             node = OmegaConf.structured(schema)
