@@ -3,17 +3,20 @@ differs between two runs of one config.
 
 ``VOLATILE``, the table in docs/records.md (``python -m prune_exp.columns`` prints it; a test
 compares) and the tests' expected keys all come from here; a test checks every column a real
-job writes against it. Metric columns are templates over the splits and metric names.
-Standard library only: the report imports it without torch.
+job writes against it. Metric columns are templates over the splits and the task's metric
+names (the built-in classification task's unless told others). No torch: the report imports it.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+from prune_exp.config.task import TaskConfig, metric_names
+
 SPLITS = ("val", "test")
-MEASURED = ("acc", "loss", "f1_macro", "acc_top5")  # what evaluation measures; acc_top5 with > 5 classes
+MEASURED = metric_names(TaskConfig())  # what the default task's evaluation measures (acc_top5: > 5 classes)
 
 
 @dataclass(frozen=True)
@@ -23,10 +26,10 @@ class Column:
     when: str = "always"  # the rows that have it
     volatile: bool = False  # differs between two runs of one config (wall times, where it ran)
 
-    def names(self) -> list[str]:
+    def names(self, metrics: Iterable[str] = MEASURED) -> list[str]:
         if "{" not in self.name:
             return [self.name]
-        return [self.name.format(split=s, metric=m) for s, m in itertools.product(SPLITS, MEASURED)]
+        return [self.name.format(split=s, metric=m) for s, m in itertools.product(SPLITS, metrics)]
 
 
 _ROUND = [
@@ -82,6 +85,7 @@ _JOB = [  # records.JobInfo: the same in every row of a job
     Column("model", "the model option"),
     Column("optimizer", "optim.name"),
     Column("select_metric", "select_metric"),
+    Column("metrics", "each measured metric's direction and scale: {name: {higher_is_better, percent}}"),
     Column("dense_hash", "the dense run's cache entry"),
     Column("dense_cached", "whether the dense run came from the cache when the job first got it"),
     Column("dense_epochs", "dense.epochs (T)"),
@@ -99,8 +103,9 @@ COLUMNS: tuple[Column, ...] = (*_ROUND, *_EFFICIENCY, *_JOB)
 VOLATILE: tuple[str, ...] = tuple(n for c in COLUMNS if c.volatile for n in c.names())
 
 
-def all_names() -> set[str]:
-    return {n for c in COLUMNS for n in c.names()}
+def all_names(metrics: Iterable[str] = MEASURED) -> set[str]:
+    """Every column a row can have, for a task that measures ``metrics`` (the loss included)."""
+    return {n for c in COLUMNS for n in c.names(tuple(metrics))}
 
 
 def markdown_table() -> str:

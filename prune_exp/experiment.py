@@ -38,7 +38,8 @@ from prune_exp.recorder import RoundRecorder
 from prune_exp.records import JobInfo, RecordWriter, read_records, slurm_job_id
 from prune_exp.retrain.schedules import LRSchedule
 from prune_exp.retrain.strategies import RoundPlan, plan_round
-from prune_exp.stages import Job, dense_stage, prune_retrain_stage
+from prune_exp.stages import Job, dense_metrics, dense_stage, prune_retrain_stage
+from prune_exp.task import Task
 
 log = logging.getLogger("prune_exp")
 
@@ -105,7 +106,7 @@ class Experiment:
 
         writer = RecordWriter(self.job_dir)
         recorder = RoundRecorder(
-            self._info(plan, sparsities, dense, cached), writer, self._meter(), dense.meta["metrics"]
+            self._info(plan, sparsities, dense, cached), writer, self._meter(), dense_metrics(job, dense)
         )
         resume = ResumeCheckpoint(self.job_dir / RESUME_FILE, cfg.trainer.checkpoint_every_s)
         module, pruner, mask = prune_retrain_stage(
@@ -154,6 +155,7 @@ class Experiment:
             trainer=cfg.trainer,
             seed=cfg.seed,
             progress_bar=self.progress_bar,
+            task=cfg.task,
         )
 
     def _dense(self, job: Job, plan: RoundPlan, base: dict, status: Path) -> tuple[DenseRun, bool]:
@@ -186,6 +188,7 @@ class Experiment:
             model=self.names["model"],
             optimizer=cfg.optim.name,
             select_metric=cfg.select_metric,
+            metrics=Task.of(cfg.task, self.datamodule.num_classes).describe(),
             dense_hash=dense.hash,
             dense_cached=cached,
             dense_epochs=cfg.dense.epochs,

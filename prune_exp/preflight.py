@@ -23,7 +23,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from prune_exp.config import ConfigError, PruneExpError, check_accelerator
+from prune_exp.config import ConfigError, PruneExpError, check_accelerator, task_metrics
 from prune_exp.session import SESSION
 
 log = logging.getLogger("prune_exp")
@@ -62,7 +62,7 @@ class CheckedJob:
 
 def check_job(cfg: DictConfig, _seen: dict[str, Any] | None = None) -> CheckedJob:
     """Raise a PruneExpError if this job would fail: types and ranges, the parts that need the
-    model (name patterns, metrics that need enough classes), then its data (loaded and checked:
+    model or the classes (name patterns, the task's metrics), then its data (loaded and checked:
     files, counts, labels, split sizes) and the strategy's positions in steps of that data, so
     that a bad value fails before any data is made. ``_seen``: a sweep's memo, so that each
     data set and each model is checked once."""
@@ -72,7 +72,8 @@ def check_job(cfg: DictConfig, _seen: dict[str, Any] | None = None) -> CheckedJo
     from prune_exp.run import to_run_config
 
     rc = to_run_config(cfg, resolve_paths=False)
-    parts = [OmegaConf.to_container(cfg[k], resolve=True) for k in ("data", "model", "prune", "structure")]
+    parts = [OmegaConf.to_container(cfg[k], resolve=True) for k in ("data", "model", "prune", "structure", "task")]
+    parts.append(rc.select_metric)
     model_key = json.dumps(parts, sort_keys=True, default=str)
     if _seen is None or model_key not in _seen:
         check_model(cfg, rc)
@@ -84,16 +85,21 @@ def check_job(cfg: DictConfig, _seen: dict[str, Any] | None = None) -> CheckedJo
 
 
 def check_model(cfg: DictConfig, rc: Any) -> None:
-    """The checks that need the network: the prunable names the patterns match, the metrics that
-    need enough classes. The data's shape and classes come from its config (no data loaded)."""
+    """The checks that need the network or the data's classes: the prunable names the patterns
+    match, the task's metrics (each built once), and a select_metric the data can have. The
+    data's shape and classes come from its config (no data loaded)."""
     from hydra.utils import instantiate
 
     from prune_exp.pruning.pruner import Pruner
+    from prune_exp.task import Task
 
     dm = instantiate(cfg.data, data_dir=str(OmegaConf.select(cfg, "paths.data_dir")))
-    if rc.select_metric == "acc_top5" and dm.num_classes <= 5:
+    task = Task.of(rc.task, dm.num_classes)  # every metric is a Metric with a direction
+    if rc.select_metric in task.left_out:
+        top_k = task_metrics(rc.task)[rc.select_metric]["top_k"]
         raise ConfigError(
-            f"select_metric='acc_top5' needs more than 5 classes, the data has {dm.num_classes}; allowed: acc, f1_macro"
+            f"select_metric={rc.select_metric!r} needs more than {top_k} classes (its top_k), the data has "
+            f"{dm.num_classes}; allowed: {', '.join(task.names)}"
         )
     net = instantiate(cfg.model, input_shape=dm.input_shape, num_classes=dm.num_classes)
     Pruner(

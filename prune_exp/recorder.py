@@ -84,13 +84,16 @@ def _total(module: PruneModule) -> int:
 
 
 def _log_round(row: dict[str, Any], round_: int, rounds: int) -> None:
+    m = row["select_metric"]
     log.info(
-        "round %d/%d  sparsity %.4f  compression %.2fx  val_acc pruned %.4f -> retrained %.4f  test_acc %.4f",
+        "round %d/%d  sparsity %.4f  compression %.2fx  val_%s pruned %.4f -> retrained %.4f  test_%s %.4f",
         round_,
         rounds,
         row["sparsity"],
         row["compression"],
-        row.get("pruned_val_acc", float("nan")),
-        row["val_acc"],
-        row["test_acc"],
+        m,
+        row.get(f"pruned_val_{m}", float("nan")),
+        row[f"val_{m}"],
+        m,
+        row[f"test_{m}"],
     )

@@ -33,6 +33,7 @@ class JobInfo:
     model: str
     optimizer: str
     select_metric: str
+    metrics: dict[str, dict[str, bool]]  # each measured metric's direction and scale (task.Task.describe)
     dense_hash: str
     dense_cached: bool
     dense_epochs: int

@@ -25,7 +25,8 @@ from torch import nn
 from prune_exp import dist
 from prune_exp.cache import DenseCache, DenseRun, epoch_file, save_state, spec_hash
 from prune_exp.checkpoint import RESUME_FILE, Persist, ResumeCheckpoint, RNGState, SafeCheckpointIO, Stopwatch
-from prune_exp.config import OptimConfig, TrainerConfig
+from prune_exp.columns import SPLITS
+from prune_exp.config import OptimConfig, TaskConfig, TrainerConfig
 from prune_exp.data.base import TensorDataModule
 from prune_exp.lit.callbacks import MaskEnforcer, PruneRetrainCycle, RewindPointSaver, RoundResult
 from prune_exp.lit.module import PruneModule
@@ -35,6 +36,7 @@ from prune_exp.pruning.pruner import Pruner
 from prune_exp.retrain.schedules import LRPosition, LRSchedule
 from prune_exp.retrain.strategies import RoundPlan
 from prune_exp.seeds import derive_seed
+from prune_exp.task import Task
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +116,7 @@ def make_module(job: Job, net: nn.Module) -> PruneModule:
         net,
         job.optim,
         job.datamodule.num_classes,
+        task=job.task,
         compile=job.trainer.compile,
         channels_last=job.trainer.channels_last,
     )
@@ -122,7 +125,8 @@ def make_module(job: Job, net: nn.Module) -> PruneModule:
 def evaluate_splits(module: PruneModule, dm: TensorDataModule) -> dict[str, float]:
     """Every metric on val and test, keyed ``val_acc``, ``test_loss``, ..."""
     out: dict[str, float] = {}
-    for split, loader in (("val", dm.val_dataloader()), ("test", dm.test_dataloader())):
+    for split in SPLITS:
+        loader = getattr(dm, f"{split}_dataloader")()
         out.update({f"{split}_{k}": v for k, v in module.evaluate(loader).items()})
     return out
 
@@ -139,6 +143,7 @@ class Job:
     seed: int
     progress_bar: bool
     callbacks: list[Callback] = field(default_factory=list)  # extra Lightning callbacks, both stages
+    task: TaskConfig = field(default_factory=TaskConfig)  # the loss and the metrics
 
     @property
     def steps_per_epoch(self) -> int:
@@ -204,14 +209,25 @@ def dense_stage(
             found = cache.load(spec_hash(spec))
         assert found is not None, "rank 0 did not publish the dense run"
         run = found
-    log.info(
-        "dense run %s (%s): val acc %.4f, test acc %.4f",
-        run.hash,
-        "cached" if cached else "trained",
-        run.meta["metrics"]["val_acc"],
-        run.meta["metrics"]["test_acc"],
-    )
+    measured = ", ".join(f"{k} {v:.4f}" for k, v in run.meta["metrics"].items() if k.startswith("test_"))
+    log.info("dense run %s (%s): %s", run.hash, "cached" if cached else "trained", measured)
     return run, cached
+
+
+def dense_metrics(job: Job, dense: DenseRun) -> dict[str, float]:
+    """The dense model's metrics on val and test, for the job's task: the cache entry's, or
+    measured now from its final weights when the run that trained it measured other metrics
+    (the metrics are not part of the dense run: a new one does not retrain it)."""
+    names = Task.of(job.task, job.datamodule.num_classes).names
+    wanted = {f"{split}_{name}" for split in SPLITS for name in names}
+    stored = dense.meta["metrics"]
+    if wanted <= stored.keys():
+        return {k: v for k, v in stored.items() if k in wanted}
+    log.info("measuring the dense model's metrics (%s)", ", ".join(sorted(wanted - stored.keys())))
+    with torch.random.fork_rng(devices=[]):  # the job's RNG stream stays as it was
+        net = job.build_net()
+    net.load_state_dict(dense.state(dense.epochs))
+    return evaluate_splits(make_module(job, net), job.datamodule)
 
 
 def rewound_weights(job: Job, dense: DenseRun, step: int, log_dir: Path) -> dict[str, torch.Tensor]:

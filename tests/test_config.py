@@ -92,7 +92,11 @@ def test_the_default_config() -> None:
         ("dense.rewind_epochs=[0,99]", r"dense\.rewind_epochs=\[0, 99\]"),
         ("data.val_fraction=1", r"data\.val_fraction=1\.0"),
         ("data.batch_size=0", r"data\.batch_size=0"),
-        ("select_metric=auc", r"select_metric='auc'.*acc, acc_top5, f1_macro"),
+        ("select_metric=auc", r"select_metric='auc'.*acc, f1_macro, acc_top5, loss"),
+        ("task.name=regressoin", r"task\.name='regressoin'.*one of classification"),
+        ("+task.metrics.loss={_target_:torchmetrics.MeanMetric}", r"task\.metrics\.loss=.*other than 'loss'"),
+        ("+task.metrics.x=3", r"task\.metrics\.x=3 .*null, or a torchmetrics Metric's config"),
+        ("+task.metrics.x={_target_:a.B,higher_is_better:maybe}", r"task\.metrics\.x\.higher_is_better='maybe'"),
         ("trainer.precision=8", r"trainer\.precision='8'"),
         ("seed=-1", r"seed=-1"),
         ("++prune.layer_rate_scale={classifier.weight:9}", r"prune\.layer_rate_scale\[classifier\.weight\]=9\.0"),
@@ -115,6 +119,18 @@ def test_layer_rate_scale_from_the_command_line() -> None:
         ("prune.exclude=[nope.*]", r"prune\.exclude pattern 'nope\.\*' matches no prunable parameter"),
         ("prune.include=[classifier.weight] structure=channel", "no prunable parameters left"),
         ("data=synthetic data.num_classes=4 select_metric=acc_top5", "acc_top5.*more than 5 classes"),
+        # the task's metrics: each built once, for the data's classes, before anything runs
+        ("+task.metrics.x={_target_:nope.Nope}", r"task\.metrics\.x\._target_='nope\.Nope' cannot be imported"),
+        ("+task.metrics.x={_target_:torch.nn.Linear}", r"task\.metrics\.x\._target_=.* is not a torchmetrics Metric"),
+        (
+            "+task.metrics.x={_target_:torchmetrics.classification.MulticlassAccuracy,average:bogus}",
+            r"task\.metrics\.x=.*cannot be built \(.*average.*\); allowed: MulticlassAccuracy's arguments$",
+        ),
+        (
+            "+task.metrics.x={_target_:torchmetrics.aggregation.SumMetric}",  # no direction of its own
+            r"task\.metrics\.x: SumMetric does not say whether higher is better; allowed: set higher_is_better",
+        ),
+        ("+task.metrics.acc_top5=null select_metric=acc_top5", r"select_metric='acc_top5'.*acc, f1_macro, loss$"),
     ],
 )
 def test_model_dependent_checks(override: str, message: str) -> None:

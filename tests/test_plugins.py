@@ -1,5 +1,5 @@
 """Plug-ins from outside the package: a user's own model, datamodule over their own tensors,
-criterion, structure and strategy, in their own directory, referenced by ``_target_`` from their own
+criterion, structure, metric and strategy, in their own directory, referenced by ``_target_`` from their own
 config dir (``--config-dir``), run as a real multirun with the records and report checked."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import torch
 from helpers import run_cli
 from safetensors.torch import load_file
 
+from prune_exp.columns import all_names
 from prune_exp.records import read_records
 
 pytestmark = pytest.mark.slow
@@ -24,6 +25,7 @@ PACKAGE = '''\
 import numpy as np
 import torch
 from torch import nn
+from torchmetrics import Metric
 
 from prune_exp.data.base import TensorDataModule
 from prune_exp.pruning.criteria import Criterion
@@ -88,6 +90,27 @@ class InputColumns(Structure):
         return unit_keep.reshape(view).expand(shape).clone()
 
 
+class ErrorRate(Metric):
+    """The fraction misclassified: lower is better, a fraction in [0, 1] (shown in percent)."""
+
+    higher_is_better = False
+    plot_lower_bound, plot_upper_bound = 0.0, 1.0
+
+    def __init__(self, num_classes, **kwargs):  # num_classes: given by prune_exp, from the data
+        super().__init__(**kwargs)
+        self.num_classes = num_classes
+        self.add_state("wrong", torch.tensor(0), dist_reduce_fx="sum")
+        self.add_state("total", torch.tensor(0), dist_reduce_fx="sum")
+
+    def update(self, logits, target):
+        assert logits.shape[-1] == self.num_classes
+        self.wrong += (logits.argmax(-1) != target).sum()
+        self.total += target.numel()
+
+    def compute(self):
+        return self.wrong.float() / self.total
+
+
 class SquaredMagnitude(Criterion):
     """w squared: the same ranking as |w| per weight, a different one per unit."""
 
@@ -105,11 +128,18 @@ CONFIGS = {
     ),
     "prune/criterion/squared.yaml": "_target_: userplug.SquaredMagnitude\n",
     "structure/input_columns.yaml": "_target_: userplug.InputColumns\n",
+    "task/with_error.yaml": (  # the built-in classification metrics, and the user's own
+        "defaults:\n  - /schema_task_default@_here_\n  - _self_\nmetrics:\n  error:\n    _target_: userplug.ErrorRate\n"
+    ),
     "retrain/wr_constant.yaml": (
         "defaults:\n  - /schema_retrain_default@_here_\n  - _self_\n"
         "strategy: wr_constant\nweights: rewind\nrewind_to: T-t\nshort: WRc\nlabel: WR weights, constant LR\n"
     ),
 }
+
+
+def jobs_by_dir(sweep: Path) -> list[list[dict]]:
+    return [read_records(sweep / str(n) / "records.jsonl") for n in range(4)]
 
 
 def user_dir(root: Path) -> tuple[Path, Path]:
@@ -123,7 +153,7 @@ def user_dir(root: Path) -> tuple[Path, Path]:
     return code, conf
 
 
-def test_a_users_model_data_criterion_structure_and_strategy_run_as_a_real_multirun(tmp_path: Path) -> None:
+def test_a_users_model_data_criterion_structure_metric_and_strategy_run_as_a_real_multirun(tmp_path: Path) -> None:
     code, conf = user_dir(tmp_path)
     sweep = tmp_path / "sweep"
     res = run_cli(
@@ -135,6 +165,8 @@ def test_a_users_model_data_criterion_structure_and_strategy_run_as_a_real_multi
             "model=two_layer",
             "prune/criterion=squared",
             "structure=input_columns",
+            "task=with_error",
+            "select_metric=error",  # the user's metric, where lower is better, picks and is reported
             "retrain=finetune,wr_constant",
             "seed=0,1",
             "dense.epochs=3",
@@ -165,6 +197,15 @@ def test_a_users_model_data_criterion_structure_and_strategy_run_as_a_real_multi
         assert rows[-1]["sparsity"] == pytest.approx(0.75, abs=0.05)  # whole columns of 24 and 3 weights
         # 3 classes of blobs: the dense model is far above chance (1/3)
         assert rows[0]["test_acc"] > 0.6
+        for r in rows:  # the user's metric, measured on every split of every round, next to the built-ins
+            for split in ("val", "test"):
+                assert r[f"{split}_error"] == pytest.approx(1 - r[f"{split}_acc"], abs=1e-6)
+            if r["round"] > 0:
+                assert r["pruned_test_error"] == pytest.approx(1 - r["pruned_test_acc"], abs=1e-6)
+        assert rows[0]["metrics"]["error"] == {"higher_is_better": False, "percent": True}
+        assert rows[0]["select_metric"] == "error"
+        assert set(rows[1]) <= all_names(("acc", "f1_macro", "error", "loss"))  # 3 classes: no acc_top5
+        assert "test_acc_top5" not in rows[1]
     for n in range(4):  # the user's structure: every input column is kept whole or pruned whole
         mask = load_file(sweep / str(n) / "mask.safetensors")
         for name in ("body.1.weight", "body.3.weight"):
@@ -175,8 +216,11 @@ def test_a_users_model_data_criterion_structure_and_strategy_run_as_a_real_multi
     assert jobs[("finetune", 0)][0]["dense_hash"] == jobs[("wr_constant", 0)][0]["dense_hash"]
     assert jobs[("finetune", 0)][0]["dense_hash"] != jobs[("finetune", 1)][0]["dense_hash"]
 
+    assert json.loads((sweep / "0" / "status.json").read_text())["value"] == jobs_by_dir(sweep)[0][-1]["val_error"]
     summary = (sweep / "summary.md").read_text()
     assert "4 jobs: 4 done." in summary
+    assert "### Test error (%) per strategy (lower is better)" in summary  # the sweep's select metric
+    assert "median over seeds is at or below the dense median" in summary
     assert "| WRc − FT " in summary  # the paired differences, named by each strategy's config
     csv = pd.read_csv(sweep / "results.csv")
     assert set(csv["strategy"]) == {"finetune", "wr_constant"} and (csv["setting"] == "all").all()

@@ -15,8 +15,11 @@ import pandas as pd
 import pytest
 import yaml
 
+from prune_exp.errors import ConfigError
 from prune_exp.records import read_records
 from prune_exp.report import report_sweep
+from prune_exp.report.cli import main as report_main
+from prune_exp.report.metric import ReportMetric
 from prune_exp.report.styles import StrategyStyles
 from prune_exp.report.tables import (
     available_costs,
@@ -27,7 +30,6 @@ from prune_exp.report.tables import (
     dense_by_seed,
     dense_costs,
     dense_stats,
-    diff_ci_wins,
     largest_compression_at_dense,
     paired,
     search_costs,
@@ -322,7 +324,7 @@ def test_the_report_states_the_dense_median_and_draws_it(tmp_path: Path) -> None
     df = mm_records()
     dense = dense_by_seed(df, "test_acc")
     stats = cell_stats(choose_budgets(df, "val_acc"), dense, "test_acc")
-    fig = P.compression_figure(stats, dense_stats(dense), "acc", StrategyStyles.of(df))
+    fig = P.compression_figure(stats, dense_stats(dense), ReportMetric("acc"), StrategyStyles.of(df))
     try:
         line = lines_by_gid(fig.axes[0])["dense_median"]
         assert list(line.get_ydata()) == [pytest.approx(95.6)] * 2 and "dense median 95.60%" in line.get_label()
@@ -361,9 +363,9 @@ def test_one_seed_has_no_interval() -> None:
     df = hand_made(rng_seed=3)
     p = paired(choose_budgets(df[df["seed"] == 0], "val_acc"), "lr_rewind", "finetune", "test_acc")
     assert p["n"].eq(1).all() and p["ci_lo"].isna().all() and p["ci_hi"].isna().all()
-    assert diff_ci_wins(0.0053, np.nan, np.nan, 1, 0, 0) == "+0.53 (1–0)"
-    assert diff_ci_wins(0.0053, -0.001, 0.012, 2, 1, 0) == "+0.53 [-0.10, +1.20] (2–1)"
-    assert diff_ci_wins(0.0, -0.001, 0.001, 1, 1, 1) == "+0.00 [-0.10, +0.10] (1–1, =1)"
+    assert ReportMetric("acc").diff_ci_wins(0.0053, np.nan, np.nan, 1, 0, 0) == "+0.53 (1–0)"
+    assert ReportMetric("acc").diff_ci_wins(0.0053, -0.001, 0.012, 2, 1, 0) == "+0.53 [-0.10, +1.20] (2–1)"
+    assert ReportMetric("acc").diff_ci_wins(0.0, -0.001, 0.001, 1, 1, 1) == "+0.00 [-0.10, +0.10] (1–1, =1)"
 
 
 def test_paired_table_shows_the_bootstrap_interval(tmp_path: Path) -> None:
@@ -380,6 +382,90 @@ def test_paired_table_shows_the_bootstrap_interval(tmp_path: Path) -> None:
     assert row["LRR − FT"] == f"+2.00 [{100 * lo:+.2f}, {100 * hi:+.2f}] (2–1)"
     p = paired(choose_budgets(mm_records(), "val_acc"), "lr_rewind", "finetune", "test_acc").loc[("all", 0.5)]
     assert (p["ci_lo"], p["ci_hi"]) == (pytest.approx(lo), pytest.approx(hi))
+
+
+LOWER = {"mse": {"higher_is_better": False, "percent": False}, "loss": {"higher_is_better": False, "percent": False}}
+
+
+def mirrored_rows(strategy: str, seed: int) -> list[dict]:
+    """The mean-vs-median job with mse = 1 - acc in place of acc: lower is better, not a fraction."""
+    rows = []
+    for r in mm_rows(strategy, seed):
+        acc = r.pop("test_acc"), r.pop("val_acc")
+        rows.append({**r, "select_metric": "mse", "metrics": LOWER, "test_mse": 1 - acc[0], "val_mse": 1 - acc[1]})
+    return rows
+
+
+def report_of(tmp_path: Path, make_rows) -> str:
+    sweep = tmp_path / make_rows.__name__
+    sweep.mkdir()
+    for i, (st, seed) in enumerate((st, seed) for st in MM_CELLS for seed in SEEDS):
+        write_job(sweep / str(i), [f"retrain={st}", f"seed={seed}"], make_rows(st, seed), "done")
+    report_sweep(sweep, out=lambda _: None, plots=False)
+    return (sweep / "summary.md").read_text()
+
+
+def test_a_lower_is_better_metric_turns_every_verdict_round(tmp_path: Path) -> None:
+    """mse = 1 - acc on the same records: the headline, the paired wins and the budget choice
+    give the acc report's answers, read the other way round, in the metric's own units."""
+    summary, acc_summary = report_of(tmp_path, mirrored_rows), report_of(tmp_path, mm_rows)
+    assert "### Test mse per strategy (lower is better)" in summary  # the sweep's select metric, no (%)
+    assert f"Dense model: test_mse {1 - statistics.mean(MM_DENSE.values()):.4g} ± " in summary
+    heading = "### Largest compression at which the median over seeds is at or below the dense median over seeds"
+    assert f"{heading} ({1 - 0.956:.4g})" in summary
+    rows = {r["strategy"]: r for r in md_table(summary, heading)}
+    assert {st: r["largest compression with median ≤ dense median"] for st, r in rows.items()} == {
+        st: "never" if c is None else f"{c:.2f}×" for st, c in MM_BY_MEDIAN.items()
+    }
+    assert {st: r["largest compression where most seeds ≤ their dense"] for st, r in rows.items()} == {
+        st: f"{c:.2f}×" for st, c in MM_BY_SEED.items()
+    }
+    # Paired: the seeds where A was better are the same seeds; the mean difference changes sign.
+    mirrored = md_table(summary, "### Paired differences over the same seeds")
+    plain = md_table(acc_summary, "### Paired differences over the same seeds")
+    assert len(mirrored) == len(plain) == 3
+    for m_row, a_row in zip(mirrored, plain, strict=True):
+        for pair in ("WR − FT", "LRR − FT", "LRR − WR"):
+            assert m_row[pair].rsplit(" (", 1)[1] == a_row[pair].rsplit(" (", 1)[1]  # "(2–1)"
+            assert float(m_row[pair].split()[0]) == pytest.approx(-float(a_row[pair].split()[0]) / 100, abs=1e-4)
+    assert "lower is better" in summary and "higher is better" in acc_summary
+
+
+def test_budgets_are_chosen_in_the_select_metrics_direction() -> None:
+    rows = [
+        {
+            "setting": "all",
+            "strategy": "finetune",
+            "target_sparsity": 0.5,
+            "round": 1,
+            "seed": s,
+            "budget": b,
+            "val_mse": v,
+        }
+        for s in (0, 1)
+        for b, v in ((1, 0.30), (2, 0.20))
+    ]
+    df = pd.DataFrame(rows)
+    assert set(choose_budgets(df, "val_mse", higher_is_better=False)["budget"]) == {2}
+    assert set(choose_budgets(df, "val_mse")["budget"]) == {1}
+
+
+def test_records_without_the_metrics_column_are_the_classification_tasks() -> None:
+    old = pd.DataFrame({"test_acc": [0.9], "test_loss": [0.3]})
+    assert ReportMetric.of(old, "acc") == ReportMetric("acc", higher_is_better=True, percent=True)
+    assert ReportMetric.of(old, "loss") == ReportMetric("loss", higher_is_better=False, percent=False)
+    with pytest.raises(ConfigError, match=r"--metric 'auc': the records have no test_auc; allowed: acc, loss"):
+        ReportMetric.of(old, "auc")
+
+
+def test_the_report_command_refuses_a_metric_the_records_lack(tmp_path: Path, capsys) -> None:
+    sweep = tmp_path / "sweep"
+    write_job(sweep / "0", ["retrain=finetune"], mirrored_rows("finetune", 0), "done")
+    with pytest.raises(SystemExit) as e:
+        report_main([str(sweep), "--metric", "acc", "--no-plots"])
+    assert e.value.code == 2
+    assert "--metric 'acc': the records have no test_acc; allowed: mse" in capsys.readouterr().err
+    assert not (sweep / "summary.md").exists()  # refused before anything is written
 
 
 # ------------------------------------------------------------------ sweep dirs on disk
@@ -673,7 +759,7 @@ def test_search_cost_figure_plots_median_cumulative_flops_from_the_dense_stage()
         dcosts,
         dense_stats(dense_by_seed(df, "test_acc")),
         "train_flops",
-        "acc",
+        ReportMetric("acc"),
         StrategyStyles.of(df),
     )
     try:
@@ -720,7 +806,7 @@ def test_search_cost_falls_back_to_epochs_without_flops_columns(tmp_path: Path) 
         dense_costs(df, costs),
         dense_stats(dense_by_seed(df, "test_acc")),
         "epochs",
-        "acc",
+        ReportMetric("acc"),
         StrategyStyles.of(df),
     )
     try:
@@ -760,7 +846,7 @@ def test_search_cost_with_several_budgets_connects_each_sparsity_across_budgets(
         dense_costs(df, costs),
         dense_stats(dense_by_seed(df, "test_acc")),
         "train_flops",
-        "acc",
+        ReportMetric("acc"),
         StrategyStyles.of(df),
     )
     try:
@@ -838,7 +924,7 @@ def test_search_cost_tick_labels_do_not_overlap(budget: int, levels: list[float]
         dense_costs(df, costs),
         dense_stats(dense_by_seed(df, "test_acc")),
         axis,
-        "acc",
+        ReportMetric("acc"),
         StrategyStyles.of(df),
     )
     try:

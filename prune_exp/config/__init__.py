@@ -7,9 +7,10 @@ relations between keys) is checked by :func:`check_config`, which the preflight 
 callback runs for every job of a run or sweep before Hydra writes anything.
 
 Each section's schemas and checks live together: ``data.py``, ``model.py``, ``optim.py``,
-``prune.py`` (criterion, scope, schedule, structure), ``retrain.py`` (the strategy) and
-``run_config.py`` (the whole job, and the checks across sections); ``checks.py`` has what they
-share and ``store.py`` registers them with Hydra. Everything is importable from here.
+``prune.py`` (criterion, scope, schedule, structure), ``retrain.py`` (the strategy), ``task.py``
+(the loss and the metrics) and ``run_config.py`` (the whole job, and the checks across
+sections); ``checks.py`` has what they share and ``store.py`` registers them with Hydra.
+Everything is importable from here.
 """
 
 from __future__ import annotations
@@ -80,7 +81,6 @@ from prune_exp.config.retrain import (
 )
 from prune_exp.config.run_config import (
     ACCELERATORS,
-    METRICS,
     PRECISIONS,
     TRAINER_STRATEGIES,
     DenseConfig,
@@ -101,6 +101,7 @@ from prune_exp.config.store import (
     register_resolvers,
     schema_name,
 )
+from prune_exp.config.task import LOSS, TASKS, TaskConfig, check_task, metric_names, task_metrics
 from prune_exp.errors import (  # the errors live in errors.py; importing them from here works too
     ConfigError,
     CorruptFileError,
@@ -113,8 +114,8 @@ from prune_exp.errors import (  # the errors live in errors.py; importing them f
 __all__ = [
     "ACCELERATORS",
     "DURATIONS",
+    "LOSS",
     "LR_MODES",
-    "METRICS",
     "PRECISIONS",
     "PRUNE_SCHEDULES",
     "SCHEMAS",
@@ -122,6 +123,7 @@ __all__ = [
     "SHARED_RETRAIN_KEYS",
     "STRATEGY_KEYS",
     "STYLE_KEYS",
+    "TASKS",
     "TRAINER_STRATEGIES",
     "WEIGHTS",
     "AdamConfig",
@@ -163,6 +165,7 @@ __all__ = [
     "SGDConfig",
     "ScheduleConfig",
     "SyntheticConfig",
+    "TaskConfig",
     "TaylorConfig",
     "TorchvisionResNetConfig",
     "TrainerConfig",
@@ -177,16 +180,19 @@ __all__ = [
     "check_patterns",
     "check_prune",
     "check_retrain",
+    "check_task",
     "check_trainer",
     "choice",
     "conf_dir",
     "fail",
     "in_range",
+    "metric_names",
     "positive_int",
     "register_configs",
     "register_resolvers",
     "round_fractions_max",
     "schema_name",
+    "task_metrics",
     "world_size",
 ]
 

@@ -14,6 +14,7 @@ from prune_exp.config.data import check_data
 from prune_exp.config.optim import check_optim
 from prune_exp.config.prune import PruneConfig, check_prune
 from prune_exp.config.retrain import RetrainConfig, check_retrain
+from prune_exp.config.task import TaskConfig, check_task, metric_names
 from prune_exp.errors import ConfigError
 
 
@@ -56,9 +57,6 @@ class PathsConfig:
     output_dir: str = MISSING
 
 
-METRICS = ("acc", "acc_top5", "f1_macro")
-
-
 @dataclass
 class EfficiencyConfig:
     """What every round measures besides accuracy (FLOPs and bytes are always counted)."""
@@ -78,13 +76,14 @@ class RunConfig:
     prune: PruneConfig = MISSING
     structure: Any = MISSING
     retrain: RetrainConfig = MISSING
+    task: TaskConfig = MISSING
     dense: DenseConfig = field(default_factory=DenseConfig)
     efficiency: EfficiencyConfig = field(default_factory=EfficiencyConfig)
     trainer: TrainerConfig = MISSING
     paths: PathsConfig = MISSING
     name: str = "default"
     seed: int = 0
-    select_metric: str = "acc"  # the metric a sweep selects on (val) and the job returns
+    select_metric: str = "acc"  # the metric (of task) a sweep selects on (val) and the job returns
 
 
 def world_size(cfg: TrainerConfig) -> int:
@@ -113,7 +112,8 @@ def check_config(cfg: RunConfig) -> None:
     parts = str(cfg.name).replace("\\", "/").split("/")
     if not cfg.name or cfg.name.startswith("/") or any(p in ("", ".", "..") for p in parts):
         raise fail("name", cfg.name, "a folder name under outputs/ (letters, digits, '-', '_'; '/' for subfolders)")
-    choice("select_metric", cfg.select_metric, METRICS)
+    check_task(cfg.task)
+    choice("select_metric", cfg.select_metric, metric_names(cfg.task))
     if not (isinstance(cfg.seed, int) and cfg.seed >= 0):
         raise fail("seed", cfg.seed, "an integer >= 0")
 

@@ -14,6 +14,7 @@ import prune_exp.config.optim as optim
 import prune_exp.config.prune as prune
 import prune_exp.config.retrain as retrain
 import prune_exp.config.run_config as run_config
+import prune_exp.config.task as task
 
 
 def conf_dir() -> str:
@@ -68,6 +69,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "prune/criterion": {"magnitude": prune.MagnitudeConfig, "random": prune.RandomConfig, "taylor": prune.TaylorConfig},
     "structure": {"unstructured": prune.UnstructuredConfig, "channel": prune.ChannelConfig, "nm": prune.NMConfig},
     "retrain": {"default": retrain.RetrainConfig},
+    "task": {"default": task.TaskConfig},
     "trainer": {"default": run_config.TrainerConfig},
     "paths": {"default": run_config.PathsConfig},
 }

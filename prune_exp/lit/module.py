@@ -1,4 +1,4 @@
-"""LightningModule: cross-entropy, the optimizer, an externally set LR position, torchmetrics."""
+"""LightningModule: the task's loss and torchmetrics, the optimizer, an externally set LR position."""
 
 from __future__ import annotations
 
@@ -7,13 +7,11 @@ from contextlib import nullcontext
 
 import lightning.pytorch as pl
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
-from prune_exp.config import AdamConfig, OptimConfig, SGDConfig
+from prune_exp.config import LOSS, AdamConfig, OptimConfig, SGDConfig, TaskConfig
 from prune_exp.retrain.schedules import LRPosition
+from prune_exp.task import Task
 
 
 def build_optimizer(cfg: OptimConfig, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
@@ -27,23 +25,13 @@ def build_optimizer(cfg: OptimConfig, params: Iterable[nn.Parameter]) -> torch.o
     raise TypeError(f"unknown optimizer config {type(cfg).__name__}")
 
 
-def make_metrics(num_classes: int) -> MetricCollection:
-    """acc (top-1) always; acc_top5 when there are more than 5 classes; macro F1."""
-    metrics = {
-        "acc": MulticlassAccuracy(num_classes, average="micro"),
-        "f1_macro": MulticlassF1Score(num_classes, average="macro"),
-    }
-    if num_classes > 5:
-        metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
-    return MetricCollection(metrics)
-
-
 # Attributes Lightning or the module set often that are never a Parameter, buffer or submodule.
 _PLAIN_ATTRS = frozenset({"_current_fx_name", "_loss_sum", "_loss_count"})
 
 
 class PruneModule(pl.LightningModule):
-    """Trains ``net``. In the dense stage the LR at every step comes from ``lr_position`` (set by
+    """Trains ``net`` on ``task`` (default: classification; its loss and its metrics, for
+    ``num_classes`` outputs). In the dense stage the LR at every step comes from ``lr_position`` (set by
     the stage); in the rounds PruneRetrainCycle sets it, as it does for any LightningModule."""
 
     def __init__(
@@ -52,6 +40,7 @@ class PruneModule(pl.LightningModule):
         optim: OptimConfig,
         num_classes: int,
         *,
+        task: TaskConfig | None = None,
         compile: bool = False,
         channels_last: bool = False,
     ) -> None:
@@ -59,10 +48,11 @@ class PruneModule(pl.LightningModule):
         self.net = net
         self.optim_cfg = optim
         self.num_classes = num_classes
+        self.task = Task.of(task, num_classes)
         self.lr_position: LRPosition | None = None
         self._loss_sum = torch.zeros(())
         self._loss_count = 0
-        self.val_metrics = make_metrics(num_classes).clone(prefix="val/")
+        self.val_metrics = self.task.collection().clone(prefix="val/")
         # channels_last: NHWC convolutions (faster with cuDNN under mixed precision); the masks
         # are multiplied elementwise, whatever the layout.
         self.channels_last = channels_last
@@ -105,7 +95,7 @@ class PruneModule(pl.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
-        loss = F.cross_entropy(self(x), y)
+        loss = self.task.loss(self(x), y)
         # Summed here and logged once per epoch: self.log on every step costs ~20% of a small
         # model's step time.
         self._loss_sum += loss.detach() * len(y)
@@ -128,9 +118,7 @@ class PruneModule(pl.LightningModule):
         x, y = batch
         logits = self(x)
         # Every rank evaluates the whole split (no sharding), so sync_dist averages equal values.
-        self.log(
-            "val/loss", F.cross_entropy(logits, y), on_epoch=True, prog_bar=True, batch_size=len(y), sync_dist=True
-        )
+        self.log("val/loss", self.task.loss(logits, y), on_epoch=True, prog_bar=True, batch_size=len(y), sync_dist=True)
         self.val_metrics.update(logits, y)
         self.log_dict(self.val_metrics, on_epoch=True, prog_bar=False, batch_size=len(y))
 
@@ -139,7 +127,7 @@ class PruneModule(pl.LightningModule):
         """Loss and every metric over ``loader``, outside Lightning's loops (callbacks use it)."""
         was_training = self.net.training
         self.net.eval()
-        metrics = make_metrics(self.num_classes).to(self.device)
+        metrics = self.task.collection().to(self.device)
         loss_sum, n = 0.0, 0
         try:
             trainer = self._trainer  # the run's precision (autocast) when a Trainer is attached
@@ -148,11 +136,11 @@ class PruneModule(pl.LightningModule):
                 x, y = x.to(self.device), y.to(self.device)
                 with context:
                     logits = self(x).float()
-                loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+                loss_sum += float(self.task.loss(logits, y, reduction="sum"))
                 n += len(y)
                 metrics.update(logits, y)
         finally:
             self.net.train(was_training)
         out = {k: float(v) for k, v in metrics.compute().items()}
-        out["loss"] = loss_sum / max(n, 1)
+        out[LOSS] = loss_sum / max(n, 1)
         return out

@@ -11,8 +11,9 @@ from pathlib import Path
 import pandas as pd
 
 from prune_exp.atomic import atomic_write, write_text
-from prune_exp.config import METRICS
+from prune_exp.errors import ConfigError
 from prune_exp.report.collect import DESCRIPTORS, JobStatus, Sweep, load_sweep, setting_columns
+from prune_exp.report.metric import ReportMetric
 from prune_exp.report.styles import StrategyStyles
 from prune_exp.report.tables import (
     BOOTSTRAP_RESAMPLES,
@@ -26,14 +27,10 @@ from prune_exp.report.tables import (
     dense_by_seed,
     dense_costs,
     dense_stats,
-    diff_ci_wins,
     largest_compression_at_dense,
-    mean_std_n,
     paired,
     pairs,
-    pct,
     search_costs,
-    signed_pp,
     with_setting,
 )
 
@@ -41,14 +38,15 @@ from prune_exp.report.tables import (
 def report_sweep(
     sweep_dir: str | Path,
     *,
-    metric: str = "acc",
+    metric: str | None = None,
     baseline: str | None = None,
     plots: bool = True,
     out: Callable[[str], None] = print,
 ) -> Sweep:
     """Write ``results.csv``, ``summary.md`` and the figures into ``sweep_dir``; print the summary.
-    The paired differences compare each strategy with ``baseline`` when the sweep has it, else
-    every pair of strategies.
+    ``metric``: the test metric to report (default: the one the sweep selects on). The paired
+    differences compare each strategy with ``baseline`` when the sweep has it, else every pair
+    of strategies. ConfigError for a metric the records do not have.
 
     Works on whatever the dir holds: a finished sweep, one that is still running, one whose
     jobs ran on a cluster, or one with failed jobs (they are listed, the rest is reported).
@@ -62,16 +60,17 @@ def report_sweep(
         return sweep
 
     df = with_setting(sweep.results, setting_columns(sweep.results))
+    select_name = str(df["select_metric"].iloc[0]) if "select_metric" in df else "acc"
+    m, sm = ReportMetric.of(df, metric or select_name), ReportMetric.of(df, select_name)
     styles = StrategyStyles.of(df)
     with atomic_write(sweep_dir / "results.csv") as tmp:
         df.to_csv(tmp, index=False)
-    metric_col = f"test_{metric}"
-    select = f"val_{df['select_metric'].iloc[0]}" if "select_metric" in df else "val_acc"
+    metric_col, select = f"test_{m.name}", f"val_{sm.name}"
     dense = dense_by_seed(df, metric_col)
     dstats = dense_stats(dense)
-    chosen = choose_budgets(df, select)
-    stats = cell_stats(chosen, dense, metric_col)
-    headline = largest_compression_at_dense(stats, dstats)
+    chosen = choose_budgets(df, select, sm.higher_is_better)
+    stats = cell_stats(chosen, dense, metric_col, m.higher_is_better)
+    headline = largest_compression_at_dense(stats, dstats, m.higher_is_better)
     costs = available_costs(df)
     axis = cost_axis(df)
     scosts = search_costs(df, metric_col, costs)
@@ -82,7 +81,7 @@ def report_sweep(
     for setting in dstats.index:
         if len(dstats) > 1:
             md += [f"## Setting: {setting}", ""]
-        md += _setting_section(setting, stats, dstats, chosen, headline, metric_col, select, styles, baseline)
+        md += _setting_section(setting, stats, dstats, chosen, headline, m, select, styles, baseline)
         if setting in stats.index.get_level_values("setting"):
             md += _search_cost_section(setting, stats, scosts, dcosts, costs, select, cost_figure, styles)
 
@@ -90,11 +89,11 @@ def report_sweep(
         from prune_exp.report import plots as P
 
         sub = _subtitle(df)
-        figures = P.accuracy_vs_compression(stats, dstats, sweep_dir, metric, styles, sub)
+        figures = P.accuracy_vs_compression(stats, dstats, sweep_dir, m, styles, sub)
         if (df[df["round"] > 0].groupby(["setting", "strategy", LEVEL])["budget"].nunique() > 1).any():
-            figures += P.accuracy_vs_budget(df[df["round"] > 0], dstats, sweep_dir, metric_col, metric, styles, sub)
+            figures += P.accuracy_vs_budget(df[df["round"] > 0], dstats, sweep_dir, m, styles, sub)
         if cost_figure:
-            figures += P.accuracy_vs_search_cost(scosts, dcosts, dstats, sweep_dir, axis, metric, styles, sub)
+            figures += P.accuracy_vs_search_cost(scosts, dcosts, dstats, sweep_dir, axis, m, styles, sub)
         masks = _final_masks(df, sweep_dir)
         if not masks.empty:
             figures += P.layer_sparsity(masks, sweep_dir, styles, sub)
@@ -166,7 +165,7 @@ def _setting_section(
     dstats: pd.DataFrame,
     chosen: pd.DataFrame,
     headline: pd.DataFrame,
-    metric_col: str,
+    m: ReportMetric,
     select: str,
     styles: StrategyStyles,
     baseline: str | None,
@@ -176,8 +175,8 @@ def _setting_section(
     strategies = styles.ordered(s.index.get_level_values("strategy"))
     several_budgets = bool((s["budgets"] > 1).any())
     lines = [
-        f"Dense model: {metric_col} {mean_std_n(d['mean'], d['std'], int(d['n']))} % (n seeds), "
-        f"median {pct(d['median'])} %.",
+        f"Dense model: test_{m.name} {m.mean_std_n(d['mean'], d['std'], int(d['n']))}{m.after_value} (n seeds), "
+        f"median {m.value(d['median'])}{m.after_value}.",
         "",
     ]
 
@@ -185,15 +184,15 @@ def _setting_section(
         {
             "sparsity %": "0 (dense)",
             "compression": "1.00×",
-            **{st: mean_std_n(d["mean"], d["std"], int(d["n"])) for st in strategies},
+            **{st: m.mean_std_n(d["mean"], d["std"], int(d["n"])) for st in strategies},
         }
     ]
     for _, cells, row in _level_rows(s):
         for st in strategies:
             if st in cells.index:
                 c = cells.loc[st]
-                row[st] = mean_std_n(c["mean"], c["std"], int(c["n"]))
-                row[f"{st} Δ"] = signed_pp(c["delta"])
+                row[st] = m.mean_std_n(c["mean"], c["std"], int(c["n"]))
+                row[f"{st} Δ"] = m.signed(c["delta"])
                 if several_budgets:
                     row[f"{st} t"] = str(int(c["budget"]))
         rows.append(row)
@@ -202,16 +201,16 @@ def _setting_section(
         columns += [st, f"{st} Δ"] + ([f"{st} t"] if several_budgets else [])
     table = pd.DataFrame(rows).reindex(columns=columns).fillna("")
     lines += [
-        f"### Test {metric_col.removeprefix('test_')} (%) per strategy: mean ± std (n seeds); "
-        "Δ = mean difference to the same seed's dense model (percentage points)",
+        f"### Test {m.name}{m.unit} per strategy ({m.direction}): mean ± std (n seeds); "
+        f"Δ = mean difference to the same seed's dense model ({m.diff_unit})",
         "",
     ]
     if several_budgets:
         lines += [f"The budget t of every cell was chosen on {select} (mean over seeds), then reported on test.", ""]
     lines += [table.to_markdown(index=False, disable_numparse=True), ""]
 
-    lines += _paired_section(setting, s, chosen, pairs(strategies, baseline), styles, metric_col)
-    lines += _headline_section(headline.xs(setting, level="setting"), strategies)
+    lines += _paired_section(setting, s, chosen, pairs(strategies, baseline), styles, m)
+    lines += _headline_section(headline.xs(setting, level="setting"), strategies, m)
     return lines
 
 
@@ -221,15 +220,16 @@ def _paired_section(
     chosen: pd.DataFrame,
     compare: list[tuple[str, str]],
     styles: StrategyStyles,
-    metric_col: str,
+    m: ReportMetric,
 ) -> list[str]:
     """A − B for each pair of ``compare`` (e.g. LRR − FT) per target sparsity, over the seeds both have."""
     pair_cols = {}
     for a, b in compare:
-        p = paired(chosen[chosen["setting"] == setting], a, b, metric_col).xs(setting, level="setting")
+        p = paired(chosen[chosen["setting"] == setting], a, b, f"test_{m.name}", m.higher_is_better)
+        p = p.xs(setting, level="setting")
         cols = ["mean_diff", "ci_lo", "ci_hi", "a_wins", "b_wins", "ties"]
         pair_cols[f"{styles.short[a]} − {styles.short[b]}"] = pd.Series(
-            [diff_ci_wins(*r) for r in p[cols].itertuples(index=False)], index=p.index
+            [m.diff_ci_wins(*r) for r in p[cols].itertuples(index=False)], index=p.index
         )
     if not pair_cols:
         return []
@@ -239,16 +239,19 @@ def _paired_section(
     pt.index = [f"{100 * lv:.1f}" for lv in levels]
     pt.index.name = "target sparsity %"
     return [
-        "### Paired differences over the same seeds (percentage points: mean [95% bootstrap interval over "
-        f"seeds, {BOOTSTRAP_RESAMPLES} resamples]; seeds where A won–B won)",
+        f"### Paired differences over the same seeds (test {m.name}, {m.diff_unit}, {m.direction}: mean "
+        f"[95% bootstrap interval over seeds, {BOOTSTRAP_RESAMPLES} resamples]; seeds where A was better–B was better)",
         "",
         pt.fillna("–").to_markdown(disable_numparse=True),
         "",
     ]
 
 
-def _headline_section(h: pd.DataFrame, strategies: list[str]) -> list[str]:
-    """The paper's headline: medians against the dense median, and seeds against their own dense model."""
+def _headline_section(h: pd.DataFrame, strategies: list[str], m: ReportMetric) -> list[str]:
+    """The paper's headline: medians against the dense median, and seeds against their own dense
+    model, "at least as good" in the metric's direction."""
+    ge = "≥" if m.higher_is_better else "≤"
+    at = "at or above" if m.higher_is_better else "at or below"
     h = h.reindex(strategies)
     dense_median = h["dense_median"].dropna().iloc[0]
 
@@ -258,18 +261,18 @@ def _headline_section(h: pd.DataFrame, strategies: list[str]) -> list[str]:
     ht = pd.DataFrame(
         {
             "strategy": strategies,
-            "largest compression with median ≥ dense median": times(h["compression"]),
+            f"largest compression with median {ge} dense median": times(h["compression"]),
             "sparsity %": [f"{100 * v:.1f}" if pd.notna(v) else "–" for v in h["sparsity"]],
-            "largest compression where most seeds ≥ their dense": times(h["paired_compression"]),
+            f"largest compression where most seeds {ge} their dense": times(h["paired_compression"]),
         }
     )
     return [
-        "### Largest compression at which the median over seeds is at or above the dense median over seeds "
-        f"({pct(dense_median)} %)",
+        f"### Largest compression at which the median over seeds is {at} the dense median over seeds "
+        f"({m.value(dense_median)}{m.after_value})",
         "",
         ht.to_markdown(index=False, disable_numparse=True),
         "",
-        "Most seeds: more than half of a cell's seeds at or above the same seed's dense model.",
+        f"Most seeds: more than half of a cell's seeds {at} the same seed's dense model.",
         "",
     ]
 
@@ -377,9 +380,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sweep_dir", type=Path, help="a multirun dir, e.g. outputs/compare/multiruns/<time>")
     parser.add_argument(
         "--metric",
-        default="acc",
-        choices=METRICS,
-        help="the test metric to report (default: acc)",
+        default=None,
+        help="the test metric to report: any the records have (default: the one the sweep selects on)",
     )
     parser.add_argument(
         "--baseline",
@@ -393,7 +395,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.sweep_dir.is_dir():
         parser.error(f"SWEEP_DIR {args.sweep_dir} is not a directory")
-    sweep = report_sweep(args.sweep_dir, metric=args.metric, baseline=args.baseline, plots=not args.no_plots)
+    try:
+        sweep = report_sweep(args.sweep_dir, metric=args.metric, baseline=args.baseline, plots=not args.no_plots)
+    except ConfigError as e:
+        parser.error(str(e))
     code, why = verdict(sweep)
     print(why, flush=True)
     return code

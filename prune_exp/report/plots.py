@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter, NullLocator
 
+from prune_exp.report.metric import ReportMetric
 from prune_exp.report.styles import StrategyStyles
 from prune_exp.report.tables import COST_FORMAT, COST_UNIT, LEVEL
 
@@ -25,17 +26,18 @@ def _save(fig: plt.Figure, out_dir: Path, name: str) -> list[Path]:
     return paths
 
 
-def _dense_band(ax: plt.Axes, dense_row: pd.Series) -> None:
+def _dense_band(ax: plt.Axes, dense_row: pd.Series, m: ReportMetric) -> None:
     """The dense model's median over seeds (the curves are medians too: like with like), min–max shaded."""
-    lo, hi = 100 * dense_row["min"], 100 * dense_row["max"]
+    lo, hi = m.scale * dense_row["min"], m.scale * dense_row["max"]
     ax.axhspan(lo, hi, color="black", alpha=0.08, lw=0)
     ax.axhline(
-        100 * dense_row["median"],
+        m.scale * dense_row["median"],
         color="black",
         lw=1,
         ls="--",
         gid="dense_median",
-        label=f"dense median {100 * dense_row['median']:.2f}% (band: min–max, n={int(dense_row['n'])})",
+        label=f"dense median {m.value(dense_row['median'])}{'%' if m.percent else ''} "
+        f"(band: min–max, n={int(dense_row['n'])})",
     )
 
 
@@ -49,14 +51,19 @@ def _grid(n: int) -> tuple[plt.Figure, list[plt.Axes]]:
 
 
 def accuracy_vs_compression(
-    stats: pd.DataFrame, dense: pd.DataFrame, out_dir: Path, metric: str, styles: StrategyStyles, subtitle: str = ""
+    stats: pd.DataFrame,
+    dense: pd.DataFrame,
+    out_dir: Path,
+    metric: ReportMetric,
+    styles: StrategyStyles,
+    subtitle: str = "",
 ) -> list[Path]:
     """``compression_figure``, written to ``out_dir``."""
     return _save(compression_figure(stats, dense, metric, styles, subtitle), out_dir, "accuracy_vs_compression")
 
 
 def compression_figure(
-    stats: pd.DataFrame, dense: pd.DataFrame, metric: str, styles: StrategyStyles, subtitle: str = ""
+    stats: pd.DataFrame, dense: pd.DataFrame, metric: ReportMetric, styles: StrategyStyles, subtitle: str = ""
 ) -> plt.Figure:
     """Median over seeds per strategy against the compression ratio (log2), min–max shaded; the
     dense model's median over seeds as a dashed line (gid ``"dense_median"``) in its min–max band."""
@@ -67,18 +74,18 @@ def compression_figure(
         for strategy in styles.ordered(s["strategy"]):
             d = s[s["strategy"] == strategy].sort_values("compression")
             x = np.concatenate([[1.0], d["compression"].to_numpy()])
-            med = 100 * np.concatenate([[dense.loc[setting, "median"]], d["median"].to_numpy()])
-            lo = 100 * np.concatenate([[dense.loc[setting, "min"]], d["min"].to_numpy()])
-            hi = 100 * np.concatenate([[dense.loc[setting, "max"]], d["max"].to_numpy()])
+            med = metric.scale * np.concatenate([[dense.loc[setting, "median"]], d["median"].to_numpy()])
+            lo = metric.scale * np.concatenate([[dense.loc[setting, "min"]], d["min"].to_numpy()])
+            hi = metric.scale * np.concatenate([[dense.loc[setting, "max"]], d["max"].to_numpy()])
             c = styles.color[strategy]
             ax.plot(x, med, marker="o", ms=3.5, color=c, label=f"{styles.label[strategy]} (n={d['n'].max()})")
             ax.fill_between(x, lo, hi, color=c, alpha=0.18, lw=0)
-        _dense_band(ax, dense.loc[setting])
+        _dense_band(ax, dense.loc[setting], metric)
         ax.set_xscale("log", base=2)
         ax.xaxis.set_major_locator(LogLocator(base=2))
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}×"))
         ax.set_xlabel("compression ratio (all parameters / non-zero), log scale")
-        ax.set_ylabel(f"test {metric} (%)")
+        ax.set_ylabel(metric.axis_label())
         ax.set_title(
             _title("Accuracy vs compression: median over seeds, min–max shaded", setting, subtitle), fontsize=10
         )
@@ -91,8 +98,7 @@ def accuracy_vs_budget(
     chosen_all: pd.DataFrame,
     dense: pd.DataFrame,
     out_dir: Path,
-    metric_col: str,
-    metric: str,
+    metric: ReportMetric,
     styles: StrategyStyles,
     subtitle: str = "",
 ) -> list[Path]:
@@ -101,18 +107,18 @@ def accuracy_vs_budget(
     fig, axes = _grid(panels.ngroups)
     for ax, ((setting, level), d) in zip(axes, panels, strict=True):
         for strategy in styles.ordered(d["strategy"]):
-            g = d[d["strategy"] == strategy].groupby("budget")[metric_col]
+            g = d[d["strategy"] == strategy].groupby("budget")[f"test_{metric.name}"]
             x = np.array(sorted(g.groups))
-            c = styles.color[strategy]
-            ax.plot(x, 100 * g.median().loc[x], marker="o", ms=3.5, color=c, label=styles.label[strategy])
-            ax.fill_between(x, 100 * g.min().loc[x], 100 * g.max().loc[x], color=c, alpha=0.18, lw=0)
-        _dense_band(ax, dense.loc[setting])
+            c, k = styles.color[strategy], metric.scale
+            ax.plot(x, k * g.median().loc[x], marker="o", ms=3.5, color=c, label=styles.label[strategy])
+            ax.fill_between(x, k * g.min().loc[x], k * g.max().loc[x], color=c, alpha=0.18, lw=0)
+        _dense_band(ax, dense.loc[setting], metric)
         comp = d["compression"].mean()
         title = f"Sparsity {100 * level:.1f}% ({comp:.2f}×): accuracy vs budget"
         ax.set_title(_title(title, setting, subtitle), fontsize=10)
         ax.set_xticks(sorted(d["budget"].unique()))
         ax.set_xlabel("retraining budget t (epochs)")
-        ax.set_ylabel(f"test {metric} (%)")
+        ax.set_ylabel(metric.axis_label())
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
     return _save(fig, out_dir, "accuracy_vs_budget")
@@ -126,7 +132,7 @@ def search_cost_figure(
     dense_costs: pd.DataFrame,
     dense: pd.DataFrame,
     cost: str,
-    metric: str,
+    metric: ReportMetric,
     styles: StrategyStyles,
     subtitle: str = "",
 ) -> plt.Figure:
@@ -174,7 +180,8 @@ def search_cost_figure(
                 lines = [(f"{strategy}@{lv}", st[st[LEVEL] == lv], marker[lv], False) for lv in levels]
             else:
                 lines = [(strategy, st, "o", True)]
-            for gid, d, m, from_dense in lines:
+            k = metric.scale
+            for gid, d, mk, from_dense in lines:
                 if d.empty:
                     continue
                 d = d.sort_values([col, LEVEL])
@@ -184,16 +191,16 @@ def search_cost_figure(
                     med, lo, hi = (
                         np.concatenate([[d_row[k]], v]) for k, v in (("median", med), ("min", lo), ("max", hi))
                     )
-                ax.plot(x, 100 * med, marker=m, ms=3.5, color=c, label=label, gid=gid)
+                ax.plot(x, k * med, marker=mk, ms=3.5, color=c, label=label, gid=gid)
                 label = "_nolegend_"
                 if len(np.unique(x)) > 1:
-                    ax.fill_between(x, 100 * lo, 100 * hi, color=c, alpha=0.18, lw=0)
+                    ax.fill_between(x, k * lo, k * hi, color=c, alpha=0.18, lw=0)
                 else:
-                    ax.vlines(x, 100 * lo, 100 * hi, color=c, alpha=0.35, lw=3)
+                    ax.vlines(x, k * lo, k * hi, color=c, alpha=0.35, lw=3)
         if several:
             for lv in levels:
                 ax.plot([], [], ls="", marker=marker[lv], color="black", label=f"sparsity {100 * lv:.1f}%")
-        _dense_band(ax, d_row)
+        _dense_band(ax, d_row, metric)
         ax.axvline(
             x_dense,
             color="black",
@@ -205,7 +212,7 @@ def search_cost_figure(
         _cost_axes(ax, cost, x_dense, float(s[col].max()))
         what = "training FLOPs" if cost == "train_flops" else "epochs (no FLOPs in these records)"
         ax.set_xlabel(f"search cost: cumulative {what}, dense stage included, log scale")
-        ax.set_ylabel(f"test {metric} (%)")
+        ax.set_ylabel(metric.axis_label())
         ax.set_title(
             _title("Accuracy vs search cost: median over seeds, min–max shaded", setting, subtitle), fontsize=10
         )
@@ -265,7 +272,7 @@ def accuracy_vs_search_cost(
     dense: pd.DataFrame,
     out_dir: Path,
     cost: str,
-    metric: str,
+    metric: ReportMetric,
     styles: StrategyStyles,
     subtitle: str = "",
 ) -> list[Path]:

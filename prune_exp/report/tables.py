@@ -8,8 +8,9 @@ ties go to the shorter budget) and the test metric is reported for that budget o
 
 Like is compared with like (docs/design.md, "Statistics in the report"): a median over seeds
 with the dense model's median over seeds, or each seed with its own dense model. Whether a
-value is as good as another is decided in one place, ``at_least``, so that a metric where
-lower is better (a loss) needs only its direction.
+value is as good as another is decided in one place, ``at_least``: every function that
+compares takes the metric's direction (``higher_is_better``; report/metric.py reads it from
+the records), so a metric where lower is better (a loss, MSE) needs nothing else.
 """
 
 from __future__ import annotations
@@ -46,14 +47,14 @@ def dense_by_seed(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     return dense[["setting", "seed", metric]].rename(columns={metric: "dense"})
 
 
-def choose_budgets(df: pd.DataFrame, select: str) -> pd.DataFrame:
+def choose_budgets(df: pd.DataFrame, select: str, higher_is_better: bool = True) -> pd.DataFrame:
     """Rows after pruning (round > 0) whose budget is the one chosen on ``select`` for their
     (setting, strategy, level); a ``budgets`` column says how many there were to choose from."""
     pruned = df[df["round"] > 0]
     keys = ["setting", "strategy", LEVEL]
     means = pruned.groupby([*keys, "budget"], as_index=False)[select].mean()
     means["budgets"] = means.groupby(keys)["budget"].transform("count")
-    best = means.sort_values([*keys, select, "budget"], ascending=[True, True, True, False, True])
+    best = means.sort_values([*keys, select, "budget"], ascending=[True, True, True, not higher_is_better, True])
     best = best.drop_duplicates(keys)[[*keys, "budget", "budgets"]]
     return pruned.merge(best, on=[*keys, "budget"])
 
@@ -111,10 +112,11 @@ def bootstrap_ci(
     return float(lo), float(hi)
 
 
-def paired(chosen: pd.DataFrame, a: str, b: str, metric: str) -> pd.DataFrame:
+def paired(chosen: pd.DataFrame, a: str, b: str, metric: str, higher_is_better: bool = True) -> pd.DataFrame:
     """Per (setting, level): ``a`` - ``b`` over the seeds both have: n, mean difference, its 95%
     bootstrap interval over seeds (``ci_lo``, ``ci_hi``; NaN for one seed), and how many seeds
-    went each way."""
+    went each way (``a_wins``: seeds where ``a`` was better, in the metric's direction)."""
+    sign = 1 if higher_is_better else -1
     keys = ["setting", LEVEL, "seed"]
     left = chosen[chosen["strategy"] == a][[*keys, metric, "compression"]]
     right = chosen[chosen["strategy"] == b][[*keys, metric]]
@@ -128,8 +130,8 @@ def paired(chosen: pd.DataFrame, a: str, b: str, metric: str) -> pd.DataFrame:
             "mean_diff": g["diff"].mean(),
             "ci_lo": ci.map(lambda c: c[0]),
             "ci_hi": ci.map(lambda c: c[1]),
-            "a_wins": g["diff"].apply(lambda x: int((x > 0).sum())),
-            "b_wins": g["diff"].apply(lambda x: int((x < 0).sum())),
+            "a_wins": g["diff"].apply(lambda x: int((sign * x > 0).sum())),
+            "b_wins": g["diff"].apply(lambda x: int((sign * x < 0).sum())),
             "ties": g["diff"].apply(lambda x: int((x == 0).sum())),
             "compression": g["compression"].mean(),
         }
@@ -160,26 +162,6 @@ def largest_compression_at_dense(
     out = by_median.merge(by_seed, on=["setting", "strategy"])
     out = out.merge(s[["setting", "dense_median"]].drop_duplicates(), on="setting")
     return out.set_index(["setting", "strategy"])
-
-
-def pct(x: float) -> str:
-    return "–" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{100 * x:.2f}"
-
-
-def mean_std_n(mean: float, std: float, n: int) -> str:
-    """'94.17 ± 0.35 (3)' in percent; a single value has no spread: '94.17 (1)'."""
-    return f"{pct(mean)} ({n})" if n < 2 else f"{pct(mean)} ± {pct(std)} ({n})"
-
-
-def signed_pp(x: float) -> str:
-    return "–" if x is None or np.isnan(x) else f"{100 * x:+.2f}"
-
-
-def diff_ci_wins(mean: float, lo: float, hi: float, a_wins: int, b_wins: int, ties: int) -> str:
-    """'+0.53 [-0.10, +1.20] (2–1)' in percentage points: the mean difference, its bootstrap
-    interval (left out for one seed), seeds where A won–B won (', =k' for k ties)."""
-    ci = "" if np.isnan(lo) else f" [{signed_pp(lo)}, {signed_pp(hi)}]"
-    return f"{signed_pp(mean)}{ci} ({a_wins}–{b_wins}{f', ={ties}' if ties else ''})"
 
 
 # ------------------------------------------------------------------ search cost
