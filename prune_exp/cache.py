@@ -31,6 +31,7 @@ from safetensors.torch import save_file
 
 from prune_exp.atomic import atomic_write
 from prune_exp.config import ConfigError, CorruptFileError
+from prune_exp.config.task import DEFAULT_LOSS
 
 CACHE_VERSION = 3  # bump when the entry format or what determines a dense run changes
 META = "meta.json"
@@ -41,16 +42,27 @@ NON_TRAINING_DATA_KEYS: tuple[str, ...] = ("download", "verify", "eval_batch_siz
 
 
 def dense_spec(
-    *, data: dict, model: dict, optim: dict, epochs: int, seed: int, precision: str, world_size: int = 1
+    *,
+    data: dict,
+    model: dict,
+    optim: dict,
+    epochs: int,
+    seed: int,
+    precision: str,
+    world_size: int = 1,
+    loss: str = DEFAULT_LOSS,
 ) -> dict:
     """Exactly what determines a dense run — pruning and retraining settings are not in it.
 
     ``data`` is the data config with the digest of the data actually loaded (run.dense_spec_of),
     less its :data:`NON_TRAINING_DATA_KEYS`. A DDP run (``world_size`` > 1) sums its gradients
     in another order than one process, so its weights differ in the last bits: it gets its own
-    entry."""
+    entry. ``loss``: the task's (the metrics do not change the run). Each of the two is in the
+    spec only when it is not the default, so the entries made before it was keep their hash."""
     precision = {"32": "32-true", "64": "64-true"}.get(str(precision), str(precision))
-    extra = {"world_size": world_size} if world_size > 1 else {}
+    extra: dict[str, Any] = {"world_size": world_size} if world_size > 1 else {}
+    if loss != DEFAULT_LOSS:
+        extra["loss"] = loss
     return {
         **extra,
         "version": CACHE_VERSION,

@@ -8,6 +8,7 @@ result. A job dir that holds a job of a different config is refused.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import socket
@@ -137,6 +138,10 @@ class Experiment:
         log.info("job done in %.1fs: %s", time.perf_counter() - started, writer.path)
         return float(writer.rows[-1][f"val_{cfg.select_metric}"])
 
+    @functools.cached_property
+    def _task(self) -> Task:
+        return Task.of(self.cfg.task, self.datamodule.num_classes)
+
     def _set_up_process(self) -> None:
         if self.cfg.trainer.num_threads is not None:
             torch.set_num_threads(self.cfg.trainer.num_threads)
@@ -188,7 +193,7 @@ class Experiment:
             model=self.names["model"],
             optimizer=cfg.optim.name,
             select_metric=cfg.select_metric,
-            metrics=Task.of(cfg.task, self.datamodule.num_classes).describe(),
+            metrics=self._task.describe(),
             dense_hash=dense.hash,
             dense_cached=cached,
             dense_epochs=cfg.dense.epochs,
@@ -223,6 +228,7 @@ class Experiment:
             exclude=pr.exclude,
             layer_rate_scale=pr.layer_rate_scale,
             score_batches=self.datamodule.scoring_batches,
+            score_loss=self._task.loss,
         )
 
 

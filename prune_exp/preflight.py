@@ -94,6 +94,10 @@ def check_model(cfg: DictConfig, rc: Any) -> None:
     from prune_exp.task import Task
 
     dm = instantiate(cfg.data, data_dir=str(OmegaConf.select(cfg, "paths.data_dir")))
+    if dm.task != rc.task.name:
+        raise ConfigError(
+            f"task.name={rc.task.name!r} but {type(dm).__name__} has {dm.task} targets; allowed: task={dm.task}"
+        )
     task = Task.of(rc.task, dm.num_classes)  # every metric is a Metric with a direction
     if rc.select_metric in task.left_out:
         top_k = task_metrics(rc.task)[rc.select_metric]["top_k"]

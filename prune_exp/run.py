@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from prune_exp.config import (
     STYLE_KEYS,
+    TASKS,
     ConfigError,
     PathsConfig,
     PruneExpError,
@@ -29,6 +30,7 @@ from prune_exp.config import (
     check_config,
     check_known_keys,
     conf_dir,
+    default_select_metric,
 )
 from prune_exp.interrupt import Interrupted, exit_with_parent, signals_interrupt
 from prune_exp.session import resume_hint, sweep_status
@@ -49,6 +51,8 @@ def to_run_config(cfg: DictConfig, *, resolve_paths: bool = True) -> RunConfig:
         for key in ("root_dir", "data_dir", "cache_dir", "output_dir"):
             setattr(run_cfg.paths, key, str(Path(getattr(run_cfg.paths, key)).resolve()))
     check_config(run_cfg)
+    if run_cfg.select_metric is None:
+        run_cfg.select_metric = default_select_metric(run_cfg.task)
     return run_cfg
 
 
@@ -72,6 +76,7 @@ def dense_spec_of(cfg: DictConfig, data_digest: str) -> dict:
         seed=cfg.seed,
         precision=cfg.trainer.precision,
         world_size=cfg.trainer.devices * cfg.trainer.num_nodes if cfg.trainer.strategy == "ddp" else 1,
+        loss=TASKS[cfg.task.name].loss,
     )
 
 

@@ -19,7 +19,22 @@ from torchmetrics import Metric, MetricCollection
 from prune_exp.config.task import DIRECTION_KEY, LOSS, TASKS, TaskConfig, task_metrics
 from prune_exp.errors import ConfigError
 
-LOSSES: dict[str, Callable[..., torch.Tensor]] = {"cross_entropy": F.cross_entropy}
+
+@dataclass(frozen=True)
+class Loss:
+    fn: Callable[..., torch.Tensor]  # (preds, target, reduction=...) -> loss
+    # the model's output as the loss and the metrics take it, given the targets
+    preds: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _as_targets(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return output.reshape(target.shape)  # (N, 1) outputs for (N,) targets
+
+
+LOSSES: dict[str, Loss] = {
+    "cross_entropy": Loss(F.cross_entropy, lambda output, target: output),  # logits; class indices
+    "mse": Loss(F.mse_loss, _as_targets),  # float targets
+}
 
 
 @dataclass(frozen=True)
@@ -62,8 +77,12 @@ class Task:
     def collection(self) -> MetricCollection:
         return MetricCollection({m.name: m.build() for m in self.metrics})
 
+    def preds(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The model's output as the loss and the metrics take it."""
+        return LOSSES[self.loss_name].preds(output, target)
+
     def loss(self, output: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-        return LOSSES[self.loss_name](output, target, reduction=reduction)
+        return LOSSES[self.loss_name].fn(self.preds(output, target), target, reduction=reduction)
 
     def describe(self) -> dict[str, dict[str, bool]]:
         """The records' ``metrics`` column: each name's direction and scale, the loss included."""

@@ -53,7 +53,10 @@ def test_every_option_composes_into_a_checked_typed_config(group: str, option: s
         data.append("data.verify=false")  # the fake CIFAR files are not the official ones (md5)
     # N:M fixes the sparsity (2:4 is one-shot 50%) and needs input dims divisible by 4 (not cnn1d's 25)
     nm = ["model=mlp", "prune.schedule=one_shot", "prune.sparsity=0.5"] if option == "nm" else []
-    with composed([*data, f"{group}={option}", *nm, f"paths.data_dir={image_data_dir}"]) as cfg:
+    # regression data and the regression task need each other (and a model for 10 features)
+    regression = [] if (group, option) not in {("data", "diabetes"), ("task", "regression")} else ["model=mlp"]
+    regression += [f"{g}={o}" for g, o in (("data", "diabetes"), ("task", "regression")) if regression and g != group]
+    with composed([*data, f"{group}={option}", *nm, *regression, f"paths.data_dir={image_data_dir}"]) as cfg:
         rc = to_run_config(cfg, resolve_paths=False)
         check_job(cfg)  # the model-dependent checks too
     assert isinstance(rc, RunConfig)

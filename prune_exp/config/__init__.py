@@ -25,6 +25,7 @@ from prune_exp.config.data import (
     CIFAR10Config,
     CIFAR100Config,
     DataConfig,
+    DiabetesConfig,
     DigitsConfig,
     FashionMNISTConfig,
     ImageFolderConfig,
@@ -101,7 +102,15 @@ from prune_exp.config.store import (
     register_resolvers,
     schema_name,
 )
-from prune_exp.config.task import LOSS, TASKS, TaskConfig, check_task, metric_names, task_metrics
+from prune_exp.config.task import (
+    LOSS,
+    TASKS,
+    TaskConfig,
+    check_task,
+    default_select_metric,
+    metric_names,
+    task_metrics,
+)
 from prune_exp.errors import (  # the errors live in errors.py; importing them from here works too
     ConfigError,
     CorruptFileError,
@@ -140,6 +149,7 @@ __all__ = [
     "DataError",
     "DataMissingError",
     "DenseConfig",
+    "DiabetesConfig",
     "DigitsConfig",
     "EfficiencyConfig",
     "FashionMNISTConfig",
@@ -184,6 +194,7 @@ __all__ = [
     "check_trainer",
     "choice",
     "conf_dir",
+    "default_select_metric",
     "fail",
     "in_range",
     "metric_names",

@@ -50,6 +50,14 @@ class DigitsConfig(DataConfig):
 
 
 @dataclass
+class DiabetesConfig(DataConfig):
+    _target_: str = "prune_exp.data.diabetes.DiabetesDataModule"  # regression: use with task=regression
+    batch_size: int = 32
+    val_fraction: float = 0.2
+    test_fraction: float = 0.2  # sklearn's diabetes has no official test split
+
+
+@dataclass
 class SyntheticConfig(DataConfig):
     _target_: str = "prune_exp.data.synthetic.SyntheticDataModule"
     batch_size: int = 64

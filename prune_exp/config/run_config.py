@@ -83,7 +83,9 @@ class RunConfig:
     paths: PathsConfig = MISSING
     name: str = "default"
     seed: int = 0
-    select_metric: str = "acc"  # the metric (of task) a sweep selects on (val) and the job returns
+    # the metric of the task a sweep selects on (val) and the job returns; None: the task's first
+    # (config.task.default_select_metric), which to_run_config puts in its place
+    select_metric: str | None = None
 
 
 def world_size(cfg: TrainerConfig) -> int:
@@ -113,7 +115,8 @@ def check_config(cfg: RunConfig) -> None:
     if not cfg.name or cfg.name.startswith("/") or any(p in ("", ".", "..") for p in parts):
         raise fail("name", cfg.name, "a folder name under outputs/ (letters, digits, '-', '_'; '/' for subfolders)")
     check_task(cfg.task)
-    choice("select_metric", cfg.select_metric, metric_names(cfg.task))
+    if cfg.select_metric is not None:
+        choice("select_metric", cfg.select_metric, metric_names(cfg.task))
     if not (isinstance(cfg.seed, int) and cfg.seed >= 0):
         raise fail("seed", cfg.seed, "an integer >= 0")
 

@@ -30,6 +30,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "data": {
         "mnist1d": data.MNIST1DConfig,
         "digits": data.DigitsConfig,
+        "diabetes": data.DiabetesConfig,
         "synthetic": data.SyntheticConfig,
         "mnist": data.MNISTConfig,
         "fashion_mnist": data.FashionMNISTConfig,

@@ -37,6 +37,14 @@ TASKS: dict[str, BuiltinTask] = {
             "acc_top5": {"_target_": "torchmetrics.classification.MulticlassAccuracy", "top_k": 5, "average": "micro"},
         },
     ),
+    "regression": BuiltinTask(
+        loss="mse",
+        metrics={
+            "mse": {"_target_": "torchmetrics.regression.MeanSquaredError"},
+            "mae": {"_target_": "torchmetrics.regression.MeanAbsoluteError"},
+            "r2": {"_target_": "torchmetrics.regression.R2Score"},
+        },
+    ),
 }
 
 
@@ -75,3 +83,12 @@ def check_task(cfg: TaskConfig) -> None:
 def metric_names(cfg: TaskConfig) -> tuple[str, ...]:
     """Every name evaluation records, the loss included."""
     return (*task_metrics(cfg), LOSS)
+
+
+def default_select_metric(cfg: TaskConfig) -> str:
+    """What a sweep selects on when ``select_metric`` is not given: the task's first metric
+    (acc for classification, mse for regression)."""
+    return metric_names(cfg)[0]
+
+
+DEFAULT_LOSS = TASKS[TaskConfig().name].loss

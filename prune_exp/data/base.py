@@ -154,6 +154,10 @@ class SplitDataModule(pl.LightningDataModule):
     (:class:`EpochShuffle`, sharded under DDP) and the steps per epoch the LR schedule is laid
     out in. Subclasses say how a split becomes a DataLoader (``_make_loader``)."""
 
+    # The task its targets are for (config.task TASKS): "classification" (integer labels) or
+    # "regression" (float targets, num_classes of them per example; one: a vector of N).
+    task: ClassVar[str] = "classification"
+
     def __init__(
         self, *, batch_size: int, eval_batch_size: int, shuffle_seed: int = 0, max_samples: int | None = None
     ) -> None:
@@ -267,12 +271,13 @@ class TensorDataModule(SplitDataModule):
     @property
     @abstractmethod
     def num_classes(self) -> int:
-        """Number of classes, known from the config alone."""
+        """Number of classes (regression: of target values per example, the model's outputs),
+        known from the config alone."""
 
     @abstractmethod
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Return features (float, or uint8 images N x C x H x W) and int labels:
-        x_train, y_train, x_test, y_test."""
+        """Return features (float, or uint8 images N x C x H x W) and int labels (regression:
+        float targets): x_train, y_train, x_test, y_test."""
 
     def train_transform(self) -> BatchTransform | None:
         """Applied to every training batch on the device (e.g. normalize + augment)."""
@@ -301,6 +306,9 @@ class TensorDataModule(SplitDataModule):
             raise DataError(f"{where}: no examples; allowed: at least one")
         if math.prod(x.shape[1:]) != math.prod(self.input_shape):
             raise DataError(f"{where}: examples of shape {tuple(x.shape[1:])}; allowed: {self.input_shape}")
+        if self.task == "regression":
+            self._check_targets(where, y)
+            return
         if not np.issubdtype(y.dtype, np.integer):
             raise DataError(f"{where}: labels of type {y.dtype}; allowed: integer class indices")
         bad = np.flatnonzero((y < 0) | (y >= n))
@@ -309,6 +317,17 @@ class TensorDataModule(SplitDataModule):
                 f"{where}: label {y[bad[0]]} (example {bad[0]}; {len(bad)} such) is outside the {n} classes; "
                 f"allowed: labels 0 to {n - 1}"
             )
+
+    def _check_targets(self, where: str, y: np.ndarray) -> None:
+        """Regression: finite float targets, num_classes per example."""
+        shape = () if self.num_classes == 1 else (self.num_classes,)
+        if not np.issubdtype(y.dtype, np.floating):
+            raise DataError(f"{where}: targets of type {y.dtype}; allowed: float targets (regression)")
+        if tuple(y.shape[1:]) != shape:
+            raise DataError(f"{where}: targets of shape {tuple(y.shape[1:])} per example; allowed: {shape}")
+        bad = np.flatnonzero(~np.isfinite(y.reshape(len(y), -1)).all(1))
+        if len(bad):
+            raise DataError(f"{where}: target of example {bad[0]} is not finite ({len(bad)} such); allowed: finite")
 
     def _split_sizes(self, n_train: int, n_test: int, max_samples: int | None) -> tuple[int, int, int]:
         """(fit, val, test) examples from ``n_train`` and ``n_test``, after the ``max_samples`` cap."""
@@ -364,12 +383,13 @@ class TensorDataModule(SplitDataModule):
             return
         x, y, x_test, y_test = self._load_checked()
         fit_idx, val_idx = split_indices(len(y), self.val_fraction, self.split_seed)
+        target_dtype = torch.float32 if self.task == "regression" else torch.long
 
         def tensors(xs: np.ndarray, ys: np.ndarray, transform: BatchTransform | None) -> TensorDataset:
             dtype = torch.uint8 if xs.dtype == np.uint8 else torch.float32
             xt = torch.as_tensor(np.ascontiguousarray(xs), dtype=dtype)
             return TensorDataset(
-                xt.reshape(len(xt), *self.input_shape), torch.as_tensor(ys, dtype=torch.long), transform
+                xt.reshape(len(xt), *self.input_shape), torch.as_tensor(ys, dtype=target_dtype), transform
             )
 
         self.train = tensors(x[fit_idx], y[fit_idx], self.train_transform())

@@ -119,7 +119,7 @@ class PruneModule(pl.LightningModule):
         logits = self(x)
         # Every rank evaluates the whole split (no sharding), so sync_dist averages equal values.
         self.log("val/loss", self.task.loss(logits, y), on_epoch=True, prog_bar=True, batch_size=len(y), sync_dist=True)
-        self.val_metrics.update(logits, y)
+        self.val_metrics.update(self.task.preds(logits, y), y)
         self.log_dict(self.val_metrics, on_epoch=True, prog_bar=False, batch_size=len(y))
 
     @torch.no_grad()
@@ -138,7 +138,7 @@ class PruneModule(pl.LightningModule):
                     logits = self(x).float()
                 loss_sum += float(self.task.loss(logits, y, reduction="sum"))
                 n += len(y)
-                metrics.update(logits, y)
+                metrics.update(self.task.preds(logits, y), y)
         finally:
             self.net.train(was_training)
         out = {k: float(v) for k, v in metrics.compute().items()}

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from prune_exp.pruning.structure import Structure
 
 Batches = Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (model output, targets) -> scalar
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class ScoreContext:
     round: int  # 1-based pruning round
     seed: int
     batches: Batches | None = None  # training batches for data-driven criteria (Taylor)
+    loss: Loss = F.cross_entropy  # the task's loss (Pruner's score_loss), which data-driven ones differentiate
 
 
 class Criterion(ABC):
@@ -70,7 +72,7 @@ class Random(Criterion):
 class Taylor(Criterion):
     """First-order Taylor importance (Molchanov et al. 2019), from ``batches`` training batches.
 
-    With g_b the gradient of the batch-mean cross-entropy on batch b and c_b = g_b * w, a
+    With g_b the gradient of the batch-mean loss on batch b (the task's: cross-entropy, MSE) and c_b = g_b * w, a
     weight scores sum_b c_b^2 and a unit (e.g. an output filter) scores
     sum_b (sum over its weights of c_b)^2: the squared first-order change of the loss when
     the unit is removed, accumulated over the batches. The gradients are taken in training
@@ -114,7 +116,7 @@ class Taylor(Criterion):
                     break
                 model.zero_grad(set_to_none=True)
                 with torch.enable_grad():
-                    F.cross_entropy(model(x.to(device)), y.to(device)).backward()
+                    ctx.loss(model(x.to(device)), y.to(device)).backward()
                 for n, w in weights.items():
                     u = per_unit((w.grad * w).detach().float()) ** 2
                     out[n] = out[n] + u if n in out else u

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from prune_exp.config import SCOPES, ConfigError, check_patterns, choice
-from prune_exp.pruning.criteria import Batches, Criterion, ScoreContext
+from prune_exp.pruning.criteria import Batches, Criterion, Loss, ScoreContext
 from prune_exp.pruning.mask import Mask
 from prune_exp.pruning.structure import NM, PRUNABLE_TYPES, ModelGraph, Structure
 
@@ -136,6 +137,7 @@ class Pruner:
         exclude: Sequence[str] = (),
         layer_rate_scale: Mapping[str, float] | None = None,
         score_batches: Batches | None = None,
+        score_loss: Loss = F.cross_entropy,
     ) -> None:
         choice("prune.scope", scope, SCOPES)
         self.model = model
@@ -143,6 +145,7 @@ class Pruner:
         self.sparsities = list(sparsities)
         self.seed = seed
         self.score_batches = score_batches  # training batches, for data-driven criteria (Taylor)
+        self.score_loss = score_loss  # the task's loss, which they differentiate
         self.graph = ModelGraph(model)
         self.layers = self._select_layers(list(include), list(exclude), dict(layer_rate_scale or {}))
         self.prunable_names = [layer.param for layer in self.layers]
@@ -199,7 +202,7 @@ class Pruner:
         params = dict(self.model.named_parameters())
         scores = self.criterion.unit_scores(
             {ly.param: params[ly.param] for ly in self.layers},
-            ScoreContext(self.model, round_, self.seed, self.score_batches),
+            ScoreContext(self.model, round_, self.seed, self.score_batches, self.score_loss),
             self.structure,
         )
         if isinstance(self.structure, NM):  # selection inside each group of m, no ranking of layers

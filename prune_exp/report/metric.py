@@ -53,7 +53,7 @@ class ReportMetric:
 
     @property
     def diff_unit(self) -> str:
-        return "percentage points" if self.percent else f"in {self.name}"
+        return "percentage points" if self.percent else f"in units of {self.name}"
 
     @property
     def direction(self) -> str:

@@ -86,11 +86,10 @@ def compression_figure(
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}×"))
         ax.set_xlabel("compression ratio (all parameters / non-zero), log scale")
         ax.set_ylabel(metric.axis_label())
-        ax.set_title(
-            _title("Accuracy vs compression: median over seeds, min–max shaded", setting, subtitle), fontsize=10
-        )
+        title = f"Test {metric.name} vs compression: median over seeds, min–max shaded"
+        ax.set_title(_title(title, setting, subtitle), fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower left")
+        ax.legend(fontsize=8, loc="lower left" if metric.higher_is_better else "upper left")
     return fig
 
 
@@ -114,7 +113,7 @@ def accuracy_vs_budget(
             ax.fill_between(x, k * g.min().loc[x], k * g.max().loc[x], color=c, alpha=0.18, lw=0)
         _dense_band(ax, dense.loc[setting], metric)
         comp = d["compression"].mean()
-        title = f"Sparsity {100 * level:.1f}% ({comp:.2f}×): accuracy vs budget"
+        title = f"Sparsity {100 * level:.1f}% ({comp:.2f}×): test {metric.name} vs budget"
         ax.set_title(_title(title, setting, subtitle), fontsize=10)
         ax.set_xticks(sorted(d["budget"].unique()))
         ax.set_xlabel("retraining budget t (epochs)")
@@ -213,9 +212,8 @@ def search_cost_figure(
         what = "training FLOPs" if cost == "train_flops" else "epochs (no FLOPs in these records)"
         ax.set_xlabel(f"search cost: cumulative {what}, dense stage included, log scale")
         ax.set_ylabel(metric.axis_label())
-        ax.set_title(
-            _title("Accuracy vs search cost: median over seeds, min–max shaded", setting, subtitle), fontsize=10
-        )
+        title = f"Test {metric.name} vs search cost: median over seeds, min–max shaded"
+        ax.set_title(_title(title, setting, subtitle), fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
     return fig
