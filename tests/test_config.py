@@ -193,3 +193,32 @@ def test_a_group_file_states_only_what_differs_from_its_schema() -> None:
             if same:
                 restated[path.relative_to(REPO).as_posix()] = same
     assert restated == {}
+
+
+SITE = """\
+# @package _global_
+defaults:
+  - override /hydra/launcher: slurm
+paths:
+  data_dir: /shared/datasets
+hydra:
+  launcher:
+    partition: gpu
+    account: mylab
+"""
+
+
+def test_a_site_config_in_local_sets_this_machines_defaults(tmp_path: Path) -> None:
+    """conf/local/default.yaml (git ignores conf/local/) is composed when it is there, as in the
+    lightning-hydra-template; here found through the search path, as a file in conf/local/ is."""
+    (tmp_path / "local").mkdir()
+    (tmp_path / "local" / "default.yaml").write_text(SITE)
+    with composed([f"hydra.searchpath=[file://{tmp_path}]"], hydra=True) as cfg:
+        assert cfg.paths.data_dir == "/shared/datasets"
+        assert (cfg.hydra.launcher.partition, cfg.hydra.launcher.account) == ("gpu", "mylab")
+        assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
+    with composed([f"hydra.searchpath=[file://{tmp_path}]", "paths.data_dir=/mine"], hydra=True) as cfg:
+        assert cfg.paths.data_dir == "/mine"  # the command line still wins
+    with composed([], hydra=True) as cfg:  # no site config: the defaults
+        assert cfg.hydra.launcher._target_.endswith("BasicLauncher") and cfg.paths.data_dir != "/shared/datasets"
+    assert "/conf/local/" in (REPO / ".gitignore").read_text().splitlines()
