@@ -98,6 +98,7 @@ _JOB = [  # records.JobInfo: the same in every row of a job
     Column("world_size", "processes training together (DDP)"),
 ]
 COLUMNS: tuple[Column, ...] = (*_ROUND, *_EFFICIENCY, *_JOB)
+JOB_COLUMNS: tuple[str, ...] = tuple(c.name for c in _JOB)  # the same in every row of a job
 # Columns that differ between two runs of the same config: wall times and where the job ran.
 # Everything else is the same, bit for bit, on CPU (tests/test_resume.py), also across a kill.
 VOLATILE: tuple[str, ...] = tuple(n for c in COLUMNS if c.volatile for n in c.names())

@@ -41,6 +41,7 @@ from prune_exp.retrain.schedules import LRSchedule
 from prune_exp.retrain.strategies import RoundPlan, plan_round
 from prune_exp.stages import Job, dense_metrics, dense_stage, prune_retrain_stage
 from prune_exp.task import Task
+from prune_exp.tracking import Tracker
 
 log = logging.getLogger("prune_exp")
 
@@ -59,6 +60,7 @@ class Experiment:
     overrides: list[str] = field(default_factory=list)
     progress_bar: bool = False
     fingerprint: str = ""  # run.config_fingerprint: what makes two jobs the same job
+    tracker: Tracker | None = None  # the logger group's tracker (tracking.py); None: CSV only
 
     def run(self) -> float:
         """Run the job, holding its dir's lock throughout (one writer per job dir)."""
@@ -89,9 +91,18 @@ class Experiment:
             value = self._run(base, status)
         except BaseException as e:
             write_status(status, {**base, **final_state(e), "ended": _now()})
+            self._close_tracker("failed")
             raise
         write_status(status, {**base, "state": "done", "value": value, "ended": _now()})
+        self._close_tracker("success")
         return value
+
+    def _close_tracker(self, status: str) -> None:
+        if self.tracker is not None and is_main():
+            try:
+                self.tracker.close(status)
+            except Exception as e:  # the job's own outcome stands; the tracker's failure is logged
+                log.warning("the tracker did not close cleanly: %s", e)
 
     def _run(self, base: dict, status: Path) -> float:
         """The job, as the algorithm reads: the dense stage (from the cache or trained once), then
@@ -106,9 +117,11 @@ class Experiment:
         dense, cached = self._dense(job, plan, base, status)
 
         writer = RecordWriter(self.job_dir)
-        recorder = RoundRecorder(
-            self._info(plan, sparsities, dense, cached), writer, self._meter(), dense_metrics(job, dense)
-        )
+        tracker = self.tracker if is_main() else None
+        if tracker is not None:
+            tracker.start()
+        info, on_row = self._info(plan, sparsities, dense, cached), tracker.record if tracker else None
+        recorder = RoundRecorder(info, writer, self._meter(), dense_metrics(job, dense), on_row)
         resume = ResumeCheckpoint(self.job_dir / RESUME_FILE, cfg.trainer.checkpoint_every_s)
         module, pruner, mask = prune_retrain_stage(
             job,
@@ -120,6 +133,8 @@ class Experiment:
             on_round_end=recorder.record,
             resume=resume,
             persist=[Persist("records", writer)],
+            callbacks=tracker.callbacks if tracker else (),
+            loggers=[tracker.logger] if tracker else (),
         )
 
         if is_main():

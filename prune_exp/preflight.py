@@ -72,6 +72,10 @@ def check_job(cfg: DictConfig, _seen: dict[str, Any] | None = None) -> CheckedJo
     from prune_exp.run import to_run_config
 
     rc = to_run_config(cfg, resolve_paths=False)
+    if OmegaConf.select(cfg, "logger._target_"):
+        from prune_exp.tracking import check_available
+
+        check_available(str(cfg.logger._target_))
     parts = [OmegaConf.to_container(cfg[k], resolve=True) for k in ("data", "model", "prune", "structure", "task")]
     parts.append(rc.select_metric)
     model_key = json.dumps(parts, sort_keys=True, default=str)

@@ -8,6 +8,7 @@ travel through the stage's resume checkpoint, so a resumed job goes on counting 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,7 @@ class RoundRecorder:
     writer: RecordWriter
     meter: RoundMeter
     dense_metrics: dict[str, float]  # the dense run's val and test metrics (its cache entry's)
+    on_row: Callable[[dict[str, Any]], None] | None = None  # each new row, once written (a tracker's)
 
     def record(self, result: RoundResult, module: PruneModule, pruner: Pruner) -> None:
         if not self.writer.rows:
@@ -51,6 +53,7 @@ class RoundRecorder:
             )
         )
         _log_round(self.writer.rows[-1], result.round, pruner.rounds)
+        self._emit()
 
     def _record_dense(self, module: PruneModule, pruner: Pruner) -> None:
         """Round 0: the dense model, as loaded from the dense run."""
@@ -73,6 +76,11 @@ class RoundRecorder:
                 efficiency=self._measure(module, mask, 0, pruner),
             )
         )
+        self._emit()
+
+    def _emit(self) -> None:
+        if self.on_row is not None:
+            self.on_row(self.writer.rows[-1])
 
     def _measure(self, module: PruneModule, mask: Any, epochs: int, pruner: Pruner) -> dict:
         before = self.writer.rows[-1]["cum_train_flops"] if self.writer.rows else None

@@ -42,7 +42,8 @@ def to_run_config(cfg: DictConfig, *, resolve_paths: bool = True) -> RunConfig:
     """Typed, checked config. ``resolve_paths=False`` skips ``paths`` (its values need a running
     Hydra job), which lets the preflight check a config before any directory exists."""
     check_known_keys(cfg)
-    sub = OmegaConf.masked_copy(cfg, [k for k in RunConfig.__dataclass_fields__ if k in cfg])
+    # logger: read by run() itself (its values may need a running Hydra job: the run's name)
+    sub = OmegaConf.masked_copy(cfg, [k for k in RunConfig.__dataclass_fields__ if k in cfg and k != "logger"])
     if not resolve_paths:
         sub.paths = PathsConfig(root_dir="", data_dir="", cache_dir="", output_dir="")
     run_cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RunConfig), sub))
@@ -82,12 +83,13 @@ def dense_spec_of(cfg: DictConfig, data_digest: str) -> dict:
 
 def config_fingerprint(cfg: DictConfig) -> str:
     """A hash of everything that decides a job's results: the config without ``paths``, the
-    Hydra settings, the progress bar and the report's names for the strategy (a new label
-    does not make a finished job another one). A job dir belongs to one fingerprint (resume)."""
+    Hydra settings, the progress bar, the tracker (``logger``) and the report's names for the
+    strategy (a new label does not make a finished job another one). A job dir belongs to one
+    fingerprint (resume)."""
     import hashlib
     import json
 
-    keep = [k for k in cfg if k not in ("hydra", "paths")]
+    keep = [k for k in cfg if k not in ("hydra", "paths", "logger")]
     tree = OmegaConf.to_container(OmegaConf.masked_copy(cfg, keep), resolve=True)
     assert isinstance(tree, dict)
     tree.get("trainer", {}).pop("progress_bar", None)
@@ -110,6 +112,13 @@ def run(cfg: DictConfig) -> float:
     if progress is None:
         progress = sys.stderr.isatty() and not multirun
     dm = instantiate(cfg.data, data_dir=rc.paths.data_dir, shuffle_seed=rc.seed)
+    tracker = None
+    if OmegaConf.select(cfg, "logger._target_"):
+        from prune_exp.tracking import Tracker, flat_config
+
+        hparams = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
+        assert isinstance(hparams, dict)
+        tracker = Tracker.of(cfg.logger, flat_config(hparams))
     exp = Experiment(
         cfg=rc,
         datamodule=dm,
@@ -125,6 +134,7 @@ def run(cfg: DictConfig) -> float:
         overrides=overrides,
         progress_bar=progress,
         fingerprint=config_fingerprint(cfg),
+        tracker=tracker,
     )
     return exp.run()
 

@@ -19,6 +19,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback, RichProgressBar
+from lightning.pytorch.loggers import Logger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from torch import nn
 
@@ -75,9 +76,11 @@ def make_trainer(
     progress_bar: bool,
     resume: ResumeCheckpoint | None = None,
     max_steps: int = -1,
+    loggers: Sequence[Logger] = (),
 ) -> pl.Trainer:
-    """A Lightning Trainer for one stage; validation runs every epoch and is logged to CSV.
-    With ``resume``, the whole state is checkpointed there at every epoch end, RNGs included."""
+    """A Lightning Trainer for one stage; validation runs every epoch and is logged to CSV (and
+    to ``loggers``). With ``resume``, the whole state is checkpointed there at every epoch end,
+    RNGs included."""
     if progress_bar:
         callbacks = [*callbacks, RichProgressBar()]
     if resume is not None:
@@ -100,7 +103,10 @@ def make_trainer(
         max_epochs=max_epochs,
         max_steps=max_steps,
         callbacks=callbacks,
-        logger=ResumableCSVLogger(str(log_dir), keep_through_epoch=resume.resumed_epoch if resume else None),
+        logger=[
+            ResumableCSVLogger(str(log_dir), keep_through_epoch=resume.resumed_epoch if resume else None),
+            *loggers,
+        ],
         log_every_n_steps=cfg.log_every_n_steps,
         enable_checkpointing=resume is not None,
         plugins=plugins,
@@ -270,10 +276,13 @@ def prune_retrain_stage(
     on_round_end: Callable[[RoundResult, PruneModule, Pruner], None],
     resume: ResumeCheckpoint | None = None,
     persist: Sequence[Callback] = (),
+    callbacks: Sequence[Callback] = (),
+    loggers: Sequence[Logger] = (),
 ) -> tuple[PruneModule, Pruner, Mask]:
     """Prune the dense model round by round and retrain it as ``plan`` says; return the final
     mask. With ``resume``, continue from its checkpoint if one is there, and checkpoint into it
-    (the ``persist`` callbacks carry the caller's state, e.g. the records, through it)."""
+    (the ``persist`` callbacks carry the caller's state, e.g. the records, through it).
+    ``callbacks`` and ``loggers`` (a tracker's) join this stage's trainer."""
     net = job.build_net()
     net.load_state_dict(dense.state(dense.epochs))
     module = make_module(job, net)
@@ -314,10 +323,11 @@ def prune_retrain_stage(
         trainer = make_trainer(
             job.trainer,
             max_epochs=pruner.rounds * plan.epochs,
-            callbacks=[enforcer, cycle, *persist, *job.callbacks],
+            callbacks=[enforcer, cycle, *persist, *callbacks, *job.callbacks],
             log_dir=log_dir,
             progress_bar=job.progress_bar,
             resume=resume,
+            loggers=loggers,
         )
         if ckpt:
             log.info("resuming the prune-retrain rounds from %s", ckpt)

@@ -23,12 +23,13 @@ def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
-ALL_OPTIONS = [(g, o) for g in [*SCHEMA_GROUPS, "experiment", "debug"] for o in options(g)]
+ALL_OPTIONS = [(g, o) for g in [*SCHEMA_GROUPS, "experiment", "debug", "logger"] for o in options(g)]
 
 
 def test_every_group_has_options() -> None:
-    for group in [*SCHEMA_GROUPS, "experiment", "debug"]:
+    for group in [*SCHEMA_GROUPS, "experiment", "debug", "logger"]:
         assert options(group), group
+    assert options("logger") == ["csv", "mlflow", "tensorboard", "wandb"]
     assert options("retrain") == ["finetune", "lottery", "lr_rewind", "none", "reinit", "weight_rewind"]
 
 

@@ -86,6 +86,9 @@ class RunConfig:
     # the metric of the task a sweep selects on (val) and the job returns; None: the task's first
     # (config.task.default_select_metric), which to_run_config puts in its place
     select_metric: str | None = None
+    # the tracker: a Lightning logger's config (_target_), or none (logger=csv); run.run builds
+    # it from the composed config, so a typed config has None here
+    logger: Any = None
 
 
 def world_size(cfg: TrainerConfig) -> int:

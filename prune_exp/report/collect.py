@@ -17,7 +17,7 @@ from prune_exp.jobfiles import RECORDS_FILE, STATUS_FILE, all_rounds_recorded
 # Config keys that are the axes of a comparison, not part of the setting being compared: what a
 # strategy is (its name, parts and report style), the budget, the seed, the target sparsity.
 AXES = {*(f"retrain.{k}" for k in STRATEGY_KEYS), "retrain.budget", "seed", "prune.sparsity", "name", "select_metric"}
-IGNORED_PREFIXES = ("paths.", "trainer.progress_bar", "trainer.num_threads", "dense.rewind_epochs")
+IGNORED_PREFIXES = ("paths.", "logger.", "trainer.progress_bar", "trainer.num_threads", "dense.rewind_epochs")
 
 
 # What the state of a job means (the jobs table lists every job that is not done):
