@@ -1,18 +1,40 @@
-"""What a finished job keeps next to its records: the final mask and weights, and depending on
-the structure the compacted model (channel) or the weights as CSR (unstructured, N:M)."""
+"""What a job keeps next to its records: every round's mask (and weights, if asked), then the
+final mask and weights and, depending on the structure, the compacted model (channel) or the
+weights as CSR (unstructured, N:M). :func:`load_round` reads any round back, as OpenLTH lets a
+user pick any level."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from prune_exp.cache import save_state
 from prune_exp.compact import compact, save_compacted
 from prune_exp.csr import save_csr
 from prune_exp.efficiency import SPARSE_STRUCTURES
-from prune_exp.jobfiles import CSR_FILE, MASK_FILE, WEIGHTS_FILE
+from prune_exp.jobfiles import CSR_FILE, MASK_FILE, WEIGHTS_FILE, round_mask_file, round_weights_file
 from prune_exp.pruning.mask import Mask
+
+
+def save_round(job_dir: Path, round_: int, mask: Mask, net: nn.Module | None, prunable: list[str]) -> None:
+    """The round's mask, packed at 1 bit per weight, and its weights (after retraining) if ``net``."""
+    (job_dir / round_mask_file(round_)).parent.mkdir(exist_ok=True)
+    mask.save(job_dir / round_mask_file(round_), prunable=prunable, packed=True)
+    if net is not None:
+        save_state(job_dir / round_weights_file(round_), net.state_dict())
+
+
+def load_round(job_dir: str | Path, round_: int) -> tuple[Mask, dict[str, torch.Tensor] | None]:
+    """Round ``round_``'s mask and its weights (None unless the job ran with artifacts.every_round)."""
+    job_dir = Path(job_dir)
+    path = job_dir / round_mask_file(round_)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no round {round_} in {job_dir} (rounds are 1 to the job's last)")
+    weights = job_dir / round_weights_file(round_)
+    return Mask.load(path), (load_file(str(weights)) if weights.exists() else None)
 
 
 def save_artifacts(

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from prune_exp.artifacts import save_artifacts
+from prune_exp.artifacts import save_artifacts, save_round
 from prune_exp.atomic import write_json
 from prune_exp.cache import DenseCache, DenseRun
 from prune_exp.checkpoint import RESUME_FILE, Persist, ResumeCheckpoint, load_checkpoint
@@ -32,6 +32,8 @@ from prune_exp.efficiency import RoundMeter
 from prune_exp.interrupt import Interrupted
 from prune_exp.jobdir import JobLock
 from prune_exp.jobfiles import RECORDS_FILE, STATUS_FILE, finished
+from prune_exp.lit.callbacks import RoundResult
+from prune_exp.lit.module import PruneModule
 from prune_exp.pruning.criteria import Criterion
 from prune_exp.pruning.pruner import Pruner, sparsity_schedule
 from prune_exp.pruning.structure import Structure
@@ -130,7 +132,7 @@ class Experiment:
             plan=plan,
             finetune_lr=cfg.retrain.finetune_lr,
             log_dir=self.job_dir / "retrain_log",
-            on_round_end=recorder.record,
+            on_round_end=self._on_round_end(recorder),
             resume=resume,
             persist=[Persist("records", writer)],
             callbacks=tracker.callbacks if tracker else (),
@@ -152,6 +154,18 @@ class Experiment:
             resume.remove()  # the job is complete: mask, weights and records are all there is to keep
         log.info("job done in %.1fs: %s", time.perf_counter() - started, writer.path)
         return float(writer.rows[-1][f"val_{cfg.select_metric}"])
+
+    def _on_round_end(self, recorder: RoundRecorder) -> Callable[[RoundResult, PruneModule, Pruner], None]:
+        """Each round, once retrained: its record, then its mask (and weights) under rounds/."""
+        every_round = self.cfg.artifacts.every_round
+
+        def on_round_end(result: RoundResult, module: PruneModule, pruner: Pruner) -> None:
+            recorder.record(result, module, pruner)
+            if is_main():
+                net = module.net if every_round else None
+                save_round(self.job_dir, result.round, result.mask, net, pruner.prunable_names)
+
+        return on_round_end
 
     @functools.cached_property
     def _task(self) -> Task:

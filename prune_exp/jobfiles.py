@@ -16,6 +16,17 @@ LOCK_FILE = "job.lock"  # held by the one live writer (jobdir.py); names it
 MASK_FILE = "mask.safetensors"  # the final mask; metadata "prunable": the scored weights, as a JSON list
 WEIGHTS_FILE = "weights.safetensors"  # the final weights
 CSR_FILE = "final_csr.safetensors"  # unstructured / N:M: the final weights, masked ones as CSR (csr.py)
+ROUNDS_DIR = "rounds"  # every round's mask (1 bit per weight), and weights with artifacts.every_round
+
+
+def round_mask_file(round_: int) -> str:
+    return f"{ROUNDS_DIR}/mask_{round_:03d}.safetensors"
+
+
+def round_weights_file(round_: int) -> str:
+    return f"{ROUNDS_DIR}/weights_{round_:03d}.safetensors"
+
+
 # resume.ckpt (checkpoint.RESUME_FILE) is there while the job is unfinished; compact.py adds
 # compact.safetensors and compact.json for channel pruning; Lightning's logs are in *_log/.
 

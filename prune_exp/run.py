@@ -31,6 +31,7 @@ from prune_exp.config import (
     check_known_keys,
     conf_dir,
     default_select_metric,
+    rounds_target,
 )
 from prune_exp.interrupt import Interrupted, exit_with_parent, signals_interrupt
 from prune_exp.session import resume_hint, sweep_status
@@ -51,6 +52,9 @@ def to_run_config(cfg: DictConfig, *, resolve_paths: bool = True) -> RunConfig:
     if resolve_paths:  # absolute, so records and logs say where things are wherever they are read
         for key in ("root_dir", "data_dir", "cache_dir", "output_dir"):
             setattr(run_cfg.paths, key, str(Path(getattr(run_cfg.paths, key)).resolve()))
+    if run_cfg.prune.rounds is not None:  # checked with the rest below
+        if isinstance(run_cfg.prune.rounds, int) and run_cfg.prune.rounds >= 1:
+            run_cfg.prune.sparsity = rounds_target(run_cfg.prune.rate, run_cfg.prune.rounds)
     check_config(run_cfg)
     if run_cfg.select_metric is None:
         run_cfg.select_metric = default_select_metric(run_cfg.task)

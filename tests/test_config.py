@@ -223,3 +223,23 @@ def test_a_site_config_in_local_sets_this_machines_defaults(tmp_path: Path) -> N
     with composed([], hydra=True) as cfg:  # no site config: the defaults
         assert cfg.hydra.launcher._target_.endswith("BasicLauncher") and cfg.paths.data_dir != "/shared/datasets"
     assert "/conf/local/" in (REPO / ".gitignore").read_text().splitlines()
+
+
+def test_prune_rounds_gives_that_many_rounds_at_the_rate_in_place_of_a_target() -> None:
+    from prune_exp.pruning.pruner import sparsity_schedule
+
+    for rate, rounds in ((0.5, 3), (0.2, 11), (0.2, 1), (0.37, 7)):
+        with composed(["prune.schedule=iterative", f"prune.rate={rate}", f"prune.rounds={rounds}"]) as cfg:
+            pr = to_run_config(cfg, resolve_paths=False).prune
+        got = sparsity_schedule(pr.sparsity, pr.schedule, pr.rate)
+        assert len(got) == rounds
+        assert got == pytest.approx([1 - (1 - rate) ** k for k in range(1, rounds + 1)], abs=1e-12)
+    with composed(["prune.rate=0.5", "prune.rounds=3"]) as cfg:
+        assert to_run_config(cfg, resolve_paths=False).prune.sparsity == 0.875  # the 0.9 default gives way
+    for overrides, message in (
+        (["prune.rounds=0"], r"prune\.rounds=0 is not allowed; allowed: an integer >= 1"),
+        (["prune.rounds=2", "prune.schedule=one_shot"], r"prune\.schedule='one_shot'.*iterative with prune\.rounds"),
+        (["prune.rounds=2", "prune.rate=1.5"], r"prune\.rate=1\.5 is not allowed"),
+    ):
+        with composed(overrides) as cfg, pytest.raises(ConfigError, match=message):
+            to_run_config(cfg, resolve_paths=False)

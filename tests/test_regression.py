@@ -11,6 +11,7 @@ import pytest
 import torch
 from helpers import composed, run_cli
 
+from prune_exp.artifacts import load_round
 from prune_exp.config import ConfigError, TaskConfig
 from prune_exp.data.base import TensorDataModule
 from prune_exp.data.diabetes import DiabetesDataModule
@@ -18,6 +19,7 @@ from prune_exp.errors import DataError
 from prune_exp.models.mlp import MLP
 from prune_exp.preflight import check_job
 from prune_exp.pruning.criteria import Taylor
+from prune_exp.pruning.mask import Mask
 from prune_exp.pruning.pruner import Pruner
 from prune_exp.pruning.structure import Unstructured
 from prune_exp.records import read_records
@@ -165,6 +167,8 @@ def test_a_regression_sweep_selects_and_reports_where_lower_is_better(tmp_path: 
             assert r["test_r2"] == pytest.approx(1 - r["test_mse"] / var, abs=1e-5)  # on the same test targets
             assert r["test_mae"] <= r["test_mse"] ** 0.5 + 1e-6  # mean |e| <= root mean e^2
         assert rows[0]["test_r2"] > 0.2  # the dense MLP explains a real part of the variance
+        mask, weights = load_round(sweep / str(n), 2)  # every round's mask; its weights only if asked
+        assert weights is None and mask == Mask.load(sweep / str(n) / "mask.safetensors")
         status = json.loads((sweep / str(n) / "status.json").read_text())
         assert status["state"] == "done" and status["value"] == rows[-1]["val_mse"]
     summary = (sweep / "summary.md").read_text()

@@ -8,36 +8,21 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import composed, run_cli
+from conftest import TRACKERS
+from helpers import composed
 
 from prune_exp.config import ConfigError
 from prune_exp.records import read_records
 from prune_exp.run import config_fingerprint
 from prune_exp.tracking import check_available
 
-LOGGERS = ("tensorboard", "wandb", "mlflow")
+LOGGERS = TRACKERS
 
 
 @pytest.fixture(scope="module")
-def tracked(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[tuple[str, int], Path]]:
-    """A 6-job sweep: each tracker, two seeds; (the root, (logger, seed) -> job dir)."""
-    root = tmp_path_factory.mktemp("tracked")
-    sweep = root / "sweep"
-    overrides = ["debug=fast", "name=trk", "trainer.log_every_n_steps=1", "efficiency.reps=1"]
-    res = run_cli(["-m", *overrides, f"logger={','.join(LOGGERS)}", "seed=0,1", f"hydra.sweep.dir={sweep}"], cwd=root)
-    assert res.returncode == 0, res.stderr[-3000:]
-    jobs = {}
-    for d in sweep.iterdir():
-        if (d / "records.jsonl").exists():
-            ov = json.loads((d / "status.json").read_text())["overrides"]
-            jobs[
-                (
-                    next(o for o in ov if o.startswith("logger=")).removeprefix("logger="),
-                    read_records(d / "records.jsonl")[0]["seed"],
-                )
-            ] = d
-    assert set(jobs) == {(lg, s) for lg in LOGGERS for s in (0, 1)}
-    summary = (sweep / "summary.md").read_text()
+def tracked(small_sweep):
+    root, jobs = small_sweep
+    summary = (root / "sweep" / "summary.md").read_text()
     assert "6 jobs: 6 done." in summary and "## Setting" not in summary  # the tracker is not a setting
     return root, jobs
 

@@ -69,6 +69,7 @@ from prune_exp.config.prune import (
     check_patterns,
     check_prune,
     round_fractions_max,
+    rounds_target,
 )
 from prune_exp.config.retrain import (
     DURATIONS,
@@ -84,6 +85,7 @@ from prune_exp.config.run_config import (
     ACCELERATORS,
     PRECISIONS,
     TRAINER_STRATEGIES,
+    ArtifactsConfig,
     DenseConfig,
     EfficiencyConfig,
     PathsConfig,
@@ -136,6 +138,7 @@ __all__ = [
     "TRAINER_STRATEGIES",
     "WEIGHTS",
     "AdamConfig",
+    "ArtifactsConfig",
     "CIFAR10Config",
     "CIFAR100Config",
     "CNN1DConfig",
@@ -202,6 +205,7 @@ __all__ = [
     "register_configs",
     "register_resolvers",
     "round_fractions_max",
+    "rounds_target",
     "schema_name",
     "task_metrics",
     "world_size",

@@ -39,6 +39,9 @@ class PruneConfig:
     sparsity: float = 0.9  # target fraction of prunable weights removed at the end
     schedule: str = "iterative"  # one_shot | iterative
     rate: float = 0.2  # iterative: fraction of the *remaining* weights removed per round
+    # iterative: this many rounds at `rate` in place of a target (OpenLTH's levels): the target
+    # sparsity becomes 1 - (1 - rate)^rounds (rounds_target), which to_run_config puts in place
+    rounds: int | None = None
     scope: str = "global"  # global (one threshold) | layerwise (same fraction per layer)
     include: list[str] = field(default_factory=list)  # fnmatch on parameter names; [] = all
     exclude: list[str] = field(default_factory=list)
@@ -83,7 +86,21 @@ def check_patterns(include: list[str], exclude: list[str], scales: list[str], na
                 raise ConfigError(f"{key} pattern {pat!r} matches no prunable parameter; allowed: {allowed}")
 
 
+def rounds_target(rate: float, rounds: int) -> float:
+    """The sparsity after ``rounds`` rounds that each remove ``rate`` of the remaining weights,
+    multiplied out as pruner.sparsity_schedule does, so that it gives exactly ``rounds`` rounds."""
+    density = 1.0
+    for _ in range(rounds):
+        density *= 1.0 - rate
+    return 1.0 - density
+
+
 def check_prune(pr: PruneConfig, st: Any) -> None:
+    if pr.rounds is not None:
+        positive_int("prune.rounds", pr.rounds)
+        if pr.schedule != "iterative":
+            raise fail("prune.schedule", pr.schedule, "iterative with prune.rounds (one_shot is one round)")
+        in_range("prune.rate", pr.rate, 0.0, 1.0, True, True)  # before the sparsity it gives
     in_range("prune.sparsity", pr.sparsity, 0.0, 1.0, False, True)
     choice("prune.schedule", pr.schedule, PRUNE_SCHEDULES)
     in_range("prune.rate", pr.rate, 0.0, 1.0, True, True)

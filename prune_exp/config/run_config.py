@@ -69,6 +69,14 @@ class EfficiencyConfig:
 
 
 @dataclass
+class ArtifactsConfig:
+    """What a job keeps besides its records, final mask and weights: every round's mask (1 bit
+    per weight, always) and, with ``every_round``, every round's weights."""
+
+    every_round: bool = False  # rounds/weights_<round>.safetensors after every round's retraining
+
+
+@dataclass
 class RunConfig:
     data: Any = MISSING
     model: Any = MISSING
@@ -79,6 +87,7 @@ class RunConfig:
     task: TaskConfig = MISSING
     dense: DenseConfig = field(default_factory=DenseConfig)
     efficiency: EfficiencyConfig = field(default_factory=EfficiencyConfig)
+    artifacts: ArtifactsConfig = field(default_factory=ArtifactsConfig)
     trainer: TrainerConfig = MISSING
     paths: PathsConfig = MISSING
     name: str = "default"

@@ -7,8 +7,10 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from prune_exp import bitpack
 from prune_exp.atomic import atomic_write
 
 
@@ -90,16 +92,26 @@ class Mask(Mapping[str, torch.Tensor]):
         return Mask({n: t.to(device) for n, t in self._t.items()})
 
     # ---- persistence
-    def save(self, path: str | Path, prunable: Iterable[str] | None = None) -> None:
-        """Write atomically as safetensors (no pickle: loading can never run code).
+    def save(self, path: str | Path, prunable: Iterable[str] | None = None, *, packed: bool = False) -> None:
+        """Write atomically as safetensors (no pickle: loading can never run code); ``packed``:
+        at 1 bit per entry (bitpack.py), for a job's every-round masks.
 
         ``prunable`` names the scored weights (the rest are masked along with them, like a
         pruned channel's bias); it is kept in the file's metadata for reports.
         """
-        meta = {"prunable": json.dumps(list(prunable))} if prunable is not None else None
+        meta = {"prunable": json.dumps(list(prunable))} if prunable is not None else {}
+        tensors = {n: t.detach().cpu().contiguous() for n, t in self._t.items()}
+        if packed:
+            meta[bitpack.PACKED_KEY] = json.dumps({n: list(t.shape) for n, t in tensors.items()})
+            tensors = {n: torch.from_numpy(bitpack.pack(t.numpy())) for n, t in tensors.items()}
         with atomic_write(path) as tmp:
-            save_file({n: t.detach().cpu().contiguous() for n, t in self._t.items()}, str(tmp), metadata=meta)
+            save_file(tensors, str(tmp), metadata=meta or None)
 
     @classmethod
     def load(cls, path: str | Path) -> Mask:
-        return cls(load_file(str(path)))
+        """A mask file, plain or packed."""
+        with safe_open(str(path), framework="numpy") as f:
+            shapes = bitpack.shapes(f.metadata())
+            if shapes is None:
+                return cls(load_file(str(path)))
+            return cls({n: torch.from_numpy(bitpack.unpack(f.get_tensor(n), shapes[n])) for n in f.keys()})

@@ -12,6 +12,7 @@ import pandas as pd
 
 from prune_exp.atomic import atomic_write, write_text
 from prune_exp.errors import ConfigError
+from prune_exp.jobfiles import round_mask_file
 from prune_exp.report.collect import DESCRIPTORS, JobStatus, Sweep, load_sweep, setting_columns
 from prune_exp.report.metric import ReportMetric
 from prune_exp.report.styles import StrategyStyles
@@ -97,6 +98,9 @@ def report_sweep(
         masks = _final_masks(df, sweep_dir)
         if not masks.empty:
             figures += P.layer_sparsity(masks, sweep_dir, styles, sub)
+        by_round = _round_masks(df, sweep_dir)
+        if not by_round.empty:
+            figures += P.layer_sparsity_by_round(by_round, sweep_dir, styles, sub)
         md += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figures if p.suffix == ".png"] + [""]
     md += ["Tidy results (one row per job and round, with every config value): `results.csv`.", ""]
     _finish(sweep_dir, md, out)
@@ -350,6 +354,32 @@ def _final_masks(df: pd.DataFrame, sweep_dir: Path) -> pd.DataFrame:
                         "sparsity": sp,
                         "target": r["target"],
                         "job": r["job"],
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def _round_masks(df: pd.DataFrame, sweep_dir: Path) -> pd.DataFrame:
+    """Per-layer sparsity after every round (rounds/mask_<round>) of the finished jobs at the
+    highest target, with the round's overall sparsity of the prunable weights."""
+    from prune_exp.report.plots import mask_layer_sparsity
+
+    done = df[(df["job_state"] == "done") & (df["round"] > 0)]
+    done = done[done["target"] == done["target"].max()]
+    rows = []
+    for _, r in done.iterrows():
+        path = sweep_dir / r["job"] / round_mask_file(int(r["round"]))
+        if path.exists():
+            for layer, sp in mask_layer_sparsity(path).items():
+                rows.append(
+                    {
+                        "setting": r["setting"],
+                        "strategy": r["strategy"],
+                        "job": r["job"],
+                        "round": int(r["round"]),
+                        "overall": r["sparsity"],
+                        "layer": layer,
+                        "sparsity": sp,
                     }
                 )
     return pd.DataFrame(rows)

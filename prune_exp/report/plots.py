@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter, NullLocator
 
+from prune_exp import bitpack
 from prune_exp.report.metric import ReportMetric
 from prune_exp.report.styles import StrategyStyles
 from prune_exp.report.tables import COST_FORMAT, COST_UNIT, LEVEL
@@ -311,6 +312,36 @@ def layer_sparsity(masks: pd.DataFrame, out_dir: Path, styles: StrategyStyles, s
     return _save(fig, out_dir, "layer_sparsity")
 
 
+def layer_sparsity_by_round(
+    masks: pd.DataFrame, out_dir: Path, styles: StrategyStyles, subtitle: str = ""
+) -> list[Path]:
+    """One panel per (setting, strategy): each prunable layer's sparsity after every round
+    (rounds/mask_<round>, mean over the jobs at the sweep's highest target), against the round's
+    overall sparsity; a line per layer (gid ``"<layer>"``), the diagonal is a uniform pruning."""
+    panels = list(masks.groupby(["setting", "strategy"], sort=False).groups)
+    panels.sort(key=lambda p: (p[0], styles.ordered(masks["strategy"]).index(p[1])))
+    fig, axes = _grid(len(panels))
+    for ax, (setting, strategy) in zip(axes, panels, strict=True):
+        m = masks[(masks["setting"] == setting) & (masks["strategy"] == strategy)]
+        overall = m.groupby("round")["overall"].mean()
+        for layer in dict.fromkeys(m["layer"]):
+            y = m[m["layer"] == layer].groupby("round")["sparsity"].mean().reindex(overall.index)
+            ax.plot(100 * overall, 100 * y, marker="o", ms=3, label=layer, gid=layer)
+        ax.plot([0, 100], [0, 100], color="black", lw=0.8, ls=":")
+        ax.set_xlabel("sparsity of the prunable weights after the round (%)")
+        ax.set_ylabel("pruned weights in the layer (%)")
+        ax.set_xlim(0, 100)
+        ax.set_ylim(0, 100)
+        jobs = m["job"].nunique()
+        ax.set_title(
+            _title(f"{styles.label[strategy]}: per-layer sparsity by round ({jobs} jobs)", setting, subtitle),
+            fontsize=10,
+        )
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left")
+    return _save(fig, out_dir, "layer_sparsity_by_round")
+
+
 def mask_layer_sparsity(path: Path) -> dict[str, float]:
     """Sparsity of every prunable tensor in a saved mask (numpy: no torch needed)."""
     from safetensors import safe_open
@@ -318,6 +349,9 @@ def mask_layer_sparsity(path: Path) -> dict[str, float]:
     with safe_open(str(path), framework="numpy") as f:
         meta = f.metadata() or {}
         names = json.loads(meta["prunable"]) if "prunable" in meta else list(f.keys())
+        shapes = bitpack.shapes(meta)  # every-round masks are packed at 1 bit per weight
+        if shapes is not None:
+            return {n: 1.0 - float(bitpack.unpack(f.get_tensor(n), shapes[n]).mean()) for n in names}
         return {n: 1.0 - float(f.get_tensor(n).mean()) for n in names}
 
 
