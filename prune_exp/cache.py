@@ -51,6 +51,7 @@ def dense_spec(
     precision: str,
     world_size: int = 1,
     loss: str = DEFAULT_LOSS,
+    weights_sha256: str | None = None,
 ) -> dict:
     """Exactly what determines a dense run — pruning and retraining settings are not in it.
 
@@ -58,15 +59,26 @@ def dense_spec(
     less its :data:`NON_TRAINING_DATA_KEYS`. A DDP run (``world_size`` > 1) sums its gradients
     in another order than one process, so its weights differ in the last bits: it gets its own
     entry. ``loss``: the task's (the metrics do not change the run). Each of the two is in the
-    spec only when it is not the default, so the entries made before it was keep their hash."""
+    spec only when it is not the default, so the entries made before it was keep their hash.
+    ``weights_sha256``: the dense run is a file of trained weights (dense.weights), not trained."""
     precision = {"32": "32-true", "64": "64-true"}.get(str(precision), str(precision))
     extra: dict[str, Any] = {"world_size": world_size} if world_size > 1 else {}
     if loss != DEFAULT_LOSS:
         extra["loss"] = loss
+    if weights_sha256 is not None:  # dense.weights: read from that file, so no seed or optimizer made it
+        return {
+            **extra,
+            "version": CACHE_VERSION,
+            "data": _training_data(data),
+            "model": model,
+            "epochs": epochs,
+            "precision": precision,
+            "weights": weights_sha256,
+        }
     return {
         **extra,
         "version": CACHE_VERSION,
-        "data": {k: v for k, v in data.items() if k not in NON_TRAINING_DATA_KEYS},
+        "data": _training_data(data),
         "model": model,
         "optim": optim,
         "epochs": epochs,
@@ -75,8 +87,20 @@ def dense_spec(
     }
 
 
+def _training_data(data: dict) -> dict:
+    return {k: v for k, v in data.items() if k not in NON_TRAINING_DATA_KEYS}
+
+
 def _canonical_sha256(tree: Any) -> str:
     return hashlib.sha256(json.dumps(tree, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def spec_hash(spec: dict) -> str:

@@ -13,6 +13,7 @@ for bit.
 
 from __future__ import annotations
 
+import pickle
 import random
 import time
 from collections.abc import Callable
@@ -26,7 +27,7 @@ from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.callbacks import Callback, Checkpoint
 
 from prune_exp.atomic import atomic_write
-from prune_exp.config import CorruptFileError
+from prune_exp.config import CorruptFileError, DataError
 
 RESUME_FILE = "resume.ckpt"
 
@@ -55,6 +56,34 @@ def load_checkpoint(path: Path, map_location: Any | None = None, mmap: bool = Fa
             f"cannot resume from {path}: it is not a checkpoint prune-exp wrote (truncated, or altered: "
             f"{reason[:200]}); delete it to run that stage from its start"
         ) from e
+
+
+WEIGHTS_ALLOWED = "allowed: safetensors, or a state dict saved with torch.save (tensors only)"
+
+
+def read_weights(path: Path, key: str = "dense.weights") -> dict[str, torch.Tensor]:
+    """A trained model's state dict from ``path``: safetensors, or a torch file read with
+    ``weights_only=True`` (a state dict, or a Lightning checkpoint's ``state_dict`` of a module
+    that holds the network as ``net``). DataError naming the file and ``key`` otherwise."""
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise DataError(f"{key}={str(path)!r}: no such file; allowed: a safetensors or torch state-dict file")
+    try:
+        if path.read_bytes()[8:9] == b"{":  # safetensors: an 8-byte header length, then its JSON
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        reason = "it holds pickled objects besides tensors, which weights_only=True does not load"
+        raise DataError(f"{key}={str(path)!r} cannot be read as weights ({reason}); {WEIGHTS_ALLOWED}") from None
+    except Exception as e:
+        reason = " ".join(str(e).split())[:200] or type(e).__name__
+        raise DataError(f"{key}={str(path)!r} cannot be read as weights ({reason}); {WEIGHTS_ALLOWED}") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):  # a Lightning checkpoint
+        state = {k.removeprefix("net."): v for k, v in state["state_dict"].items()}
+    if not (isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values())):
+        raise DataError(f"{key}={str(path)!r} holds no state dict (name -> tensor); allowed: a model's state_dict()")
+    return state
 
 
 class ResumeCheckpoint(Checkpoint):

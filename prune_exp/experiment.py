@@ -190,6 +190,7 @@ class Experiment:
             seed=cfg.seed,
             progress_bar=self.progress_bar,
             task=cfg.task,
+            dense_weights=Path(cfg.dense.weights) if cfg.dense.weights else None,
         )
 
     def _dense(self, job: Job, plan: RoundPlan, base: dict, status: Path) -> tuple[DenseRun, bool]:

@@ -77,7 +77,7 @@ def check_job(cfg: DictConfig, _seen: dict[str, Any] | None = None) -> CheckedJo
 
         check_available(str(cfg.logger._target_))
     parts = [OmegaConf.to_container(cfg[k], resolve=True) for k in ("data", "model", "prune", "structure", "task")]
-    parts.append(rc.select_metric)
+    parts += [rc.select_metric, rc.dense.weights]
     model_key = json.dumps(parts, sort_keys=True, default=str)
     if _seen is None or model_key not in _seen:
         check_model(cfg, rc)
@@ -110,6 +110,8 @@ def check_model(cfg: DictConfig, rc: Any) -> None:
             f"{dm.num_classes}; allowed: {', '.join(task.names)}"
         )
     net = instantiate(cfg.model, input_shape=dm.input_shape, num_classes=dm.num_classes)
+    if rc.dense.weights is not None:
+        check_weights_fit(net, Path(rc.dense.weights))
     Pruner(
         net,
         criterion=instantiate(cfg.prune.criterion),
@@ -120,6 +122,26 @@ def check_model(cfg: DictConfig, rc: Any) -> None:
         exclude=rc.prune.exclude,
         layer_rate_scale=rc.prune.layer_rate_scale,
     )
+
+
+def check_weights_fit(net: Any, path: Path) -> None:
+    """dense.weights is readable and is a state dict of exactly this model (names and shapes)."""
+    from prune_exp.checkpoint import read_weights
+
+    state = read_weights(path)
+    own = net.state_dict()
+    missing, unexpected = sorted(own.keys() - state.keys()), sorted(state.keys() - own.keys())
+    wrong = sorted(k for k in own.keys() & state.keys() if tuple(own[k].shape) != tuple(state[k].shape))
+    if missing or unexpected or wrong:
+        parts = [
+            f"{what} {names[:3]}{' ...' if len(names) > 3 else ''}"
+            for what, names in (("missing", missing), ("not in the model", unexpected), ("of other shapes", wrong))
+            if names
+        ]
+        raise ConfigError(
+            f"dense.weights={str(path)!r} does not fit model ({'; '.join(parts)}); allowed: the state_dict() "
+            "of the network this config builds"
+        )
 
 
 def check_writable(key: str, path: Path) -> None:

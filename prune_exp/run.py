@@ -66,7 +66,7 @@ def dense_spec_of(cfg: DictConfig, data_digest: str) -> dict:
 
     ``data_digest`` is the loaded datamodule's ``data_digest()``: the identity of the data
     itself, which the config that names it does not fix (files in ``paths.data_dir`` change)."""
-    from prune_exp.cache import dense_spec
+    from prune_exp.cache import dense_spec, file_sha256
 
     def container(key: str) -> dict:
         out = OmegaConf.to_container(cfg[key], resolve=True)
@@ -82,6 +82,7 @@ def dense_spec_of(cfg: DictConfig, data_digest: str) -> dict:
         precision=cfg.trainer.precision,
         world_size=cfg.trainer.devices * cfg.trainer.num_nodes if cfg.trainer.strategy == "ddp" else 1,
         loss=TASKS[cfg.task.name].loss,
+        weights_sha256=file_sha256(Path(cfg.dense.weights)) if cfg.dense.weights else None,
     )
 
 

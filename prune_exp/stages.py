@@ -25,7 +25,15 @@ from torch import nn
 
 from prune_exp import dist
 from prune_exp.cache import DenseCache, DenseRun, epoch_file, save_state, spec_hash
-from prune_exp.checkpoint import RESUME_FILE, Persist, ResumeCheckpoint, RNGState, SafeCheckpointIO, Stopwatch
+from prune_exp.checkpoint import (
+    RESUME_FILE,
+    Persist,
+    ResumeCheckpoint,
+    RNGState,
+    SafeCheckpointIO,
+    Stopwatch,
+    read_weights,
+)
 from prune_exp.columns import SPLITS
 from prune_exp.config import OptimConfig, TaskConfig, TrainerConfig
 from prune_exp.data.base import TensorDataModule
@@ -150,6 +158,7 @@ class Job:
     progress_bar: bool
     callbacks: list[Callback] = field(default_factory=list)  # extra Lightning callbacks, both stages
     task: TaskConfig = field(default_factory=TaskConfig)  # the loss and the metrics
+    dense_weights: Path | None = None  # dense.weights: the dense stage is read from this file
 
     @property
     def steps_per_epoch(self) -> int:
@@ -169,7 +178,8 @@ def dense_recipe(job: Job) -> tuple[nn.Module, PruneModule]:
 def dense_stage(
     job: Job, cache: DenseCache, spec: dict, keep_epochs: set[int], needed: set[int]
 ) -> tuple[DenseRun, bool]:
-    """The dense run for ``spec``: from the cache, or trained now (once, under a lock).
+    """The dense run for ``spec``: from the cache, or trained now (once, under a lock), or read
+    from ``job.dense_weights`` and measured.
 
     Under DDP, rank 0 takes the lock, trains and publishes; the other ranks train along
     (writing nothing), wait for it to publish, then read the entry like any later job."""
@@ -204,19 +214,31 @@ def dense_stage(
             "seconds": clock.seconds,
         }
 
+    def read(staging: Path) -> dict[str, Any]:  # dense.weights: the file, measured on the splits
+        assert job.dense_weights is not None
+        log.info("reading the dense model from %s into the cache", job.dense_weights)
+        net = job.build_net()
+        net.load_state_dict(read_weights(job.dense_weights))
+        if dist.is_main():
+            save_state(staging / epoch_file(T), net.state_dict())
+        metrics = evaluate_splits(make_module(job, net), job.datamodule)
+        return {"saved_epochs": [T], "metrics": metrics, "steps": 0, "seconds": 0.0}
+
+    make = read if job.dense_weights is not None else train
     if dist.is_main():
-        run, cached = cache.get_or_train(spec, needed, train)
+        run, cached = cache.get_or_train(spec, needed, make)
         dist.barrier()  # (DDP) the other ranks read the entry once it is published
     else:
         found, cached = cache.load(spec_hash(spec)), True
         if found is None:
-            train(cache.partial(spec_hash(spec)))
+            make(cache.partial(spec_hash(spec)))
             dist.barrier()
             found = cache.load(spec_hash(spec))
         assert found is not None, "rank 0 did not publish the dense run"
         run = found
     measured = ", ".join(f"{k} {v:.4f}" for k, v in run.meta["metrics"].items() if k.startswith("test_"))
-    log.info("dense run %s (%s): %s", run.hash, "cached" if cached else "trained", measured)
+    how = "cached" if cached else "read" if job.dense_weights is not None else "trained"
+    log.info("dense run %s (%s): %s", run.hash, how, measured)
     return run, cached
 
 

@@ -23,6 +23,10 @@ class DenseConfig:
     epochs: int = 60  # T
     # epochs whose weights are kept for rewinding; None keeps every epoch 0..T
     rewind_epochs: list[int] | None = None
+    # a trained model's weights (safetensors, or a state dict read with weights_only=True): the
+    # dense stage is read from it, not trained; epochs and optim say how it was trained (LRR
+    # replays that schedule). The cache keys it by the file's sha256.
+    weights: str | None = None
 
 
 PRECISIONS = ("32-true", "32", "64-true", "64", "16-mixed", "bf16-mixed", "bf16-true", "16-true")
@@ -117,6 +121,14 @@ def check_config(cfg: RunConfig) -> None:
     check_optim(cfg.optim, T)
     check_prune(cfg.prune, cfg.structure)
     check_retrain(cfg.retrain, T)
+    if cfg.dense.weights is not None and cfg.retrain.weights == "rewind":
+        raise fail(
+            "retrain",
+            cfg.retrain.strategy,
+            f"a strategy that does not rewind with dense.weights={cfg.dense.weights!r}: the file holds the "
+            f"final weights, not the dense run's at retrain.rewind_to={cfg.retrain.rewind_to!r} "
+            "(finetune, lr_rewind, reinit, none; or train the dense model: no dense.weights)",
+        )
     check_trainer(cfg.trainer, cfg.data.batch_size)
     ef = cfg.efficiency
     for key in ("warmup", "reps", "batch"):
