@@ -28,6 +28,7 @@ from torch import nn
 
 from prune_exp.atomic import write_json
 from prune_exp.cache import save_state
+from prune_exp.jobfiles import COMPACT_FILE, COMPACT_PLAN_FILE
 from prune_exp.pruning.mask import Mask
 from prune_exp.pruning.structure import PRUNABLE_TYPES
 
@@ -102,14 +103,14 @@ def compact(
 
 def save_compacted(directory: Path, model: nn.Module, plan: Plan) -> None:
     """``compact.safetensors`` (the weights) and ``compact.json`` (the plan), atomically."""
-    save_state(directory / "compact.safetensors", model.state_dict())
-    write_json(directory / "compact.json", {"plan": [[n, list(i)] for n, i in plan]})
+    save_state(directory / COMPACT_FILE, model.state_dict())
+    write_json(directory / COMPACT_PLAN_FILE, {"plan": [[n, list(i)] for n, i in plan]})
 
 
 def load_compacted(directory: Path, build_net: Callable[[], nn.Module], input_shape: Sequence[int]) -> nn.Module:
     """Rebuild the compacted model: a fresh net, the saved plan replayed, the weights loaded."""
-    plan = [(n, list(i)) for n, i in json.loads((directory / "compact.json").read_text())["plan"]]
+    plan = [(n, list(i)) for n, i in json.loads((directory / COMPACT_PLAN_FILE).read_text())["plan"]]
     net = build_net().eval()
     _apply(net, _graph(net, input_shape), plan)
-    net.load_state_dict(load_file(str(directory / "compact.safetensors")))
+    net.load_state_dict(load_file(str(directory / COMPACT_FILE)))
     return net

@@ -23,15 +23,16 @@ from torch import nn
 
 from prune_exp.artifacts import save_artifacts, save_round
 from prune_exp.atomic import write_json
-from prune_exp.cache import DenseCache, DenseRun
+from prune_exp.cache import DenseCache, DenseRun, spec_hash
 from prune_exp.checkpoint import RESUME_FILE, Persist, ResumeCheckpoint, load_checkpoint
 from prune_exp.config import ConfigError, RunConfig, check_accelerator, world_size
 from prune_exp.data.base import TensorDataModule
 from prune_exp.dist import is_main
 from prune_exp.efficiency import RoundMeter
 from prune_exp.interrupt import Interrupted
+from prune_exp.job_cache import JobCache, job_key
 from prune_exp.jobdir import JobLock
-from prune_exp.jobfiles import RECORDS_FILE, STATUS_FILE, finished
+from prune_exp.jobfiles import RECORDS_FILE, RETRAIN_LOG_DIR, STATUS_FILE, finished
 from prune_exp.lit.callbacks import RoundResult
 from prune_exp.lit.module import PruneModule
 from prune_exp.pruning.criteria import Criterion
@@ -107,10 +108,27 @@ class Experiment:
                 log.warning("the tracker did not close cleanly: %s", e)
 
     def _run(self, base: dict, status: Path) -> float:
+        """The job from the job cache when it has finished before (job_cache.py), else trained."""
+        self._set_up_process()
+        if not self.cfg.job_cache or world_size(self.cfg.trainer) > 1:  # (DDP: always trained)
+            return self._train(base, status)
+        cache = JobCache(self.cfg.paths.cache_dir)
+        digest = self.datamodule.data_digest()
+        key = job_key(self.fingerprint, digest, spec_hash(self.dense_spec(digest)))
+        with cache.lock(key):
+            rows = cache.restore(key, self.job_dir, self.overrides)
+            if rows is not None:
+                log.info("job found in the job cache (%s): its records and files, nothing trained", key)
+                base["job_cached"] = key
+                return float(rows[-1][f"val_{self.cfg.select_metric}"])
+            value = self._train(base, status)
+            cache.publish(key, self.job_dir)
+            return value
+
+    def _train(self, base: dict, status: Path) -> float:
         """The job, as the algorithm reads: the dense stage (from the cache or trained once), then
         the rounds (prune, place the weights, retrain, measure, record), then the artifacts."""
         cfg, started = self.cfg, time.perf_counter()
-        self._set_up_process()
         T = cfg.dense.epochs
         plan = plan_round(cfg.retrain, T, self.datamodule.steps_per_epoch)
         sparsities = sparsity_schedule(cfg.prune.sparsity, cfg.prune.schedule, cfg.prune.rate)
@@ -131,7 +149,7 @@ class Experiment:
             pruner_factory=lambda net: self._pruner(net, sparsities),
             plan=plan,
             finetune_lr=cfg.retrain.finetune_lr,
-            log_dir=self.job_dir / "retrain_log",
+            log_dir=self.job_dir / RETRAIN_LOG_DIR,
             on_round_end=self._on_round_end(recorder),
             resume=resume,
             persist=[Persist("records", writer)],

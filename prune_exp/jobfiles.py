@@ -17,6 +17,20 @@ MASK_FILE = "mask.safetensors"  # the final mask; metadata "prunable": the score
 WEIGHTS_FILE = "weights.safetensors"  # the final weights
 CSR_FILE = "final_csr.safetensors"  # unstructured / N:M: the final weights, masked ones as CSR (csr.py)
 ROUNDS_DIR = "rounds"  # every round's mask (1 bit per weight), and weights with artifacts.every_round
+COMPACT_FILE = "compact.safetensors"  # channel pruning: the compacted model's weights (compact.py)
+COMPACT_PLAN_FILE = "compact.json"  # and its plan
+RETRAIN_LOG_DIR = "retrain_log"  # the prune-retrain stage's per-epoch CSV log
+# What a finished job produced: the job cache (job_cache.py) keeps these and gives them to a rerun.
+RESULT_FILES = (
+    RECORDS_FILE,
+    MASK_FILE,
+    WEIGHTS_FILE,
+    CSR_FILE,
+    COMPACT_FILE,
+    COMPACT_PLAN_FILE,
+    ROUNDS_DIR,
+    RETRAIN_LOG_DIR,
+)
 
 
 def round_mask_file(round_: int) -> str:
@@ -27,8 +41,7 @@ def round_weights_file(round_: int) -> str:
     return f"{ROUNDS_DIR}/weights_{round_:03d}.safetensors"
 
 
-# resume.ckpt (checkpoint.RESUME_FILE) is there while the job is unfinished; compact.py adds
-# compact.safetensors and compact.json for channel pruning; Lightning's logs are in *_log/.
+# resume.ckpt (checkpoint.RESUME_FILE) is there while the job is unfinished.
 
 
 def all_rounds_recorded(rows: list[dict[str, Any]]) -> bool:

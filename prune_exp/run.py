@@ -88,13 +88,13 @@ def dense_spec_of(cfg: DictConfig, data_digest: str) -> dict:
 
 def config_fingerprint(cfg: DictConfig) -> str:
     """A hash of everything that decides a job's results: the config without ``paths``, the
-    Hydra settings, the progress bar, the tracker (``logger``) and the report's names for the
-    strategy (a new label does not make a finished job another one). A job dir belongs to one
-    fingerprint (resume)."""
+    Hydra settings, the progress bar, the tracker (``logger``), ``job_cache`` and the report's
+    names for the strategy (a new label does not make a finished job another one). A job dir
+    belongs to one fingerprint (resume)."""
     import hashlib
     import json
 
-    keep = [k for k in cfg if k not in ("hydra", "paths", "logger")]
+    keep = [k for k in cfg if k not in ("hydra", "paths", "logger", "job_cache")]
     tree = OmegaConf.to_container(OmegaConf.masked_copy(cfg, keep), resolve=True)
     assert isinstance(tree, dict)
     tree.get("trainer", {}).pop("progress_bar", None)

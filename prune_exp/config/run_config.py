@@ -102,6 +102,9 @@ class RunConfig:
     # the tracker: a Lightning logger's config (_target_), or none (logger=csv); run.run builds
     # it from the composed config, so a typed config has None here
     logger: Any = None
+    # a job that has finished before (same config, data and dense run) returns its records and
+    # files from the cache without training (job_cache.py); false: train it again
+    job_cache: bool = True
 
 
 def world_size(cfg: TrainerConfig) -> int:
