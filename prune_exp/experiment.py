@@ -119,7 +119,12 @@ class Experiment:
             rows = cache.restore(key, self.job_dir, self.overrides)
             if rows is not None:
                 log.info("job found in the job cache (%s): its records and files, nothing trained", key)
+                (self.job_dir / RESUME_FILE).unlink(missing_ok=True)  # a killed attempt's, if any
                 base["job_cached"] = key
+                if self.tracker is not None and is_main():  # the tracker gets the config and the rounds
+                    self.tracker.start()
+                    for row in rows:
+                        self.tracker.record(row)
                 return float(rows[-1][f"val_{self.cfg.select_metric}"])
             value = self._train(base, status)
             cache.publish(key, self.job_dir)

@@ -51,6 +51,21 @@ def test_a_sweep_grown_by_one_seed_trains_exactly_one_job(tmp_path: Path) -> Non
     assert again == [{**r, "dense_cached": None} for r in results(seeds[2])]
 
 
+def test_a_job_from_the_cache_gives_its_tracker_the_config_and_every_round(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    first, tracked = tmp_path / "first", tmp_path / "tracked"
+    assert run_in_process(tmp_path, [*SWEEP, "seed=0", f"hydra.sweep.dir={first}"])[0] == 0
+    assert run_in_process(tmp_path, [*SWEEP, "seed=0", "logger=tensorboard", f"hydra.sweep.dir={tracked}"])[0] == 0
+    job = tracked / "0"
+    assert "job_cached" in status(job)  # the tracker is not part of the job's key
+    (events,) = job.glob("tensorboard/events.out.tfevents.*")
+    ea = EventAccumulator(str(events))
+    ea.Reload()
+    rows = read_records(job / "records.jsonl")
+    assert [(e.step, e.value) for e in ea.Scalars("round/test_acc")] == [(r["round"], r["test_acc"]) for r in rows]
+
+
 def test_the_key_changes_with_the_config_the_data_and_the_dense_run() -> None:
     key = job_key("fingerprint", "data", "dense")
     assert len({key, job_key("other", "data", "dense"), job_key("fingerprint", "bytes", "dense")}) == 3

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import composed, run_cli
+from helpers import composed, run_in_process
 
 from prune_exp.artifacts import load_round
 from prune_exp.config import ConfigError, TaskConfig
@@ -137,7 +137,8 @@ def test_the_loss_is_in_the_dense_spec_only_when_it_is_not_cross_entropy() -> No
 @pytest.mark.slow
 def test_a_regression_sweep_selects_and_reports_where_lower_is_better(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
-    res = run_cli(
+    code, err = run_in_process(
+        tmp_path,
         [
             "-m",
             "experiment=compare_regression",
@@ -152,9 +153,8 @@ def test_a_regression_sweep_selects_and_reports_where_lower_is_better(tmp_path: 
             "efficiency.warmup=0",
             f"hydra.sweep.dir={sweep}",
         ],
-        cwd=tmp_path,
     )
-    assert res.returncode == 0, res.stderr[-3000:]
+    assert code == 0, err[-3000:]
     dm = diabetes()
     var = float(((dm.test.y - dm.test.y.mean()) ** 2).mean())
     for n in range(4):
