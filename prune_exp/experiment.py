@@ -113,8 +113,7 @@ class Experiment:
         if not self.cfg.job_cache or world_size(self.cfg.trainer) > 1:  # (DDP: always trained)
             return self._train(base, status)
         cache = JobCache(self.cfg.paths.cache_dir)
-        digest = self.datamodule.data_digest()
-        key = job_key(self.fingerprint, digest, spec_hash(self.dense_spec(digest)))
+        key = job_key(self.fingerprint, self._data_digest, spec_hash(self.dense_spec(self._data_digest)))
         with cache.lock(key):
             rows = cache.restore(key, self.job_dir, self.overrides)
             if rows is not None:
@@ -191,6 +190,11 @@ class Experiment:
         return on_round_end
 
     @functools.cached_property
+    def _data_digest(self) -> str:
+        """The loaded data's digest (after _set_up_process), hashed once for the job and dense caches."""
+        return self.datamodule.data_digest()
+
+    @functools.cached_property
     def _task(self) -> Task:
         return Task.of(self.cfg.task, self.datamodule.num_classes)
 
@@ -222,7 +226,7 @@ class Experiment:
         T, rewind = self.cfg.dense.epochs, self.cfg.dense.rewind_epochs
         keep = set(range(T + 1)) if rewind is None else set(rewind)
         needed = plan.dense_epochs_needed(self.datamodule.steps_per_epoch)
-        spec = self.dense_spec(self.datamodule.data_digest())  # the data loaded, not just its config
+        spec = self.dense_spec(self._data_digest)  # the data loaded, not just its config
         dense, cached = dense_stage(job, DenseCache(self.cfg.paths.cache_dir), spec, keep, needed)
         if "dense_cached" not in base:
             base["dense_cached"] = cached

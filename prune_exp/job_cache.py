@@ -48,12 +48,7 @@ class JobCache:
         entry = self.entry(key)
         if not (entry / RECORDS_FILE).exists():
             return None
-        for name in RESULT_FILES:
-            src = entry / name
-            if src.is_dir():
-                shutil.copytree(src, job_dir / name, dirs_exist_ok=True)
-            elif src.exists() and name != RECORDS_FILE:
-                shutil.copy2(src, job_dir / name)
+        _copy_results(entry, job_dir, skip=RECORDS_FILE)
         rows = [{**r, "job_dir": str(job_dir), "overrides": overrides} for r in read_records(entry / RECORDS_FILE)]
         # the records last: a job dir with records for every round and a mask is a finished job
         write_text(job_dir / RECORDS_FILE, "".join(json.dumps(r) + "\n" for r in rows))
@@ -66,10 +61,15 @@ class JobCache:
         partial = self.dir / f"{key}.partial"
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
-        for name in RESULT_FILES:
-            src = job_dir / name
-            if src.is_dir():
-                shutil.copytree(src, partial / name)
-            elif src.exists():
-                shutil.copy2(src, partial / name)
+        _copy_results(job_dir, partial)
         partial.rename(self.entry(key))
+
+
+def _copy_results(src_dir: Path, dst_dir: Path, skip: str | None = None) -> None:
+    """The RESULT_FILES that ``src_dir`` has, into ``dst_dir`` (folders merged into)."""
+    for name in RESULT_FILES:
+        src = src_dir / name
+        if src.is_dir():
+            shutil.copytree(src, dst_dir / name, dirs_exist_ok=True)
+        elif src.exists() and name != skip:
+            shutil.copy2(src, dst_dir / name)

@@ -29,8 +29,9 @@ class ReportMetric:
         if f"test_{name}" not in df:
             have = sorted(c.removeprefix("test_") for c in df.columns if c.startswith("test_"))
             raise ConfigError(f"--metric {name!r}: the records have no test_{name}; allowed: {', '.join(have)}")
+        builtin = cls(name, name != LOSS, name != LOSS)  # records from before the metrics column
         if "metrics" not in df:
-            return cls(name, name != LOSS, name != LOSS)
+            return builtin
         kinds = {
             (bool(d[name]["higher_is_better"]), bool(d[name]["percent"]))
             for d in df["metrics"].dropna()
@@ -38,8 +39,7 @@ class ReportMetric:
         }
         if len(kinds) > 1:
             raise ConfigError(f"--metric {name!r}: the sweep's jobs give it different directions or scales: {kinds}")
-        higher, percent = kinds.pop() if kinds else (name != LOSS, name != LOSS)
-        return cls(name, higher, percent)
+        return cls(name, *kinds.pop()) if kinds else builtin
 
     @property
     def unit(self) -> str:
