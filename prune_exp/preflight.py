@@ -94,6 +94,7 @@ def check_model(cfg: DictConfig, rc: Any) -> None:
     data's shape and classes come from its config (no data loaded)."""
     from hydra.utils import instantiate
 
+    from prune_exp.models.init import build_net
     from prune_exp.pruning.pruner import Pruner
     from prune_exp.task import Task
 
@@ -109,7 +110,7 @@ def check_model(cfg: DictConfig, rc: Any) -> None:
             f"select_metric={rc.select_metric!r} needs more than {top_k} classes (its top_k), the data has "
             f"{dm.num_classes}; allowed: {', '.join(task.names)}"
         )
-    net = instantiate(cfg.model, input_shape=dm.input_shape, num_classes=dm.num_classes)
+    net = build_net(cfg.model, dm.input_shape, dm.num_classes)
     if rc.dense.weights is not None:
         check_weights_fit(net, Path(rc.dense.weights))
     Pruner(

@@ -21,6 +21,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from prune_exp.config import (
+    DEFAULT_INIT,
     STYLE_KEYS,
     TASKS,
     ConfigError,
@@ -75,7 +76,7 @@ def dense_spec_of(cfg: DictConfig, data_digest: str) -> dict:
 
     return dense_spec(
         data={**container("data"), "digest": data_digest},
-        model=container("model"),
+        model=hashed_model(container("model")),
         optim=container("optim"),
         epochs=cfg.dense.epochs,
         seed=cfg.seed,
@@ -84,6 +85,12 @@ def dense_spec_of(cfg: DictConfig, data_digest: str) -> dict:
         loss=TASKS[cfg.task.name].loss,
         weights_sha256=file_sha256(Path(cfg.dense.weights)) if cfg.dense.weights else None,
     )
+
+
+def hashed_model(model: dict) -> dict:
+    """The model config as the hashes see it: ``init`` only where it is not the default, so the
+    dense runs and job dirs from before ``model.init`` existed keep their hashes."""
+    return {k: v for k, v in model.items() if not (k == "init" and v == DEFAULT_INIT)}
 
 
 def config_fingerprint(cfg: DictConfig) -> str:
@@ -98,6 +105,7 @@ def config_fingerprint(cfg: DictConfig) -> str:
     tree = OmegaConf.to_container(OmegaConf.masked_copy(cfg, keep), resolve=True)
     assert isinstance(tree, dict)
     tree.get("trainer", {}).pop("progress_bar", None)
+    tree["model"] = hashed_model(tree.get("model", {}))
     for key in STYLE_KEYS:
         tree.get("retrain", {}).pop(key, None)
     return hashlib.sha256(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -108,6 +116,7 @@ def run(cfg: DictConfig) -> float:
     from hydra.utils import instantiate
 
     from prune_exp.experiment import Experiment  # heavy imports (torch, Lightning) start here
+    from prune_exp.models.init import build_net
 
     rc = to_run_config(cfg)
     hc = HydraConfig.get() if HydraConfig.initialized() else None
@@ -127,7 +136,7 @@ def run(cfg: DictConfig) -> float:
     exp = Experiment(
         cfg=rc,
         datamodule=dm,
-        build_net=lambda: instantiate(cfg.model, input_shape=dm.input_shape, num_classes=dm.num_classes),
+        build_net=lambda: build_net(cfg.model, dm.input_shape, dm.num_classes),
         criterion=instantiate(cfg.prune.criterion),
         structure=instantiate(cfg.structure),
         dense_spec=functools.partial(dense_spec_of, cfg),  # completed by the data digest once it is loaded

@@ -103,6 +103,7 @@ def test_the_default_config() -> None:
         ("+task.metrics.x={_target_:a.B,higher_is_better:maybe}", r"task\.metrics\.x\.higher_is_better='maybe'"),
         ("trainer.precision=8", r"trainer\.precision='8'"),
         ("seed=-1", r"seed=-1"),
+        ("model.init=he", r"model\.init='he'.*one of default, kaiming_normal, kaiming_uniform, xavier_normal"),
         ("++prune.layer_rate_scale={classifier.weight:9}", r"prune\.layer_rate_scale\[classifier\.weight\]=9\.0"),
     ],
 )

@@ -295,3 +295,63 @@ def test_the_lth_output_layer_rate_and_li_et_al_skips_are_addressable(built: dic
     )
     assert [ly.scale for ly in p.layers] == [1.0] * 8 + [0.5]
     assert math.isclose(p.layer_target(p.layers[-1], 1), 0.1)
+
+
+@pytest.mark.parametrize(
+    ("init", "std"),  # the draw's standard deviation for a weight of fan_in x fan_out
+    [
+        ("kaiming_normal", lambda fi, fo: math.sqrt(2 / fi)),
+        ("kaiming_uniform", lambda fi, fo: math.sqrt(2 / fi)),
+        ("xavier_normal", lambda fi, fo: math.sqrt(2 / (fi + fo))),
+        ("xavier_uniform", lambda fi, fo: math.sqrt(2 / (fi + fo))),
+    ],
+)
+def test_model_init_redraws_every_conv_and_linear_weight_and_nothing_else(
+    init: str, std: Callable[[int, int], float]
+) -> None:
+    from prune_exp.models.init import build_net
+
+    def built(name: str, init: str) -> nn.Module:
+        torch.manual_seed(0)
+        with composed([f"model={name}", f"model.init={init}"]) as cfg:
+            return build_net(cfg.model, (3, 32, 32), 10)
+
+    default, drawn = built("vgg11", "default"), built("vgg11", init)
+    assert built("vgg11", init).state_dict().keys() == drawn.state_dict().keys()
+    for (name, a), b in zip(default.state_dict().items(), drawn.state_dict().values(), strict=True):
+        weight = name.endswith("weight") and a.dim() > 1  # a conv's or linear layer's
+        assert torch.equal(a, b) != weight, name  # biases and BatchNorm keep PyTorch's init
+        if weight:
+            fan_out, fan_in = a.shape[0] * a[0, 0].numel(), a[0].numel()
+            assert torch.equal(b, built("vgg11", init).state_dict()[name])  # seeded: reproducible
+            if b.numel() >= 100_000:  # the sample's std within 2% of the draw's
+                assert b.std().item() == pytest.approx(std(fan_in, fan_out), rel=0.02), name
+
+
+def test_model_init_default_is_pytorchs_own_and_a_user_model_takes_it_too() -> None:
+    from omegaconf import OmegaConf
+
+    from prune_exp.models.init import build_net
+
+    torch.manual_seed(0)
+    plain = MLP((40,), 10, hidden=[300])
+    with composed(["model=mlp", "model.hidden=[300]"]) as cfg:
+        torch.manual_seed(0)
+        assert all(torch.equal(a, b) for a, b in zip(plain.parameters(), build_net(cfg.model, (40,), 10).parameters()))
+    user = OmegaConf.create({"_target_": "prune_exp.models.mlp.MLP", "hidden": [300], "init": "xavier_normal"})
+    torch.manual_seed(0)
+    net = build_net(user, (40,), 10)  # no schema: init is taken off before the constructor sees it
+    assert not torch.equal(net.fc1.weight, plain.fc1.weight)
+    assert torch.equal(net.fc1.bias, plain.fc1.bias)
+
+
+def test_model_init_is_in_the_dense_spec_only_when_it_is_not_the_default() -> None:
+    from prune_exp.run import config_fingerprint, dense_spec_of
+
+    specs, prints = {}, {}
+    for init in ("default", "kaiming_normal"):
+        with composed([f"model.init={init}", "paths.root_dir=/r"]) as cfg:
+            specs[init], prints[init] = dense_spec_of(cfg, "digest"), config_fingerprint(cfg)
+    assert "init" not in specs["default"]["model"]  # entries from before model.init keep their hash
+    assert specs["kaiming_normal"]["model"] == {**specs["default"]["model"], "init": "kaiming_normal"}
+    assert prints["default"] != prints["kaiming_normal"]

@@ -37,14 +37,19 @@ from prune_exp.config.data import (
     check_data,
 )
 from prune_exp.config.model import (
+    DEFAULT_INIT,
+    INITS,
     CNN1DConfig,
     ConvNetConfig,
     LeNet5Config,
     LeNet300Config,
     MLPConfig,
+    ModelConfig,
     ResNetCIFARConfig,
     TorchvisionResNetConfig,
     VGGCIFARConfig,
+    check_model,
+    model_init,
 )
 from prune_exp.config.optim import (
     AdamConfig,
@@ -161,6 +166,11 @@ __all__ = [
     "LeNet5Config",
     "LeNet300Config",
     "MLPConfig",
+    "ModelConfig",
+    "INITS",
+    "DEFAULT_INIT",
+    "check_model",
+    "model_init",
     "MNIST1DConfig",
     "MNISTConfig",
     "MagnitudeConfig",

@@ -1,19 +1,45 @@
-"""The model schemas (``conf/model/``): each names its ``_target_`` and its own keys."""
+"""The model schemas (``conf/model/``): each names its ``_target_``, the weights' init and its
+own keys."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
+
+from prune_exp.config.checks import choice
+
+# model.init: the initialization of every Conv/Linear weight (biases and norm layers keep
+# PyTorch's own), as OpenLTH's model_init; models/init.py applies them. "default" is each
+# layer's own reset_parameters (PyTorch's: kaiming uniform with a=sqrt(5)).
+INITS = ("default", "kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform")
+DEFAULT_INIT = INITS[0]
 
 
 @dataclass
-class MLPConfig:
+class ModelConfig:
+    """The key every model takes (a user's own model YAML may set it too, without a schema)."""
+
+    init: str = DEFAULT_INIT
+
+
+def model_init(model: Any) -> str:
+    """``model.init`` of a model config (typed or a user's plain dict), its default if unset."""
+    return str(model.get("init", DEFAULT_INIT) if isinstance(model, dict) else getattr(model, "init", DEFAULT_INIT))
+
+
+def check_model(model: Any) -> None:
+    choice("model.init", model_init(model), INITS)
+
+
+@dataclass
+class MLPConfig(ModelConfig):
     _target_: str = "prune_exp.models.mlp.MLP"
     hidden: list[int] = field(default_factory=lambda: [100, 100])
     batch_norm: bool = False
 
 
 @dataclass
-class CNN1DConfig:
+class CNN1DConfig(ModelConfig):
     _target_: str = "prune_exp.models.cnn1d.CNN1D"
     channels: list[int] = field(default_factory=lambda: [25, 25, 25])
     kernel_sizes: list[int] = field(default_factory=lambda: [5, 3, 3])
@@ -30,14 +56,14 @@ class LeNet300Config(MLPConfig):
 
 
 @dataclass
-class LeNet5Config:
+class LeNet5Config(ModelConfig):
     """Caffe's LeNet-5, as pruned by Han et al. (2015); needs images of at least 16x16."""
 
     _target_: str = "prune_exp.models.lenet.LeNet5"
 
 
 @dataclass
-class ConvNetConfig:
+class ConvNetConfig(ModelConfig):
     """The LTH paper's Conv-2/4/6: 3x3 convs, a max-pool after every ``pool_every``, FC layers."""
 
     _target_: str = "prune_exp.models.convnet.ConvNet"
@@ -47,7 +73,7 @@ class ConvNetConfig:
 
 
 @dataclass
-class ResNetCIFARConfig:
+class ResNetCIFARConfig(ModelConfig):
     """He et al.'s CIFAR ResNet with projection shortcuts (OpenLTH's cifar_resnet)."""
 
     _target_: str = "prune_exp.models.resnet_cifar.ResNetCIFAR"
@@ -55,7 +81,7 @@ class ResNetCIFARConfig:
 
 
 @dataclass
-class VGGCIFARConfig:
+class VGGCIFARConfig(ModelConfig):
     """VGG for CIFAR with one linear classifier (OpenLTH's cifar_vgg)."""
 
     _target_: str = "prune_exp.models.vgg_cifar.VGGCIFAR"
@@ -64,7 +90,7 @@ class VGGCIFARConfig:
 
 
 @dataclass
-class TorchvisionResNetConfig:
+class TorchvisionResNetConfig(ModelConfig):
     """torchvision's ImageNet ResNets, untrained, ``fc`` renamed ``classifier``."""
 
     _target_: str = "prune_exp.models.torchvision_resnet.TorchvisionResNet"

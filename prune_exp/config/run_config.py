@@ -11,6 +11,7 @@ from omegaconf import MISSING
 
 from prune_exp.config.checks import choice, fail, in_range, positive_int
 from prune_exp.config.data import check_data
+from prune_exp.config.model import check_model
 from prune_exp.config.optim import check_optim
 from prune_exp.config.prune import PruneConfig, check_prune
 from prune_exp.config.retrain import RetrainConfig, check_retrain
@@ -115,6 +116,7 @@ def world_size(cfg: TrainerConfig) -> int:
 def check_config(cfg: RunConfig) -> None:
     """Raise ConfigError for the first value that types alone cannot rule out."""
     check_data(cfg.data)
+    check_model(cfg.model)
     T = cfg.dense.epochs
     positive_int("dense.epochs", T)
     if cfg.dense.rewind_epochs is not None:
