@@ -43,8 +43,16 @@ _ROUND = [
     Column("prunable_params", "the prunable weights"),
     Column("prunable_nonzero", "prunable weights not masked to zero"),
     Column("mask_sha256", "a digest of the round's mask: equal digests, equal masks"),
-    Column("pruned_{split}_{metric}", "measured right after pruning, before retraining", when="round > 0"),
-    Column("{split}_{metric}", "measured after the round's retraining (round 0: the dense model)"),
+    Column(
+        "pruned_{split}_{metric}",
+        "measured right after pruning, before retraining",
+        "round > 0 (val: data.val_fraction > 0)",
+    ),
+    Column(
+        "{split}_{metric}",
+        "measured after the round's retraining (round 0: the dense model)",
+        "val: data.val_fraction > 0",
+    ),
     Column("retrain_epochs", "epochs of retraining in the round"),
     Column("retrain_steps", "optimizer steps of retraining in the round"),
     Column("retrain_seconds", "wall seconds of retraining in the round", volatile=True),

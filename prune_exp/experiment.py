@@ -11,12 +11,14 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -124,7 +126,7 @@ class Experiment:
                     self.tracker.start()
                     for row in rows:
                         self.tracker.record(row)
-                return float(rows[-1][f"val_{self.cfg.select_metric}"])
+                return job_value(rows[-1], self.cfg.select_metric)
             value = self._train(base, status)
             cache.publish(key, self.job_dir)
             return value
@@ -175,7 +177,7 @@ class Experiment:
             )
             resume.remove()  # the job is complete: mask, weights and records are all there is to keep
         log.info("job done in %.1fs: %s", time.perf_counter() - started, writer.path)
-        return float(writer.rows[-1][f"val_{cfg.select_metric}"])
+        return job_value(writer.rows[-1], cfg.select_metric)
 
     def _on_round_end(self, recorder: RoundRecorder) -> Callable[[RoundResult, PruneModule, Pruner], None]:
         """Each round, once retrained: its record, then its mask (and weights) under rounds/."""
@@ -350,3 +352,9 @@ def write_status(path: Path, status: dict) -> None:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def job_value(row: dict[str, Any], select_metric: str) -> float:
+    """What a job returns to Hydra (a sweeper optimizes it): its last round's val score; NaN
+    without a val split (data.val_fraction=0), as the test score is never a thing to select on."""
+    return float(row.get(f"val_{select_metric}", math.nan))

@@ -14,6 +14,7 @@ from prune_exp.preflight import (
     check_job,
     check_launch,
     check_outputs,
+    check_selection,
     output_dir,
     preflight_errors,
     where_in_sweep,
@@ -56,6 +57,8 @@ class Preflight(Callback):
                 to_run_config(job_cfg, resolve_paths=False)
                 check_launch(job_cfg, launcher, multirun=True)
                 configs.append(job_cfg)
+        with preflight_errors():
+            check_selection(configs)
         for num, (overrides, job_cfg) in enumerate(zip(jobs, configs, strict=True)):
             with preflight_errors(where_in_sweep(overrides)):
                 checked = check_job(job_cfg, seen)

@@ -218,6 +218,29 @@ def preflight_errors(where: str = "") -> Iterator[None]:
         sys.exit(f"prune-exp: internal error in the preflight check{where} (traceback above)")
 
 
+def check_selection(configs: list[DictConfig]) -> None:
+    """ConfigError if the report would have to choose on a val split the data lacks: jobs with
+    data.val_fraction=0 that differ only in their budget (and seed) leave it nothing to choose
+    the budget on, as the test split is never used to choose."""
+    budgets: dict[str, set[Any]] = {}
+    for cfg in configs:
+        if OmegaConf.select(cfg, "data.val_fraction") != 0:
+            continue
+        tree = OmegaConf.to_container(cfg, resolve=False)
+        assert isinstance(tree, dict)
+        for key in ("hydra", "paths", "seed", "logger", "job_cache"):
+            tree.pop(key, None)
+        budget = tree.get("retrain", {}).pop("budget", None)
+        budgets.setdefault(json.dumps(tree, sort_keys=True, default=str), set()).add(budget)
+    several = next((sorted(b) for b in budgets.values() if len(b) > 1), None)
+    if several is not None:
+        raise ConfigError(
+            f"retrain.budget={','.join(map(str, several))} with data.val_fraction=0: the report chooses each "
+            "strategy's budget on the val split, and there is none; allowed: one retrain.budget, or "
+            "data.val_fraction > 0"
+        )
+
+
 def check_launch(job_cfg: DictConfig, launcher: str, multirun: bool) -> None:
     """ConfigError if the launcher cannot run the job as configured: DDP needs one process per
     device, and a GPU job needs a GPU where it runs (SLURM's nodes, not the login node, for

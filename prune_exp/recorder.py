@@ -93,15 +93,17 @@ def _total(module: PruneModule) -> int:
 
 def _log_round(row: dict[str, Any], round_: int, rounds: int) -> None:
     m = row["select_metric"]
+    split = "val" if f"val_{m}" in row else "test"  # test alone: data.val_fraction=0
     log.info(
-        "round %d/%d  sparsity %.4f  compression %.2fx  val_%s pruned %.4f -> retrained %.4f  test_%s %.4f",
+        "round %d/%d  sparsity %.4f  compression %.2fx  %s_%s pruned %.4f -> retrained %.4f  test_%s %.4f",
         round_,
         rounds,
         row["sparsity"],
         row["compression"],
+        split,
         m,
-        row.get(f"pruned_val_{m}", float("nan")),
-        row[f"val_{m}"],
+        row.get(f"pruned_{split}_{m}", float("nan")),
+        row[f"{split}_{m}"],
         m,
         row[f"test_{m}"],
     )

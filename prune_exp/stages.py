@@ -34,7 +34,6 @@ from prune_exp.checkpoint import (
     Stopwatch,
     read_weights,
 )
-from prune_exp.columns import SPLITS
 from prune_exp.config import OptimConfig, TaskConfig, TrainerConfig
 from prune_exp.data.base import TensorDataModule
 from prune_exp.lit.callbacks import MaskEnforcer, PruneRetrainCycle, RewindPointSaver, RoundResult
@@ -85,10 +84,11 @@ def make_trainer(
     resume: ResumeCheckpoint | None = None,
     max_steps: int = -1,
     loggers: Sequence[Logger] = (),
+    validate: bool = True,
 ) -> pl.Trainer:
-    """A Lightning Trainer for one stage; validation runs every epoch and is logged to CSV (and
-    to ``loggers``). With ``resume``, the whole state is checkpointed there at every epoch end,
-    RNGs included."""
+    """A Lightning Trainer for one stage; validation runs every epoch (unless not ``validate``:
+    there is no val split) and is logged to CSV (and to ``loggers``). With ``resume``, the whole
+    state is checkpointed there at every epoch end, RNGs included."""
     if progress_bar:
         callbacks = [*callbacks, RichProgressBar()]
     if resume is not None:
@@ -110,6 +110,7 @@ def make_trainer(
         gradient_clip_val=cfg.gradient_clip_val,
         max_epochs=max_epochs,
         max_steps=max_steps,
+        limit_val_batches=None if validate else 0,
         callbacks=callbacks,
         logger=[
             ResumableCSVLogger(str(log_dir), keep_through_epoch=resume.resumed_epoch if resume else None),
@@ -137,9 +138,10 @@ def make_module(job: Job, net: nn.Module) -> PruneModule:
 
 
 def evaluate_splits(module: PruneModule, dm: TensorDataModule) -> dict[str, float]:
-    """Every metric on val and test, keyed ``val_acc``, ``test_loss``, ..."""
+    """Every metric on val and test (test alone without a val split), keyed ``val_acc``,
+    ``test_loss``, ..."""
     out: dict[str, float] = {}
-    for split in SPLITS:
+    for split in dm.splits:
         loader = getattr(dm, f"{split}_dataloader")()
         out.update({f"{split}_{k}": v for k, v in module.evaluate(loader).items()})
     return out
@@ -163,6 +165,11 @@ class Job:
     @property
     def steps_per_epoch(self) -> int:
         return self.datamodule.steps_per_epoch
+
+    @property
+    def validates(self) -> bool:
+        """Whether the data has a val split (data.val_fraction > 0) to validate on every epoch."""
+        return "val" in self.datamodule.splits
 
 
 def dense_recipe(job: Job) -> tuple[nn.Module, PruneModule]:
@@ -203,6 +210,7 @@ def dense_stage(
             log_dir=staging,
             progress_bar=job.progress_bar,
             resume=resume,
+            validate=job.validates,
         )
         trainer.fit(module, datamodule=job.datamodule, ckpt_path=ckpt)
         if dist.is_main():
@@ -247,7 +255,7 @@ def dense_metrics(job: Job, dense: DenseRun) -> dict[str, float]:
     measured now from its final weights when the run that trained it measured other metrics
     (the metrics are not part of the dense run: a new one does not retrain it)."""
     names = Task.of(job.task, job.datamodule.num_classes).names
-    wanted = {f"{split}_{name}" for split in SPLITS for name in names}
+    wanted = {f"{split}_{name}" for split in job.datamodule.splits for name in names}
     stored = dense.meta["metrics"]
     if wanted <= stored.keys():
         return {k: v for k, v in stored.items() if k in wanted}
@@ -282,6 +290,7 @@ def replay_dense(job: Job, dense: DenseRun, step: int, log_dir: Path) -> dict[st
         callbacks=list(job.callbacks),
         log_dir=log_dir,
         progress_bar=False,
+        validate=job.validates,
     )
     trainer.fit(module, datamodule=job.datamodule)
     return {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
@@ -350,6 +359,7 @@ def prune_retrain_stage(
             progress_bar=job.progress_bar,
             resume=resume,
             loggers=loggers,
+            validate=job.validates,
         )
         if ckpt:
             log.info("resuming the prune-retrain rounds from %s", ckpt)

@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from prune_exp.columns import COLUMNS, all_names, markdown_table
 from prune_exp.compact import load_compacted
 from prune_exp.lit.module import PruneModule
+from prune_exp.models.init import build_net
 from prune_exp.pruning.mask import Mask
 from prune_exp.records import VOLATILE, read_records
 from prune_exp.retrain.strategies import builtin_strategies
@@ -74,7 +75,7 @@ def test_every_strategy_runs_and_records_every_round(tmp_path: Path, data_dir: P
         assert torch.equal(state[name][~m], torch.zeros(int((~m).sum())))
     dm = instantiate(cfg.data, data_dir=str(data_dir))
     dm.setup()
-    net = instantiate(cfg.model, input_shape=dm.input_shape, num_classes=dm.num_classes)
+    net = build_net(cfg.model, dm.input_shape, dm.num_classes)
     net.load_state_dict(state)
     assert PruneModule(net, None, dm.num_classes).evaluate(dm.test_dataloader())["acc"] == rows[2]["test_acc"]
 
@@ -135,7 +136,7 @@ def test_channel_structure_runs_end_to_end(tmp_path: Path, data_dir: Path) -> No
     dm.setup()
 
     def build():
-        return instantiate(cfg.model, input_shape=dm.input_shape, num_classes=dm.num_classes)
+        return build_net(cfg.model, dm.input_shape, dm.num_classes)
 
     masked = build().eval()
     masked.load_state_dict(load_file(str(tmp_path / "job" / "weights.safetensors")))

@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from prune_exp.config import ConfigError
 from prune_exp.errors import DataError
 from prune_exp.lit.module import PruneModule
+from prune_exp.models.init import build_net
 from prune_exp.preflight import check_job
 from prune_exp.records import read_records
 from prune_exp.run import dense_spec_of
@@ -26,7 +27,7 @@ def trained_file(root: Path, name: str = "mine.safetensors", seed: int = 5, **mo
     with composed(overrides) as cfg:
         dm = instantiate(cfg.data, data_dir=str(root / "data"))
         torch.manual_seed(seed)
-        net = instantiate(cfg.model, input_shape=dm.input_shape, num_classes=dm.num_classes)
+        net = build_net(cfg.model, dm.input_shape, dm.num_classes)
     path = root / name
     state = {k: v.contiguous() for k, v in net.state_dict().items()}
     save_file(state, str(path)) if name.endswith(".safetensors") else torch.save(state, path)
@@ -46,7 +47,7 @@ def test_finetune_and_lr_rewinding_run_on_your_own_weights(tmp_path: Path) -> No
     with composed(["debug=fast"]) as cfg:  # round 0 is the file's model, measured on the splits
         dm = instantiate(cfg.data, data_dir=str(tmp_path / "data"))
         dm.setup("fit")
-        net = instantiate(cfg.model, input_shape=dm.input_shape, num_classes=dm.num_classes)
+        net = build_net(cfg.model, dm.input_shape, dm.num_classes)
     net.load_state_dict(load_file(str(weights)))
     measured = PruneModule(net, None, dm.num_classes).evaluate(dm.test_dataloader())
     assert jobs[0][0]["test_acc"] == measured["acc"] and jobs[0][0]["test_loss"] == pytest.approx(measured["loss"])

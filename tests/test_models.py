@@ -9,11 +9,11 @@ from dataclasses import dataclass
 import pytest
 import torch
 from helpers import composed
-from hydra.utils import instantiate
 from torch import nn
 
 from prune_exp.config import ConfigError
 from prune_exp.models.convnet import ConvNet
+from prune_exp.models.init import build_net
 from prune_exp.models.lenet import LeNet5
 from prune_exp.models.mlp import MLP
 from prune_exp.models.resnet_cifar import ResNetCIFAR, conv_layer_names
@@ -147,7 +147,7 @@ def test_other_input_shapes_and_errors() -> None:
 def test_every_model_option_builds_the_model_its_name_says(option: str) -> None:
     spec = MODELS[FAMILY_DEFAULTS.get(option, option)]
     with composed([f"model={option}"]) as cfg:
-        model = instantiate(cfg.model, input_shape=spec.input_shape, num_classes=spec.classes)
+        model = build_net(cfg.model, spec.input_shape, spec.classes)
     assert count(model) == spec.params
     assert list(dict(model.named_modules()))[-1] == "classifier"
 
@@ -309,8 +309,6 @@ def test_the_lth_output_layer_rate_and_li_et_al_skips_are_addressable(built: dic
 def test_model_init_redraws_every_conv_and_linear_weight_and_nothing_else(
     init: str, std: Callable[[int, int], float]
 ) -> None:
-    from prune_exp.models.init import build_net
-
     def built(name: str, init: str) -> nn.Module:
         torch.manual_seed(0)
         with composed([f"model={name}", f"model.init={init}"]) as cfg:
@@ -331,13 +329,12 @@ def test_model_init_redraws_every_conv_and_linear_weight_and_nothing_else(
 def test_model_init_default_is_pytorchs_own_and_a_user_model_takes_it_too() -> None:
     from omegaconf import OmegaConf
 
-    from prune_exp.models.init import build_net
-
     torch.manual_seed(0)
     plain = MLP((40,), 10, hidden=[300])
     with composed(["model=mlp", "model.hidden=[300]"]) as cfg:
         torch.manual_seed(0)
-        assert all(torch.equal(a, b) for a, b in zip(plain.parameters(), build_net(cfg.model, (40,), 10).parameters()))
+        built = build_net(cfg.model, (40,), 10)
+    assert all(torch.equal(a, b) for a, b in zip(plain.parameters(), built.parameters(), strict=True))
     user = OmegaConf.create({"_target_": "prune_exp.models.mlp.MLP", "hidden": [300], "init": "xavier_normal"})
     torch.manual_seed(0)
     net = build_net(user, (40,), 10)  # no schema: init is taken off before the constructor sees it

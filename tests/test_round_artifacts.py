@@ -16,6 +16,7 @@ from prune_exp.artifacts import load_round
 from prune_exp.dist import tensors_digest
 from prune_exp.jobfiles import MASK_FILE, WEIGHTS_FILE, round_mask_file
 from prune_exp.lit.module import PruneModule
+from prune_exp.models.init import build_net
 from prune_exp.pruning.mask import Mask
 from prune_exp.records import read_records
 
@@ -48,7 +49,7 @@ def test_every_rounds_mask_and_weights_are_kept_and_reproduce_the_records(small_
             # the round's weights give the round's record, and its pruned entries are 0
             dm = instantiate(cfg.data, data_dir=str(root / "data"), shuffle_seed=cfg.seed)
             dm.setup("fit")
-            net = instantiate(cfg.model, input_shape=dm.input_shape, num_classes=dm.num_classes)
+            net = build_net(cfg.model, dm.input_shape, dm.num_classes)
             net.load_state_dict(weights)
             assert all(not bool(weights[k][~m].any()) for k, m in mask.items())
             assert PruneModule(net, None, dm.num_classes).evaluate(dm.test_dataloader())["acc"] == r["test_acc"]

@@ -131,7 +131,7 @@ def check_data(data: DataConfig) -> None:
         )
     positive_int("data.batch_size", data.batch_size)
     positive_int("data.eval_batch_size", data.eval_batch_size)
-    in_range("data.val_fraction", data.val_fraction, 0.0, 1.0, True, True)
+    in_range("data.val_fraction", data.val_fraction, 0.0, 1.0, False, True)  # 0: no val split
     for key in ("test_fraction", "train_split"):
         if hasattr(data, key):
             in_range(f"data.{key}", getattr(data, key), 0.0, 1.0, True, True)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from prune_exp.columns import SPLITS
 from prune_exp.dist import tensors_digest
 from prune_exp.errors import ConfigError, DataError
 from prune_exp.seeds import derive_seed
@@ -127,9 +128,10 @@ class TensorBatches(Sampler[torch.Tensor]):
 
 def split_indices(n: int, fraction: float, seed: int, key: str = "data.val_fraction") -> tuple[np.ndarray, np.ndarray]:
     """Split range(n) into (rest, held_out) with ``round(n * fraction)`` held out; ConfigError
-    naming ``key`` (the fraction's config key) if either part would be empty."""
+    naming ``key`` (the fraction's config key) if either part would be empty (the held-out one
+    may be empty only when ``fraction`` is 0: data.val_fraction=0, no validation split)."""
     k = round(n * fraction)
-    if not 0 < k < n:
+    if not (0 < k < n or (fraction == 0 and n > 0)):
         raise empty_split_error(key, fraction, n)
     perm = np.random.default_rng(seed).permutation(n)
     return np.sort(perm[k:]), np.sort(perm[:k])
@@ -157,6 +159,7 @@ class SplitDataModule(pl.LightningDataModule):
     # The task its targets are for (config.task TASKS): "classification" (integer labels) or
     # "regression" (float targets, num_classes of them per example; one: a vector of N).
     task: ClassVar[str] = "classification"
+    val_fraction: float  # of the training set held out for validation (set by each subclass)
 
     def __init__(
         self, *, batch_size: int, eval_batch_size: int, shuffle_seed: int = 0, max_samples: int | None = None
@@ -218,6 +221,12 @@ class SplitDataModule(pl.LightningDataModule):
             raise RuntimeError("call setup() first")
         ds = self._scoring_dataset()
         return self._make_loader(ds, self.batch_size, EpochShuffle(len(ds), self.shuffle_seed))
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """The splits every evaluation measures: val and test, or test alone when nothing is
+        held out for validation (data.val_fraction=0: the records have no val columns)."""
+        return SPLITS if self.val_fraction > 0 else tuple(s for s in SPLITS if s != "val")
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val, self.eval_batch_size, shuffle=False)
@@ -340,7 +349,7 @@ class TensorDataModule(SplitDataModule):
         """ConfigError if a split would be empty, naming the size key to raise (``size_key``, then
         ``data.max_samples``) and its smallest allowed value; else the val fraction's range."""
         sizes = self._split_sizes(n_train, n_test, self.max_samples)
-        if min(sizes) > 0:
+        if min(self._required(sizes)) > 0:
             return
         got = "fit {}, val {}, test {}".format(*sizes)
         cap = self.max_samples
@@ -350,10 +359,15 @@ class TensorDataModule(SplitDataModule):
         if cap is not None:
             fixes.append(("data.max_samples", cap, lambda v: self._split_sizes(n_train, n_test, v)))
         for key, value, sizes_of in fixes:
-            smallest = next((v for v in range(1, SEARCH_LIMIT) if min(sizes_of(v)) > 0), None)
+            smallest = next((v for v in range(1, SEARCH_LIMIT) if min(self._required(sizes_of(v))) > 0), None)
             if smallest is not None and smallest > value:
                 raise ConfigError(f"{key}={value} leaves an empty split ({got}); allowed: {key} >= {smallest}")
         raise empty_split_error("data.val_fraction", self.val_fraction, min(n_train, cap or n_train))
+
+    def _required(self, sizes: tuple[int, int, int]) -> tuple[int, ...]:
+        """The (fit, val, test) sizes that must not be 0: val is left out with data.val_fraction=0."""
+        fit, val, test = sizes
+        return (fit, test) if self.val_fraction == 0 else (fit, val, test)
 
     def _size(self) -> int:
         assert self.size_key is not None

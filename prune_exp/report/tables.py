@@ -18,6 +18,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from prune_exp.errors import ConfigError
+
 LEVEL = "target_sparsity"
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0  # a fixed RNG: the same records give the same report, intervals included
@@ -49,9 +51,21 @@ def dense_by_seed(df: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 def choose_budgets(df: pd.DataFrame, select: str, higher_is_better: bool = True) -> pd.DataFrame:
     """Rows after pruning (round > 0) whose budget is the one chosen on ``select`` for their
-    (setting, strategy, level); a ``budgets`` column says how many there were to choose from."""
+    (setting, strategy, level); a ``budgets`` column says how many there were to choose from.
+    Records without ``select`` (data.val_fraction=0: no val split) have nothing to choose on:
+    ConfigError unless every cell has one budget."""
     pruned = df[df["round"] > 0]
     keys = ["setting", "strategy", LEVEL]
+    if select not in pruned:
+        counts = pruned.groupby(keys)["budget"].nunique()
+        if (counts > 1).any():
+            setting, strategy, level = counts[counts > 1].index[0]
+            raise ConfigError(
+                f"the records have no {select} (no val split: data.val_fraction=0), so nothing chooses among "
+                f"{strategy}'s budgets at sparsity {level:g} ({setting}); allowed: one retrain.budget per "
+                "strategy, or data.val_fraction > 0"
+            )
+        return pruned.assign(budgets=1)
     means = pruned.groupby([*keys, "budget"], as_index=False)[select].mean()
     means["budgets"] = means.groupby(keys)["budget"].transform("count")
     best = means.sort_values([*keys, select, "budget"], ascending=[True, True, True, not higher_is_better, True])
