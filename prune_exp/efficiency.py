@@ -128,7 +128,7 @@ class RoundMeter:
     profile: FlopProfile | None = None  # the dense forward FLOPs, counted once
     compacted: tuple[nn.Module, list] | None = None  # (channel runs) the latest round's compacted model
 
-    def measure(self, net: nn.Module, mask: Mask, epochs: int, cum_train_flops: int | None, keep: set[str]) -> dict:
+    def measure(self, net: nn.Module, mask: Mask, epochs: float, cum_train_flops: int | None, keep: set[str]) -> dict:
         """The columns for ``net`` under ``mask`` after ``epochs`` of retraining; ``cum_train_flops``
         of the rows before (None for the first row); ``keep``: layers never compacted away."""
         if self.profile is None:
@@ -136,7 +136,7 @@ class RoundMeter:
         p, ef = self.profile, self.config
         dense_bytes, nonzero_bytes = param_bytes(net, mask)
         dense_train = 3 * p.total * self.examples * self.dense_epochs
-        train = 3 * p.total * self.examples * epochs
+        train = round(3 * p.total * self.examples * epochs)  # gradual rows: epochs are steps / steps per epoch
         eff = effective_flops(p, mask)
         out: dict = {
             "flops_dense": p.total,

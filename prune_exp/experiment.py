@@ -38,6 +38,7 @@ from prune_exp.jobfiles import RECORDS_FILE, RETRAIN_LOG_DIR, STATUS_FILE, finis
 from prune_exp.lit.callbacks import RoundResult
 from prune_exp.lit.module import PruneModule
 from prune_exp.pruning.criteria import Criterion
+from prune_exp.pruning.gradual import GradualPlan
 from prune_exp.pruning.pruner import Pruner, sparsity_schedule
 from prune_exp.pruning.structure import Structure
 from prune_exp.recorder import RoundRecorder
@@ -138,6 +139,9 @@ class Experiment:
         T = cfg.dense.epochs
         plan = plan_round(cfg.retrain, T, self.datamodule.steps_per_epoch)
         sparsities = sparsity_schedule(cfg.prune.sparsity, cfg.prune.schedule, cfg.prune.rate)
+        gradual = None
+        if cfg.prune.schedule == "gradual":  # the levels are its checkpoints; the pruner follows the ramp
+            gradual = GradualPlan(tuple(sparsities), plan.epochs * self.datamodule.steps_per_epoch, cfg.prune.every)
         job = self._job()
 
         dense, cached = self._dense(job, plan, base, status)
@@ -152,7 +156,7 @@ class Experiment:
         module, pruner, mask = prune_retrain_stage(
             job,
             dense,
-            pruner_factory=lambda net: self._pruner(net, sparsities),
+            pruner_factory=lambda net: self._pruner(net, list(gradual.sparsities) if gradual else sparsities),
             plan=plan,
             finetune_lr=cfg.retrain.finetune_lr,
             log_dir=self.job_dir / RETRAIN_LOG_DIR,
@@ -161,6 +165,7 @@ class Experiment:
             persist=[Persist("records", writer)],
             callbacks=tracker.callbacks if tracker else (),
             loggers=[tracker.logger] if tracker else (),
+            gradual=gradual,
         )
 
         if is_main():

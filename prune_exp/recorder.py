@@ -52,7 +52,7 @@ class RoundRecorder:
                 efficiency=self._measure(module, result.mask, result.epochs, pruner),
             )
         )
-        _log_round(self.writer.rows[-1], result.round, pruner.rounds)
+        _log_round(self.writer.rows[-1], result.round, self.info.rounds)
         self._emit()
 
     def _record_dense(self, module: PruneModule, pruner: Pruner) -> None:
@@ -82,7 +82,7 @@ class RoundRecorder:
         if self.on_row is not None:
             self.on_row(self.writer.rows[-1])
 
-    def _measure(self, module: PruneModule, mask: Any, epochs: int, pruner: Pruner) -> dict:
+    def _measure(self, module: PruneModule, mask: Any, epochs: float, pruner: Pruner) -> dict:
         before = self.writer.rows[-1]["cum_train_flops"] if self.writer.rows else None
         return self.meter.measure(module.net, mask, epochs, before, keep=set(pruner.graph.output_layers))
 

@@ -7,6 +7,7 @@ is the only place that reads a DictConfig.
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import threading
@@ -37,8 +38,10 @@ from prune_exp.checkpoint import (
 from prune_exp.config import OptimConfig, TaskConfig, TrainerConfig
 from prune_exp.data.base import TensorDataModule
 from prune_exp.lit.callbacks import MaskEnforcer, PruneRetrainCycle, RewindPointSaver, RoundResult
+from prune_exp.lit.gradual import GradualCycle
 from prune_exp.lit.module import PruneModule
 from prune_exp.logs import ResumableCSVLogger
+from prune_exp.pruning.gradual import GradualPlan
 from prune_exp.pruning.mask import Mask
 from prune_exp.pruning.pruner import Pruner
 from prune_exp.retrain.schedules import LRPosition, LRSchedule
@@ -309,11 +312,13 @@ def prune_retrain_stage(
     persist: Sequence[Callback] = (),
     callbacks: Sequence[Callback] = (),
     loggers: Sequence[Logger] = (),
+    gradual: GradualPlan | None = None,
 ) -> tuple[PruneModule, Pruner, Mask]:
     """Prune the dense model round by round and retrain it as ``plan`` says; return the final
     mask. With ``resume``, continue from its checkpoint if one is there, and checkpoint into it
     (the ``persist`` callbacks carry the caller's state, e.g. the records, through it).
-    ``callbacks`` and ``loggers`` (a tracker's) join this stage's trainer."""
+    ``callbacks`` and ``loggers`` (a tracker's) join this stage's trainer. With ``gradual``
+    (prune.schedule=gradual) the mask follows its ramp through the rounds instead (lit/gradual.py)."""
     net = job.build_net()
     net.load_state_dict(dense.state(dense.epochs))
     module = make_module(job, net)
@@ -334,7 +339,8 @@ def prune_retrain_stage(
     if plan.lr == "constant":
         lr = finetune_lr if finetune_lr is not None else job.schedule.last_step_lr(job.steps_per_epoch)
 
-    cycle = PruneRetrainCycle(
+    cycle_kind = functools.partial(GradualCycle, gradual=gradual) if gradual is not None else PruneRetrainCycle
+    cycle = cycle_kind(
         net=net,
         pruner=pruner,
         plan=plan,
@@ -353,7 +359,7 @@ def prune_retrain_stage(
         ckpt = resume.resume_from() if resume is not None else None  # checked before the trainer is made
         trainer = make_trainer(
             job.trainer,
-            max_epochs=pruner.rounds * plan.epochs,
+            max_epochs=(gradual.rounds if gradual is not None else pruner.rounds) * plan.epochs,
             callbacks=[enforcer, cycle, *persist, *callbacks, *job.callbacks],
             log_dir=log_dir,
             progress_bar=job.progress_bar,

@@ -30,15 +30,18 @@ class TaylorConfig:
 
 
 SCOPES = ("global", "layerwise")
-PRUNE_SCHEDULES = ("one_shot", "iterative")
+PRUNE_SCHEDULES = ("one_shot", "iterative", "gradual")  # gradual: Zhu & Gupta's cubic ramp (pruning/gradual.py)
 
 
 @dataclass
 class PruneConfig:
     criterion: Any = MISSING  # from the group prune/criterion
     sparsity: float = 0.9  # target fraction of prunable weights removed at the end
-    schedule: str = "iterative"  # one_shot | iterative
-    rate: float = 0.2  # iterative: fraction of the *remaining* weights removed per round
+    schedule: str = "iterative"  # one of PRUNE_SCHEDULES
+    # iterative: fraction of the *remaining* weights removed per round; gradual: the same, for
+    # the iterative arms' levels it is compared with (its rounds and its record checkpoints)
+    rate: float = 0.2
+    every: int = 100  # gradual: optimizer steps between two updates of the mask (Zhu & Gupta's Δt)
     # iterative: this many rounds at `rate` in place of a target (OpenLTH's levels): the target
     # sparsity becomes 1 - (1 - rate)^rounds (rounds_target), which to_run_config puts in place
     rounds: int | None = None
@@ -98,17 +101,20 @@ def rounds_target(rate: float, rounds: int) -> float:
 def check_prune(pr: PruneConfig, st: Any) -> None:
     if pr.rounds is not None:
         positive_int("prune.rounds", pr.rounds)
-        if pr.schedule != "iterative":
-            raise fail("prune.schedule", pr.schedule, "iterative with prune.rounds (one_shot is one round)")
+        if pr.schedule == "one_shot":
+            raise fail("prune.schedule", pr.schedule, "iterative or gradual with prune.rounds (one_shot is one round)")
         in_range("prune.rate", pr.rate, 0.0, 1.0, True, True)  # before the sparsity it gives
     in_range("prune.sparsity", pr.sparsity, 0.0, 1.0, False, True)
     choice("prune.schedule", pr.schedule, PRUNE_SCHEDULES)
     in_range("prune.rate", pr.rate, 0.0, 1.0, True, True)
     choice("prune.scope", pr.scope, SCOPES)
+    positive_int("prune.every", pr.every)
     biggest = round_fractions_max(pr)
     for pattern, scale in pr.layer_rate_scale.items():
         hi = 1.0 / biggest if biggest > 0 else math.inf
-        in_range(f"prune.layer_rate_scale[{pattern}]", scale, 0.0, hi, True, True)
+        if pr.schedule == "gradual":  # an update's fraction depends on the ramp: at most the default rate
+            hi = 1.0
+        in_range(f"prune.layer_rate_scale[{pattern}]", scale, 0.0, hi, True, pr.schedule != "gradual")
 
     if isinstance(pr.criterion, TaylorConfig):
         positive_int("prune.criterion.batches", pr.criterion.batches)

@@ -134,6 +134,13 @@ def check_config(cfg: RunConfig) -> None:
             f"final weights, not the dense run's at retrain.rewind_to={cfg.retrain.rewind_to!r} "
             "(finetune, lr_rewind, reinit, none; or train the dense model: no dense.weights)",
         )
+    if cfg.prune.schedule == "gradual" and (cfg.retrain.weights != "current" or cfg.retrain.duration == "none"):
+        raise fail(
+            "retrain",
+            cfg.retrain.strategy,
+            "a strategy that trains the current weights with prune.schedule=gradual (finetune, lr_rewind: the "
+            "mask changes every prune.every steps of one run, so no round starts from rewound or fresh weights)",
+        )
     check_trainer(cfg.trainer, cfg.data.batch_size)
     ef = cfg.efficiency
     for key in ("warmup", "reps", "batch"):

@@ -98,7 +98,7 @@ class RoundResult:
     mask_digest: str  # dist.tensors_digest of the mask: equal digests, equal masks
     pruned: dict[str, float]  # metrics right after pruning ("val/acc", "test/loss", ...)
     retrained: dict[str, float]  # metrics after the round's retraining
-    epochs: int
+    epochs: float  # whole for the rounds of a strategy; a gradual row's: steps / steps per epoch
     steps: int
     seconds: float
     extra: dict[str, Any] = field(default_factory=dict)

@@ -26,11 +26,12 @@ def sparsity_schedule(target: float, schedule: str, rate: float) -> list[float]:
     """Cumulative target sparsity after each round; the last round hits ``target`` exactly.
 
     one_shot: ``[target]``. iterative: each round removes ``rate`` of the remaining weights,
-    ``1 - (1 - rate)**k``, with the last round clipped to ``target``.
+    ``1 - (1 - rate)**k``, with the last round clipped to ``target``. gradual: the same levels,
+    as the checkpoints its records are written at (pruning/gradual.py).
     """
     if schedule == "one_shot":
         return [target]
-    if schedule != "iterative":
+    if schedule not in ("iterative", "gradual"):  # gradual: the iterative levels are its checkpoints
         raise ValueError(f"unknown prune schedule {schedule!r}")
     out: list[float] = []
     density = 1.0

@@ -13,6 +13,7 @@ import pandas as pd
 from prune_exp.atomic import atomic_write, write_text
 from prune_exp.errors import ConfigError
 from prune_exp.jobfiles import round_mask_file
+from prune_exp.report.arms import gradual_arms
 from prune_exp.report.collect import DESCRIPTORS, JobStatus, Sweep, load_sweep, setting_columns
 from prune_exp.report.metric import ReportMetric
 from prune_exp.report.styles import StrategyStyles
@@ -60,7 +61,8 @@ def report_sweep(
         _finish(sweep_dir, md, out)
         return sweep
 
-    df = with_setting(sweep.results, setting_columns(sweep.results))
+    arms = gradual_arms(sweep.results)
+    df = with_setting(arms, setting_columns(arms))
     select_name = str(df["select_metric"].iloc[0]) if "select_metric" in df else "acc"
     m, sm = ReportMetric.of(df, metric or select_name), ReportMetric.of(df, select_name)
     styles = StrategyStyles.of(df)
