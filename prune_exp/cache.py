@@ -52,6 +52,7 @@ def dense_spec(
     world_size: int = 1,
     loss: str = DEFAULT_LOSS,
     weights_sha256: str | None = None,
+    rewind_sha256: dict[int, str] | None = None,
 ) -> dict:
     """Exactly what determines a dense run — pruning and retraining settings are not in it.
 
@@ -60,11 +61,14 @@ def dense_spec(
     in another order than one process, so its weights differ in the last bits: it gets its own
     entry. ``loss``: the task's (the metrics do not change the run). Each of the two is in the
     spec only when it is not the default, so the entries made before it was keep their hash.
-    ``weights_sha256``: the dense run is a file of trained weights (dense.weights), not trained."""
+    ``weights_sha256``: the dense run is a file of trained weights (dense.weights), not trained;
+    ``rewind_sha256``: the files of its earlier epochs (dense.rewind_weights), if any."""
     precision = {"32": "32-true", "64": "64-true"}.get(str(precision), str(precision))
     extra: dict[str, Any] = {"world_size": world_size} if world_size > 1 else {}
     if loss != DEFAULT_LOSS:
         extra["loss"] = loss
+    if rewind_sha256:
+        extra["rewind_weights"] = {str(e): h for e, h in sorted(rewind_sha256.items())}
     if weights_sha256 is not None:  # dense.weights: read from that file, so no seed or optimizer made it
         return {
             **extra,

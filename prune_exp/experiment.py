@@ -225,6 +225,7 @@ class Experiment:
             progress_bar=self.progress_bar,
             task=cfg.task,
             dense_weights=Path(cfg.dense.weights) if cfg.dense.weights else None,
+            rewind_weights={int(e): Path(f) for e, f in cfg.dense.rewind_weights.items()},
         )
 
     def _dense(self, job: Job, plan: RoundPlan, base: dict, status: Path) -> tuple[DenseRun, bool]:

@@ -113,6 +113,8 @@ def check_model(cfg: DictConfig, rc: Any) -> None:
     net = build_net(cfg.model, dm.input_shape, dm.num_classes)
     if rc.dense.weights is not None:
         check_weights_fit(net, Path(rc.dense.weights))
+    for epoch, path in rc.dense.rewind_weights.items():
+        check_weights_fit(net, Path(path), f"dense.rewind_weights[{epoch}]")
     Pruner(
         net,
         criterion=instantiate(cfg.prune.criterion),
@@ -125,11 +127,11 @@ def check_model(cfg: DictConfig, rc: Any) -> None:
     )
 
 
-def check_weights_fit(net: Any, path: Path) -> None:
-    """dense.weights is readable and is a state dict of exactly this model (names and shapes)."""
+def check_weights_fit(net: Any, path: Path, key: str = "dense.weights") -> None:
+    """The file ``key`` names is readable and is a state dict of exactly this model (names and shapes)."""
     from prune_exp.checkpoint import read_weights
 
-    state = read_weights(path)
+    state = read_weights(path, key)
     own = net.state_dict()
     missing, unexpected = sorted(own.keys() - state.keys()), sorted(state.keys() - own.keys())
     wrong = sorted(k for k in own.keys() & state.keys() if tuple(own[k].shape) != tuple(state[k].shape))
@@ -140,7 +142,7 @@ def check_weights_fit(net: Any, path: Path) -> None:
             if names
         ]
         raise ConfigError(
-            f"dense.weights={str(path)!r} does not fit model ({'; '.join(parts)}); allowed: the state_dict() "
+            f"{key}={str(path)!r} does not fit model ({'; '.join(parts)}); allowed: the state_dict() "
             "of the network this config builds"
         )
 

@@ -84,6 +84,7 @@ def dense_spec_of(cfg: DictConfig, data_digest: str) -> dict:
         world_size=cfg.trainer.devices * cfg.trainer.num_nodes if cfg.trainer.strategy == "ddp" else 1,
         loss=TASKS[cfg.task.name].loss,
         weights_sha256=file_sha256(Path(cfg.dense.weights)) if cfg.dense.weights else None,
+        rewind_sha256={int(e): file_sha256(Path(f)) for e, f in (cfg.dense.get("rewind_weights") or {}).items()},
     )
 
 

@@ -164,6 +164,7 @@ class Job:
     callbacks: list[Callback] = field(default_factory=list)  # extra Lightning callbacks, both stages
     task: TaskConfig = field(default_factory=TaskConfig)  # the loss and the metrics
     dense_weights: Path | None = None  # dense.weights: the dense stage is read from this file
+    rewind_weights: dict[int, Path] = field(default_factory=dict)  # dense.rewind_weights: its earlier epochs
 
     @property
     def steps_per_epoch(self) -> int:
@@ -225,15 +226,18 @@ def dense_stage(
             "seconds": clock.seconds,
         }
 
-    def read(staging: Path) -> dict[str, Any]:  # dense.weights: the file, measured on the splits
+    def read(staging: Path) -> dict[str, Any]:  # dense.weights: the files, the final one measured
         assert job.dense_weights is not None
-        log.info("reading the dense model from %s into the cache", job.dense_weights)
+        files = {**job.rewind_weights, T: job.dense_weights}
+        named = ", ".join(f"{p} (epoch {e})" for e, p in files.items())
+        log.info("reading the dense model from %s into the cache", named)
         net = job.build_net()
-        net.load_state_dict(read_weights(job.dense_weights))
-        if dist.is_main():
-            save_state(staging / epoch_file(T), net.state_dict())
+        for epoch, path in sorted(files.items()):  # epoch T last: the net holds the final weights
+            net.load_state_dict(read_weights(path))
+            if dist.is_main():
+                save_state(staging / epoch_file(epoch), net.state_dict())
         metrics = evaluate_splits(make_module(job, net), job.datamodule)
-        return {"saved_epochs": [T], "metrics": metrics, "steps": 0, "seconds": 0.0}
+        return {"saved_epochs": sorted(files), "metrics": metrics, "steps": 0, "seconds": 0.0}
 
     make = read if job.dense_weights is not None else train
     if dist.is_main():

@@ -239,7 +239,10 @@ def test_prune_rounds_gives_that_many_rounds_at_the_rate_in_place_of_a_target() 
         assert to_run_config(cfg, resolve_paths=False).prune.sparsity == 0.875  # the 0.9 default gives way
     for overrides, message in (
         (["prune.rounds=0"], r"prune\.rounds=0 is not allowed; allowed: an integer >= 1"),
-        (["prune.rounds=2", "prune.schedule=one_shot"], r"prune\.schedule='one_shot'.*iterative or gradual with prune\.rounds"),
+        (
+            ["prune.rounds=2", "prune.schedule=one_shot"],
+            r"prune\.schedule='one_shot'.*iterative or gradual with prune\.rounds",
+        ),
         (["prune.rounds=2", "prune.rate=1.5"], r"prune\.rate=1\.5 is not allowed"),
     ):
         with composed(overrides) as cfg, pytest.raises(ConfigError, match=message):

@@ -1,6 +1,7 @@
 """dense.weights=PATH: your own trained model is the dense stage. FT and LRR run on it; WR and
-lottery, which need the dense run's earlier weights, are refused; the cache keys it by the
-file's digest; its accuracy is measured on the splits."""
+lottery, which need the dense run's earlier weights, run when dense.rewind_weights gives them
+and are refused otherwise; the cache keys every file by its digest; the accuracy is measured
+on the splits."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from helpers import composed, run_in_process
 from hydra.utils import instantiate
 from safetensors.torch import load_file, save_file
 
+from prune_exp.cache import DenseCache
 from prune_exp.config import ConfigError
 from prune_exp.errors import DataError
 from prune_exp.lit.module import PruneModule
@@ -74,8 +76,22 @@ class NotATensor:
 @pytest.mark.parametrize(
     ("make", "overrides", "error", "message"),
     [
-        (None, ["retrain=weight_rewind"], ConfigError, r"retrain='weight_rewind' is not allowed.*does not rewind"),
-        (None, ["retrain=lottery"], ConfigError, r"retrain='lottery' is not allowed.*rewind_to='0'"),
+        (
+            None,
+            ["retrain=weight_rewind"],
+            ConfigError,
+            r"dense\.rewind_weights=\{\} is not allowed; allowed: a file for epoch 1, where weight_rewind rewinds to "
+            r"\(retrain\.rewind_to=T-t, T=2, t=1\).*dense\.rewind_weights=\{1:PATH\}",
+        ),
+        (None, ["retrain=lottery"], ConfigError, r"allowed: a file for epoch 0, where lottery rewinds to"),
+        (
+            None,
+            ["retrain=weight_rewind", "retrain.rewind_to=5it"],
+            ConfigError,
+            r"retrain\.rewind_to='5it' is not allowed; allowed: a whole epoch with dense\.weights",
+        ),
+        (None, ["+dense.rewind_weights={7:x.pt}"], ConfigError, r"dense\.rewind_weights=\{7: 'x\.pt'\}.*\[0, 2\]"),
+        ("unfit", ["retrain=weight_rewind"], ConfigError, r"dense\.rewind_weights\[1\]='.*small\.pt' does not fit"),
         (
             None,
             ["model.hidden=[8]"],
@@ -108,5 +124,28 @@ def test_weights_that_cannot_be_the_dense_stage_are_refused_before_anything_runs
     elif make == "empty":
         path = tmp_path / "empty.pt"
         torch.save({}, path)
+    elif make == "unfit":
+        overrides = [*overrides, f"+dense.rewind_weights={{1:{trained_file(tmp_path, 'small.pt', hidden='[8]')}}}"]
     with composed(["debug=fast", f"dense.weights={path}", *overrides]) as cfg, pytest.raises(error, match=message):
         check_job(cfg)
+
+
+def test_rewind_weights_given_with_the_final_ones_let_wr_and_lottery_run(tmp_path: Path) -> None:
+    final, start, middle = (
+        trained_file(tmp_path, f"{n}.safetensors", seed=s) for n, s in (("T", 1), ("e0", 2), ("e1", 3))
+    )
+    sweep = tmp_path / "sweep"
+    given = [f"dense.weights={final}", f"+dense.rewind_weights={{0:{start},1:{middle}}}"]
+    args = ["-m", "debug=fast", *given, "retrain=weight_rewind,lottery", f"hydra.sweep.dir={sweep}"]
+    code, err = run_in_process(tmp_path, args)
+    assert code == 0, err[-3000:]
+    jobs = [read_records(sweep / str(n) / "records.jsonl") for n in range(2)]
+    assert [rows[0]["strategy"] for rows in jobs] == ["weight_rewind", "lottery"]
+    assert [rows[0]["dense_steps"] for rows in jobs] == [0, 0] and jobs[0][0]["dense_hash"] == jobs[1][0]["dense_hash"]
+    entry = DenseCache(tmp_path / "outputs" / "cache").load(jobs[0][0]["dense_hash"])
+    assert entry is not None and entry.saved_epochs == {0, 1, 2}
+    for epoch, path in ((0, start), (1, middle), (2, final)):  # each epoch's weights are its file's, bit for bit
+        assert all(torch.equal(entry.state(epoch)[k], v) for k, v in load_file(str(path)).items())
+    with composed(["debug=fast", *given, f"paths.root_dir={tmp_path}"]) as cfg:
+        spec = dense_spec_of(cfg, "digest")
+    assert set(spec["rewind_weights"]) == {"0", "1"} and spec["rewind_weights"]["1"] != spec["weights"]

@@ -17,6 +17,7 @@ from prune_exp.config.prune import PruneConfig, check_prune
 from prune_exp.config.retrain import RetrainConfig, check_retrain
 from prune_exp.config.task import TaskConfig, check_task, metric_names
 from prune_exp.errors import ConfigError
+from prune_exp.retrain.positions import parse_position
 
 
 @dataclass
@@ -28,6 +29,9 @@ class DenseConfig:
     # dense stage is read from it, not trained; epochs and optim say how it was trained (LRR
     # replays that schedule). The cache keys it by the file's sha256.
     weights: str | None = None
+    # with dense.weights: the weights at earlier epochs of that run, {epoch: file}, for the
+    # strategies that rewind to one (WR's T-t, lottery's 0); keyed by their sha256 too
+    rewind_weights: dict[int, str] = field(default_factory=dict)
 
 
 PRECISIONS = ("32-true", "32", "64-true", "64", "16-mixed", "bf16-mixed", "bf16-true", "16-true")
@@ -126,14 +130,7 @@ def check_config(cfg: RunConfig) -> None:
     check_optim(cfg.optim, T)
     check_prune(cfg.prune, cfg.structure)
     check_retrain(cfg.retrain, T)
-    if cfg.dense.weights is not None and cfg.retrain.weights == "rewind":
-        raise fail(
-            "retrain",
-            cfg.retrain.strategy,
-            f"a strategy that does not rewind with dense.weights={cfg.dense.weights!r}: the file holds the "
-            f"final weights, not the dense run's at retrain.rewind_to={cfg.retrain.rewind_to!r} "
-            "(finetune, lr_rewind, reinit, none; or train the dense model: no dense.weights)",
-        )
+    check_given_weights(cfg.dense, cfg.retrain)
     if cfg.prune.schedule == "gradual" and (cfg.retrain.weights != "current" or cfg.retrain.duration == "none"):
         raise fail(
             "retrain",
@@ -155,6 +152,34 @@ def check_config(cfg: RunConfig) -> None:
         choice("select_metric", cfg.select_metric, metric_names(cfg.task))
     if not (isinstance(cfg.seed, int) and cfg.seed >= 0):
         raise fail("seed", cfg.seed, "an integer >= 0")
+
+
+def check_given_weights(dense: DenseConfig, rt: RetrainConfig) -> None:
+    """dense.rewind_weights only with dense.weights, at epochs of the dense run; a strategy that
+    rewinds to a whole epoch that one of the two files holds (the final one is dense.weights)."""
+    T, given = dense.epochs, dict(dense.rewind_weights)
+    if given and dense.weights is None:
+        raise fail("dense.rewind_weights", given, "{} without dense.weights (the files are epochs of that run)")
+    for epoch in given:
+        if not (isinstance(epoch, int) and 0 <= epoch <= T):
+            raise fail("dense.rewind_weights", given, f"files keyed by epochs in [0, {T}] (dense.epochs)")
+    if dense.weights is None or rt.weights != "rewind":
+        return
+    epoch = parse_position(rt.rewind_to).epoch(T, rt.budget)
+    if epoch is None or not float(epoch).is_integer():
+        raise fail(
+            "retrain.rewind_to",
+            rt.rewind_to,
+            f"a whole epoch with dense.weights (the given files are epochs; {rt.strategy} rewinds inside one)",
+        )
+    if int(epoch) not in {*given, T}:
+        raise fail(
+            "dense.rewind_weights",
+            given,
+            f"a file for epoch {int(epoch)}, where {rt.strategy} rewinds to (retrain.rewind_to={rt.rewind_to}, "
+            f"T={T}, t={rt.budget}): dense.weights={dense.weights!r} holds epoch {T} only. Add "
+            f"+dense.rewind_weights={{{int(epoch)}:PATH}}, or use finetune, lr_rewind, reinit, none",
+        )
 
 
 def check_trainer(tr: TrainerConfig, batch_size: int) -> None:
