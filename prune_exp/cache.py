@@ -53,6 +53,7 @@ def dense_spec(
     loss: str = DEFAULT_LOSS,
     weights_sha256: str | None = None,
     rewind_sha256: dict[int, str] | None = None,
+    iterations: int | None = None,
 ) -> dict:
     """Exactly what determines a dense run — pruning and retraining settings are not in it.
 
@@ -62,20 +63,22 @@ def dense_spec(
     entry. ``loss``: the task's (the metrics do not change the run). Each of the two is in the
     spec only when it is not the default, so the entries made before it was keep their hash.
     ``weights_sha256``: the dense run is a file of trained weights (dense.weights), not trained;
-    ``rewind_sha256``: the files of its earlier epochs (dense.rewind_weights), if any."""
+    ``rewind_sha256``: the files of its earlier epochs (dense.rewind_weights), if any.
+    ``iterations``: the run's length in steps (dense.iterations), in place of ``epochs``."""
     precision = {"32": "32-true", "64": "64-true"}.get(str(precision), str(precision))
     extra: dict[str, Any] = {"world_size": world_size} if world_size > 1 else {}
     if loss != DEFAULT_LOSS:
         extra["loss"] = loss
     if rewind_sha256:
         extra["rewind_weights"] = {str(e): h for e, h in sorted(rewind_sha256.items())}
+    length: dict[str, int] = {"epochs": epochs} if iterations is None else {"iterations": iterations}
     if weights_sha256 is not None:  # dense.weights: read from that file, so no seed or optimizer made it
         return {
             **extra,
             "version": CACHE_VERSION,
             "data": _training_data(data),
             "model": model,
-            "epochs": epochs,
+            **length,
             "precision": precision,
             "weights": weights_sha256,
         }
@@ -85,7 +88,7 @@ def dense_spec(
         "data": _training_data(data),
         "model": model,
         "optim": optim,
-        "epochs": epochs,
+        **length,
         "seed": seed,
         "precision": precision,
     }
@@ -131,7 +134,9 @@ class DenseRun:
 
     @property
     def epochs(self) -> int:
-        return int(self.meta["spec"]["epochs"])
+        """The epoch whose file holds the final weights: T, or the last, partial epoch's end
+        (dense.iterations); always the last one saved."""
+        return max(self.saved_epochs)
 
     @property
     def saved_epochs(self) -> set[int]:

@@ -122,7 +122,7 @@ class RoundMeter:
 
     input_shape: tuple[int, ...]
     examples: int  # training examples per epoch
-    dense_epochs: int
+    dense_epochs: float
     structure: str  # the structure's name
     config: EfficiencyConfig
     profile: FlopProfile | None = None  # the dense forward FLOPs, counted once
@@ -135,7 +135,7 @@ class RoundMeter:
             self.profile = flop_profile(net, self.input_shape)
         p, ef = self.profile, self.config
         dense_bytes, nonzero_bytes = param_bytes(net, mask)
-        dense_train = 3 * p.total * self.examples * self.dense_epochs
+        dense_train = round(3 * p.total * self.examples * self.dense_epochs)
         train = round(3 * p.total * self.examples * epochs)  # gradual rows: epochs are steps / steps per epoch
         eff = effective_flops(p, mask)
         out: dict = {

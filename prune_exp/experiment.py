@@ -27,7 +27,7 @@ from prune_exp.artifacts import save_artifacts, save_round
 from prune_exp.atomic import write_json
 from prune_exp.cache import DenseCache, DenseRun, spec_hash
 from prune_exp.checkpoint import RESUME_FILE, Persist, ResumeCheckpoint, load_checkpoint
-from prune_exp.config import ConfigError, RunConfig, check_accelerator, world_size
+from prune_exp.config import ConfigError, RunConfig, check_accelerator, dense_length, world_size
 from prune_exp.data.base import TensorDataModule
 from prune_exp.dist import is_main
 from prune_exp.efficiency import RoundMeter
@@ -136,8 +136,7 @@ class Experiment:
         """The job, as the algorithm reads: the dense stage (from the cache or trained once), then
         the rounds (prune, place the weights, retrain, measure, record), then the artifacts."""
         cfg, started = self.cfg, time.perf_counter()
-        T = cfg.dense.epochs
-        plan = plan_round(cfg.retrain, T, self.datamodule.steps_per_epoch)
+        plan = plan_round(cfg.retrain, self._T, self.datamodule.steps_per_epoch)
         sparsities = sparsity_schedule(cfg.prune.sparsity, cfg.prune.schedule, cfg.prune.rate)
         gradual = None
         if cfg.prune.schedule == "gradual":  # the levels are its checkpoints; the pruner follows the ramp
@@ -202,6 +201,11 @@ class Experiment:
         return self.datamodule.data_digest()
 
     @functools.cached_property
+    def _T(self) -> float:
+        """The dense run's length in epochs (a fraction with dense.iterations), once the data is loaded."""
+        return dense_length(self.cfg.dense, self.datamodule.steps_per_epoch)
+
+    @functools.cached_property
     def _task(self) -> Task:
         return Task.of(self.cfg.task, self.datamodule.num_classes)
 
@@ -219,7 +223,7 @@ class Experiment:
             datamodule=self.datamodule,
             build_net=self.build_net,
             optim=cfg.optim,
-            schedule=LRSchedule(cfg.optim.lr, cfg.dense.epochs, cfg.optim.schedule),
+            schedule=LRSchedule(cfg.optim.lr, self._T, cfg.optim.schedule),
             trainer=cfg.trainer,
             seed=cfg.seed,
             progress_bar=self.progress_bar,
@@ -231,7 +235,7 @@ class Experiment:
     def _dense(self, job: Job, plan: RoundPlan, base: dict, status: Path) -> tuple[DenseRun, bool]:
         """The dense run and whether it came from the cache when this job *first* got it (a
         resumed job finds the run it trained itself in the cache); the status says so."""
-        T, rewind = self.cfg.dense.epochs, self.cfg.dense.rewind_epochs
+        T, rewind = math.ceil(self._T), self.cfg.dense.rewind_epochs
         keep = set(range(T + 1)) if rewind is None else set(rewind)
         needed = plan.dense_epochs_needed(self.datamodule.steps_per_epoch)
         spec = self.dense_spec(self._data_digest)  # the data loaded, not just its config
@@ -261,7 +265,7 @@ class Experiment:
             metrics=self._task.describe(),
             dense_hash=dense.hash,
             dense_cached=cached,
-            dense_epochs=cfg.dense.epochs,
+            dense_epochs=self._T,
             dense_steps=int(dense.meta["steps"]),
             dense_seconds=float(dense.meta["seconds"]),
             job_dir=str(self.job_dir),
@@ -275,7 +279,7 @@ class Experiment:
         return RoundMeter(
             input_shape=self.datamodule.input_shape,
             examples=len(self.datamodule.train),
-            dense_epochs=self.cfg.dense.epochs,
+            dense_epochs=self._T,
             structure=self.structure.name,
             config=self.cfg.efficiency,
         )

@@ -66,7 +66,7 @@ def check_job(cfg: DictConfig, _seen: dict[str, Any] | None = None) -> CheckedJo
     files, counts, labels, split sizes) and the strategy's positions in steps of that data, so
     that a bad value fails before any data is made. ``_seen``: a sweep's memo, so that each
     data set and each model is checked once."""
-    from prune_exp.config import world_size
+    from prune_exp.config import check_dense_length, dense_length, world_size
     from prune_exp.data.base import epoch_steps
     from prune_exp.retrain.strategies import plan_round
     from prune_exp.run import to_run_config
@@ -85,7 +85,10 @@ def check_job(cfg: DictConfig, _seen: dict[str, Any] | None = None) -> CheckedJo
             _seen[model_key] = None
     digest, examples = load_data(cfg, _seen)
     steps = epoch_steps(examples, rc.data.batch_size, world_size(rc.trainer))
-    return CheckedJob(digest, plan_round(rc.retrain, rc.dense.epochs, steps).dense_epochs_needed(steps))
+    T = dense_length(rc.dense, steps)
+    if rc.dense.iterations is not None:  # what depends on T, now that the epoch length is known
+        check_dense_length(rc, T)
+    return CheckedJob(digest, plan_round(rc.retrain, T, steps).dense_epochs_needed(steps))
 
 
 def check_model(cfg: DictConfig, rc: Any) -> None:

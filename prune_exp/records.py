@@ -36,7 +36,7 @@ class JobInfo:
     metrics: dict[str, dict[str, bool]]  # each measured metric's direction and scale (task.Task.describe)
     dense_hash: str
     dense_cached: bool
-    dense_epochs: int
+    dense_epochs: float  # T: a fraction with dense.iterations
     dense_steps: int
     dense_seconds: float
     job_dir: str
@@ -83,10 +83,10 @@ def make_row(
     mask_sha256: str,
     pruned: dict[str, float],
     retrained: dict[str, float],
-    epochs: int,
+    epochs: float,
     steps: int,
     seconds: float,
-    cum_epochs: int,
+    cum_epochs: float,
     cum_steps: int,
     cum_seconds: float,
     efficiency: dict[str, Any] | None = None,

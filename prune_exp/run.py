@@ -79,6 +79,7 @@ def dense_spec_of(cfg: DictConfig, data_digest: str) -> dict:
         model=hashed_model(container("model")),
         optim=container("optim"),
         epochs=cfg.dense.epochs,
+        iterations=cfg.dense.get("iterations"),
         seed=cfg.seed,
         precision=cfg.trainer.precision,
         world_size=cfg.trainer.devices * cfg.trainer.num_nodes if cfg.trainer.strategy == "ddp" else 1,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import signal
 import threading
 import warnings
@@ -194,14 +195,16 @@ def dense_stage(
 
     Under DDP, rank 0 takes the lock, trains and publishes; the other ranks train along
     (writing nothing), wait for it to publish, then read the entry like any later job."""
-    T = job.schedule.total_epochs
+    T = math.ceil(job.schedule.total_epochs)  # the last epoch may be partial (dense.iterations)
+    steps = round(job.schedule.total_epochs * job.steps_per_epoch)
 
     def train(staging: Path) -> dict[str, Any]:
         resume = ResumeCheckpoint(staging / RESUME_FILE, job.trainer.checkpoint_every_s)
         ckpt = resume.resume_from()
-        log.info("%s the dense model (%d epochs) into the cache", "resuming" if ckpt else "training", T)
+        how = "resuming" if ckpt else "training"
+        log.info("%s the dense model (%g epochs, %d steps) into the cache", how, job.schedule.total_epochs, steps)
         net, module = dense_recipe(job)
-        saver = RewindPointSaver(
+        saver = RewindPointSaver(  # epoch T's file: the final weights, also after a partial last epoch
             net,
             keep_epochs | needed | {0, T},
             lambda e, state: save_state(staging / epoch_file(e), state) if dist.is_main() else None,
@@ -210,6 +213,7 @@ def dense_stage(
         trainer = make_trainer(
             job.trainer,
             max_epochs=T,
+            max_steps=steps,
             callbacks=[saver, Persist("dense_clock", clock), *job.callbacks],
             log_dir=staging,
             progress_bar=job.progress_bar,

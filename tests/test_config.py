@@ -91,7 +91,7 @@ def test_the_default_config() -> None:
         ("optim.momentum=1.5", r"optim\.momentum=1\.5"),
         ("optim.nesterov=true optim.momentum=0", r"optim\.nesterov=True"),
         ("optim.schedule.milestones=[50,40]", r"optim\.schedule\.milestones=\[50\.0, 40\.0\]"),
-        ("optim.schedule.milestones=[30,60]", r"optim\.schedule\.milestones.*dense\.epochs=60"),
+        ("optim.schedule.milestones=[30,60]", r"optim\.schedule\.milestones.*increasing epochs in \(0, 60\)"),
         ("dense.epochs=0", r"dense\.epochs=0"),
         ("dense.rewind_epochs=[0,99]", r"dense\.rewind_epochs=\[0, 99\]"),
         ("data.val_fraction=1", r"data\.val_fraction=1\.0"),

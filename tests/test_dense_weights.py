@@ -90,7 +90,7 @@ class NotATensor:
             ConfigError,
             r"retrain\.rewind_to='5it' is not allowed; allowed: a whole epoch with dense\.weights",
         ),
-        (None, ["+dense.rewind_weights={7:x.pt}"], ConfigError, r"dense\.rewind_weights=\{7: 'x\.pt'\}.*\[0, 2\]"),
+        (None, ["+dense.rewind_weights={7:x.pt}"], ConfigError, r"dense\.rewind_weights=\{7: 'x\.pt'\}.*\[0, 2\)"),
         ("unfit", ["retrain=weight_rewind"], ConfigError, r"dense\.rewind_weights\[1\]='.*small\.pt' does not fit"),
         (
             None,

@@ -91,7 +91,7 @@ def test_a_rewind_point_inside_an_epoch_reads_the_init_to_replay_from() -> None:
             {"lr": "replay", "lr_from": "T-t", "budget": 11},
             r"retrain\.budget=11 .*1\.\.10 for mine: its retrain\.lr_from",
         ),
-        ({"lr": "replay", "lr_from": "41it"}, r"retrain\.lr_from=41it .*steps 0\.\.40 \(dense\.epochs=10 of 4 steps\)"),
+        ({"lr": "replay", "lr_from": "41it"}, r"retrain\.lr_from=41it .*steps 0\.\.40 \(T=10 epochs of 4 steps\)"),
         ({"strategy": " "}, r"retrain\.strategy=' ' .*a name"),
     ],
 )
@@ -150,7 +150,7 @@ def test_the_preflight_checks_an_iteration_position_against_the_data(tmp_path: P
     ) as cfg:
         with pytest.raises(
             ConfigError,
-            match=r"retrain\.rewind_to=500it .*steps 0\.\.58 \(dense\.epochs=2 of 29 steps\), but it is step 500",
+            match=r"retrain\.rewind_to=500it .*steps 0\.\.58 \(T=2 epochs of 29 steps\), but it is step 500",
         ):
             check_job(cfg)
 

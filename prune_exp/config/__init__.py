@@ -98,8 +98,10 @@ from prune_exp.config.run_config import (
     TrainerConfig,
     check_accelerator,
     check_config,
+    check_dense_length,
     check_known_keys,
     check_trainer,
+    dense_length,
     world_size,
 )
 from prune_exp.config.store import (
@@ -196,6 +198,7 @@ __all__ = [
     "check_accelerator",
     "check_config",
     "check_data",
+    "check_dense_length",
     "check_known_keys",
     "check_model",
     "check_optim",
@@ -207,6 +210,7 @@ __all__ = [
     "choice",
     "conf_dir",
     "default_select_metric",
+    "dense_length",
     "fail",
     "in_range",
     "metric_names",

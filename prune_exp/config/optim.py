@@ -64,7 +64,9 @@ class AdamConfig(OptimConfig):
     eps: float = 1e-8
 
 
-def check_optim(opt: OptimConfig, T: int) -> None:
+def check_optim(opt: OptimConfig, T: float | None) -> None:
+    """The optimizer's values; the schedule's epochs within T (None: T is not known yet, as
+    with dense.iterations before the data is: config.check_dense_length checks them then)."""
     in_range("optim.lr", opt.lr, 0.0, math.inf, True, True)
     in_range("optim.weight_decay", opt.weight_decay, 0.0, math.inf, False, True)
     if isinstance(opt, SGDConfig):
@@ -78,12 +80,13 @@ def check_optim(opt: OptimConfig, T: int) -> None:
             in_range("optim.betas", b, 0.0, 1.0, False, True)
         in_range("optim.eps", opt.eps, 0.0, math.inf, True, True)
     sch = opt.schedule
-    in_range("optim.schedule.warmup_epochs", sch.warmup_epochs, 0.0, T, False, True)
+    end = math.inf if T is None else T
+    in_range("optim.schedule.warmup_epochs", sch.warmup_epochs, 0.0, end, False, True)
     in_range("optim.schedule.warmup_start_factor", sch.warmup_start_factor, 0.0, 1.0, False, False)
     if isinstance(sch, MultiStepScheduleConfig):
         ms = list(sch.milestones)
-        if ms != sorted(ms) or any(not (0 < m < T) for m in ms):
-            raise fail("optim.schedule.milestones", ms, f"increasing epochs in (0, {T}) (dense.epochs={T})")
+        if ms != sorted(ms) or any(not (0 < m < end) for m in ms):
+            raise fail("optim.schedule.milestones", ms, f"increasing epochs in (0, {end}) (T, the dense run's epochs)")
         in_range("optim.schedule.gamma", sch.gamma, 0.0, 1.0, True, False)
     if isinstance(sch, CosineScheduleConfig):
         in_range("optim.schedule.final_lr_factor", sch.final_lr_factor, 0.0, 1.0, False, False)

@@ -23,6 +23,9 @@ from prune_exp.retrain.positions import parse_position
 @dataclass
 class DenseConfig:
     epochs: int = 60  # T
+    # the dense run's length in optimizer steps in place of dense.epochs (OpenLTH's "30000it"):
+    # T = iterations / steps per epoch, its last epoch partial when they do not divide
+    iterations: int | None = None
     # epochs whose weights are kept for rewinding; None keeps every epoch 0..T
     rewind_epochs: list[int] | None = None
     # a trained model's weights (safetensors, or a state dict read with weights_only=True): the
@@ -117,20 +120,26 @@ def world_size(cfg: TrainerConfig) -> int:
     return cfg.devices * cfg.num_nodes if cfg.strategy == "ddp" else 1
 
 
+def dense_length(dense: DenseConfig, steps_per_epoch: int) -> float:
+    """T in epochs: dense.epochs, or dense.iterations / steps per epoch (then maybe fractional)."""
+    if dense.iterations is None:
+        return dense.epochs
+    T = dense.iterations / steps_per_epoch
+    return int(T) if T.is_integer() else T
+
+
 def check_config(cfg: RunConfig) -> None:
-    """Raise ConfigError for the first value that types alone cannot rule out."""
+    """Raise ConfigError for the first value that types alone cannot rule out. With
+    dense.iterations, what depends on T waits for the epoch length: :func:`check_dense_length`."""
     check_data(cfg.data)
     check_model(cfg.model)
-    T = cfg.dense.epochs
-    positive_int("dense.epochs", T)
-    if cfg.dense.rewind_epochs is not None:
-        for e in cfg.dense.rewind_epochs:
-            if not (isinstance(e, int) and 0 <= e <= T):
-                raise fail("dense.rewind_epochs", list(cfg.dense.rewind_epochs), f"integers in [0, {T}]")
-    check_optim(cfg.optim, T)
+    positive_int("dense.epochs", cfg.dense.epochs)
+    if cfg.dense.iterations is None:
+        check_dense_length(cfg, cfg.dense.epochs)
+    else:
+        positive_int("dense.iterations", cfg.dense.iterations)
+        check_optim(cfg.optim, None)
     check_prune(cfg.prune, cfg.structure)
-    check_retrain(cfg.retrain, T)
-    check_given_weights(cfg.dense, cfg.retrain)
     if cfg.prune.schedule == "gradual" and (cfg.retrain.weights != "current" or cfg.retrain.duration == "none"):
         raise fail(
             "retrain",
@@ -154,15 +163,28 @@ def check_config(cfg: RunConfig) -> None:
         raise fail("seed", cfg.seed, "an integer >= 0")
 
 
-def check_given_weights(dense: DenseConfig, rt: RetrainConfig) -> None:
+def check_dense_length(cfg: RunConfig, T: float) -> None:
+    """The checks that need T, the dense run's length in epochs (a fraction with dense.iterations):
+    the kept epochs, the schedule's epochs, the strategy's positions, the given weights' epochs."""
+    last = math.ceil(T)  # the epoch whose file holds the final weights
+    if cfg.dense.rewind_epochs is not None:
+        for e in cfg.dense.rewind_epochs:
+            if not (isinstance(e, int) and 0 <= e <= last):
+                raise fail("dense.rewind_epochs", list(cfg.dense.rewind_epochs), f"integers in [0, {last}]")
+    check_optim(cfg.optim, T)
+    check_retrain(cfg.retrain, T)
+    check_given_weights(cfg.dense, cfg.retrain, T)
+
+
+def check_given_weights(dense: DenseConfig, rt: RetrainConfig, T: float) -> None:
     """dense.rewind_weights only with dense.weights, at epochs of the dense run; a strategy that
     rewinds to a whole epoch that one of the two files holds (the final one is dense.weights)."""
-    T, given = dense.epochs, dict(dense.rewind_weights)
+    given = dict(dense.rewind_weights)
     if given and dense.weights is None:
         raise fail("dense.rewind_weights", given, "{} without dense.weights (the files are epochs of that run)")
     for epoch in given:
-        if not (isinstance(epoch, int) and 0 <= epoch <= T):
-            raise fail("dense.rewind_weights", given, f"files keyed by epochs in [0, {T}] (dense.epochs)")
+        if not (isinstance(epoch, int) and 0 <= epoch < T):
+            raise fail("dense.rewind_weights", given, f"files keyed by epochs in [0, {T}) (T: dense.weights)")
     if dense.weights is None or rt.weights != "rewind":
         return
     epoch = parse_position(rt.rewind_to).epoch(T, rt.budget)
@@ -172,7 +194,7 @@ def check_given_weights(dense: DenseConfig, rt: RetrainConfig) -> None:
             rt.rewind_to,
             f"a whole epoch with dense.weights (the given files are epochs; {rt.strategy} rewinds inside one)",
         )
-    if int(epoch) not in {*given, T}:
+    if epoch != T and int(epoch) not in given:
         raise fail(
             "dense.rewind_weights",
             given,

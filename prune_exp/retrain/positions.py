@@ -3,7 +3,7 @@
 A position is a sum of terms, each with a sign:
 
 ========  ==========================================================
-``T``     the dense run's length, ``dense.epochs``
+``T``     the dense run's length: ``dense.epochs`` (or dense.iterations in epochs)
 ``t``     the retraining budget, ``retrain.budget``
 ``N``     N epochs (a bare integer)
 ``Nep``   N epochs
@@ -41,8 +41,10 @@ class Position:
         """The position in epochs, or None if it has iterations (those need the epoch length)."""
         return None if self.iterations else float(self.epochs_T * T + self.epochs_t * t + self.epochs)
 
-    def step(self, T: int, t: int, steps_per_epoch: int) -> int:
-        return (self.epochs_T * T + self.epochs_t * t + self.epochs) * steps_per_epoch + self.iterations
+    def step(self, T: float, t: int, steps_per_epoch: int) -> int:
+        """The optimizer step of the dense run (T may be a fraction: dense.iterations)."""
+        epochs = self.epochs_T * T + self.epochs_t * t + self.epochs
+        return round(epochs * steps_per_epoch) + self.iterations
 
 
 def parse_position(text: object) -> Position:

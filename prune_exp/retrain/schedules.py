@@ -19,7 +19,7 @@ class LRSchedule:
     """``lr(epoch)`` for epoch in [0, total_epochs]; any shape, optional linear warmup first."""
 
     base_lr: float
-    total_epochs: int
+    total_epochs: float  # T: whole epochs, or a fraction (dense.iterations)
     config: ScheduleConfig
 
     def __call__(self, epoch: float) -> float:
@@ -40,7 +40,7 @@ class LRSchedule:
 
     def last_step_lr(self, steps_per_epoch: int) -> float:
         """The LR of the dense run's last optimizer step: fine-tuning's default LR."""
-        return self((self.total_epochs * steps_per_epoch - 1) / steps_per_epoch)
+        return self((round(self.total_epochs * steps_per_epoch) - 1) / steps_per_epoch)
 
 
 @dataclass(frozen=True)

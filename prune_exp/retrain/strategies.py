@@ -54,13 +54,19 @@ class RoundPlan:
         return {self.rewind_step // steps_per_epoch if self.rewind_step % steps_per_epoch == 0 else 0}
 
 
-def plan_round(rt: RetrainConfig, dense_epochs: int, steps_per_epoch: int) -> RoundPlan:
+def plan_round(rt: RetrainConfig, dense_epochs: float, steps_per_epoch: int) -> RoundPlan:
     """The plan every round of ``rt`` follows, with T = ``dense_epochs`` of ``steps_per_epoch``
-    steps. ConfigError, naming the key, for parts that do not fit together or a position outside
-    the dense run."""
+    steps (a fraction with dense.iterations: config.dense_length). ConfigError, naming the key,
+    for parts that do not fit together or a position outside the dense run."""
     check_retrain(rt, dense_epochs)
     T, t = dense_epochs, rt.budget
-    last = T * steps_per_epoch
+    last = round(T * steps_per_epoch)
+    if rt.duration == "full" and not float(T).is_integer():
+        raise ConfigError(
+            f"retrain.duration=full is not allowed with a dense run of {last} steps ({T:g} epochs of "
+            f"{steps_per_epoch}); allowed: dense.iterations a multiple of {steps_per_epoch}, or a strategy "
+            f"that retrains retrain.budget epochs ({rt.strategy} retrains the whole run, in whole epochs)"
+        )
 
     def step(key: str) -> int | None:
         text = getattr(rt, key)
@@ -70,11 +76,11 @@ def plan_round(rt: RetrainConfig, dense_epochs: int, steps_per_epoch: int) -> Ro
         if not 0 <= s <= last:
             raise ConfigError(
                 f"retrain.{key}={text} is not allowed; allowed: a position in the dense run, steps 0..{last} "
-                f"(dense.epochs={T} of {steps_per_epoch} steps), but it is step {s}"
+                f"(T={T:g} epochs of {steps_per_epoch} steps), but it is step {s}"
             )
         return s
 
-    epochs = {"budget": t, "full": T, "none": 0}[rt.duration]
+    epochs = {"budget": t, "full": int(T), "none": 0}[rt.duration]
     return RoundPlan(rt.strategy, epochs, rt.weights, step("rewind_to"), rt.lr, step("lr_from") or 0)
 
 
