@@ -78,6 +78,20 @@ class KeepSigtermHandler(Callback):
             signal.signal(signal.SIGTERM, self._handler)
 
 
+class StopAtStep(Callback):
+    """Ends the fit after ``steps`` optimizer steps, inside its last epoch (dense.iterations):
+    that epoch's end hooks still run, so its end saves the final weights. Lightning's own
+    ``max_steps`` would not do here: a run resumed from an epoch-end checkpoint with it set
+    redoes a step of that epoch."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        if trainer.global_step >= self.steps:
+            trainer.should_stop = True
+
+
 def make_trainer(
     cfg: TrainerConfig,
     *,
@@ -210,11 +224,11 @@ def dense_stage(
             lambda e, state: save_state(staging / epoch_file(e), state) if dist.is_main() else None,
         )
         clock = Stopwatch()
+        partial = [StopAtStep(steps)] if steps != T * job.steps_per_epoch else []  # dense.iterations
         trainer = make_trainer(
             job.trainer,
             max_epochs=T,
-            max_steps=steps,
-            callbacks=[saver, Persist("dense_clock", clock), *job.callbacks],
+            callbacks=[*partial, saver, Persist("dense_clock", clock), *job.callbacks],
             log_dir=staging,
             progress_bar=job.progress_bar,
             resume=resume,

@@ -8,15 +8,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import composed, run_in_process
+from helpers import composed, run_in_process, tiny_job
+from lightning.pytorch.callbacks import Callback
 
 from prune_exp.cache import DenseCache
-from prune_exp.config import ConfigError, DenseConfig, dense_length
+from prune_exp.config import ConfigError, DenseConfig, TrainerConfig, dense_length
 from prune_exp.preflight import check_job
 from prune_exp.records import read_records
 from prune_exp.retrain.schedules import LRSchedule
 from prune_exp.retrain.strategies import plan_round, strategy_config
 from prune_exp.run import dense_spec_of
+from prune_exp.stages import dense_stage
 
 
 def test_t_is_the_iterations_in_epochs_and_positions_are_its_steps() -> None:
@@ -85,3 +87,36 @@ def test_the_dense_spec_names_the_iterations_in_place_of_the_epochs() -> None:
     with composed(["debug=fast", "dense.iterations=17", "dense.epochs=9", "paths.root_dir=/r"]) as cfg:
         assert dense_spec_of(cfg, "digest") == spec  # dense.epochs does not count then
     assert spec["iterations"] == 17 and "epochs" not in spec
+
+
+class Killed(Exception):
+    pass
+
+
+class KillAtEpoch(Callback):
+    """Raises at the start of ``epoch``: after the checkpoint of the epoch before it."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch:
+            raise Killed
+
+
+def test_a_killed_partial_run_resumes_to_the_uninterrupted_weights(tmp_path: Path) -> None:
+    def job(callbacks=()):
+        j = tiny_job(T=3, callbacks=callbacks)
+        j.trainer = TrainerConfig(checkpoint_every_s=0)  # a checkpoint at every epoch end
+        j.schedule = LRSchedule(j.optim.lr, 20 / j.steps_per_epoch, j.optim.schedule)  # 20 steps: 2.5 epochs
+        return j
+
+    spec = {"tiny": "iterations", "iterations": 20}
+    whole, _ = dense_stage(job(), DenseCache(tmp_path / "a"), spec, {0, 1, 2, 3}, set())
+    with pytest.raises(Killed):
+        dense_stage(job([KillAtEpoch(2)]), DenseCache(tmp_path / "b"), spec, {0, 1, 2, 3}, set())
+    resumed, cached = dense_stage(job(), DenseCache(tmp_path / "b"), spec, {0, 1, 2, 3}, set())
+    assert not cached and whole.meta["steps"] == resumed.meta["steps"] == 20 and resumed.epochs == 3
+    for epoch in range(4):
+        a, b = whole.state(epoch), resumed.state(epoch)
+        assert all(torch.equal(a[k], b[k]) for k in a), epoch
