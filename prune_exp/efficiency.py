@@ -118,7 +118,12 @@ class RoundMeter:
     the dense kernels a masked model runs on; the dense stage is counted in every job's total.
     A channel-pruned model is also compacted (physically smaller: exact FLOPs, real speed) and
     the latest round's compacted model is kept for the job's artifacts; the masked linear
-    layers of an element-wise mask are timed on a CSR kernel too."""
+    layers of an element-wise mask are timed on a CSR kernel too.
+
+    The masked model itself is timed once per job (at its first row, the dense model): it runs
+    the dense kernels, whose speed does not depend on the zeros in them, so every later row
+    repeats that measurement. The compacted and CSR models, whose speed does change, are timed
+    every round."""
 
     input_shape: tuple[int, ...]
     examples: int  # training examples per epoch
@@ -127,6 +132,7 @@ class RoundMeter:
     config: EfficiencyConfig
     profile: FlopProfile | None = None  # the dense forward FLOPs, counted once
     compacted: tuple[nn.Module, list] | None = None  # (channel runs) the latest round's compacted model
+    masked_speed: tuple[float, float] | None = None  # (latency ms, throughput) of the masked model, once
 
     def measure(self, net: nn.Module, mask: Mask, epochs: float, cum_train_flops: int | None, keep: set[str]) -> dict:
         """The columns for ``net`` under ``mask`` after ``epochs`` of retraining; ``cum_train_flops``
@@ -149,7 +155,9 @@ class RoundMeter:
             "cum_train_flops": (dense_train if cum_train_flops is None else cum_train_flops) + train,
         }
         if ef.measure_speed:
-            out["latency_ms"], out["throughput"] = self._speed(net)
+            if self.masked_speed is None:
+                self.masked_speed = self._speed(net)
+            out["latency_ms"], out["throughput"] = self.masked_speed
         if self.structure == "channel":
             self.compacted = compact(net, mask, self.input_shape, skip=keep)
             small = self.compacted[0]

@@ -76,6 +76,7 @@ def test_every_round_records_flops_bytes_speed_and_training_cost(tmp_path: Path,
         assert row["flops_effective"] < prev["flops_effective"]
         assert row["param_bytes_nonzero"] == 4 * row["nonzero_params"]
         assert row["latency_ms"] > 0 and row["throughput"] > 0
+    assert len({(r["latency_ms"], r["throughput"]) for r in rows}) == 1  # the masked model: timed once a job
 
 
 @pytest.mark.slow
