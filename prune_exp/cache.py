@@ -16,6 +16,7 @@ must hash to the entry's name.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Callable, Iterator
@@ -103,6 +104,14 @@ def _canonical_sha256(tree: Any) -> str:
 
 
 def file_sha256(path: Path) -> str:
+    """The file's sha256, read once per (path, size, modification time) in a process: a sweep's
+    jobs share their dense.weights file, and a file rewritten since is read again."""
+    st = Path(path).stat()
+    return _file_sha256(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

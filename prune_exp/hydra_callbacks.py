@@ -36,9 +36,7 @@ class Preflight(Callback):
             check_outputs(config, run_dir, "hydra.run.dir", checked)
 
     def on_multirun_start(self, config: DictConfig, config_name: str | None = None, **kwargs: Any) -> None:
-        from hydra import compose
-
-        from prune_exp.run import to_run_config
+        from prune_exp.job_configs import JobConfigs
 
         SESSION.dir_key, SESSION.dir = "hydra.sweep.dir", str(config.hydra.sweep.dir)
         jobs = sweep_job_overrides(config)
@@ -50,19 +48,18 @@ class Preflight(Callback):
         with preflight_errors():
             sweep_dir = output_dir(config, "hydra.sweep.dir")
         numbered = OmegaConf.to_container(config.hydra.sweep)["subdir"] == "${hydra.job.num}"
-        configs = []
+        composer, configs = JobConfigs(config_name), []
         for overrides in jobs:  # every job's values first: a bad one fails before any data is made
             with preflight_errors(where_in_sweep(overrides)):
-                job_cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
-                to_run_config(job_cfg, resolve_paths=False)
+                job_cfg, rc = composer.of(overrides)
                 check_launch(job_cfg, launcher, multirun=True)
-                configs.append(job_cfg)
+                configs.append((job_cfg, rc))
         with preflight_errors():
-            check_selection(configs)
-        for num, (overrides, job_cfg) in enumerate(zip(jobs, configs, strict=True)):
+            check_selection([c for c, _ in configs])
+        for num, (overrides, (job_cfg, rc)) in enumerate(zip(jobs, configs, strict=True)):
             with preflight_errors(where_in_sweep(overrides)):
-                checked = check_job(job_cfg, seen)
-                check_outputs(job_cfg, sweep_dir / str(num) if numbered else None, "hydra.sweep.dir", checked)
+                checked = check_job(job_cfg, seen, rc)
+                check_outputs(job_cfg, sweep_dir / str(num) if numbered else None, "hydra.sweep.dir", checked, seen)
 
 
 class Report(Callback):

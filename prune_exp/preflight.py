@@ -13,7 +13,7 @@ import json
 import logging
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,18 +60,19 @@ class CheckedJob:
     dense_epochs_needed: set[int]
 
 
-def check_job(cfg: DictConfig, _seen: dict[str, Any] | None = None) -> CheckedJob:
+def check_job(cfg: DictConfig, _seen: dict[str, Any] | None = None, rc: Any = None) -> CheckedJob:
     """Raise a PruneExpError if this job would fail: types and ranges, the parts that need the
     model or the classes (name patterns, the task's metrics), then its data (loaded and checked:
     files, counts, labels, split sizes) and the strategy's positions in steps of that data, so
     that a bad value fails before any data is made. ``_seen``: a sweep's memo, so that each
-    data set and each model is checked once."""
+    data set and each model is checked once; ``rc``: the job's RunConfig, if the caller has it."""
     from prune_exp.config import check_dense_length, dense_length, world_size
     from prune_exp.data.base import epoch_steps
     from prune_exp.retrain.strategies import plan_round
     from prune_exp.run import to_run_config
 
-    rc = to_run_config(cfg, resolve_paths=False)
+    if rc is None:
+        rc = to_run_config(cfg, resolve_paths=False)
     if OmegaConf.select(cfg, "logger._target_"):
         from prune_exp.tracking import check_available
 
@@ -163,28 +164,47 @@ def check_writable(key: str, path: Path) -> None:
         raise ConfigError(f"{key}={str(path)!r} cannot be written ({e}); allowed: a writable directory") from None
 
 
-def check_outputs(config: DictConfig, job_dir: Path | None, dir_key: str, job: CheckedJob) -> None:
+def check_outputs(
+    config: DictConfig, job_dir: Path | None, dir_key: str, job: CheckedJob, _seen: dict[Any, Any] | None = None
+) -> None:
     """The job dir (if known) belongs to this config and no live process holds it, the output
     and cache dirs can be written, and the files of the dense cache entry this job would reuse
-    (found by its data's digest) are intact."""
+    (found by its data's digest) are intact. ``_seen``: a sweep's memo, so that each directory
+    is tried and each cache entry read and verified once, however many jobs share it."""
     from prune_exp.cache import DenseCache, spec_hash
     from prune_exp.dist import is_main
     from prune_exp.experiment import check_job_dir
     from prune_exp.jobdir import busy, holder
     from prune_exp.run import config_fingerprint, dense_spec_of
 
+    seen: dict[Any, Any] = {} if _seen is None else _seen
     if job_dir is not None:
-        check_writable(dir_key, job_dir)
+        once(seen, ("writable", _existing(job_dir)), lambda: check_writable(dir_key, job_dir))
         who = holder(job_dir) if is_main() else None  # (DDP) the other ranks run inside rank 0's job
         if who is not None:
             raise busy(job_dir, who)
-        check_job_dir(job_dir, config_fingerprint(config))
+        if job_dir.exists():  # an earlier job's dir: it must be this config's
+            check_job_dir(job_dir, config_fingerprint(config))
     cache_dir = Path(str(OmegaConf.select(config, "paths.cache_dir")))
-    check_writable("paths.cache_dir", cache_dir)
-    cache = DenseCache(cache_dir)
-    run = cache.load(spec_hash(dense_spec_of(config, job.digest)))
+    once(seen, ("writable", _existing(cache_dir)), lambda: check_writable("paths.cache_dir", cache_dir))
+    h = spec_hash(dense_spec_of(config, job.digest))
+    run = once(seen, ("dense", str(cache_dir), h), lambda: DenseCache(cache_dir).load(h))
     if run is not None:
-        run.verify({run.epochs} | job.dense_epochs_needed)
+        epochs = frozenset({run.epochs} | job.dense_epochs_needed)
+        once(seen, ("verified", run.path, epochs), lambda: run.verify(set(epochs)))
+
+
+def once(seen: dict[Any, Any], key: Any, check: Callable[[], Any]) -> Any:
+    """``check()``'s result, computed the first time ``key`` is asked for (a raise is not kept)."""
+    if key not in seen:
+        seen[key] = check()
+    return seen[key]
+
+
+def _existing(path: Path) -> Path:
+    """The nearest of ``path`` and its parents that exists (what a writability check tries)."""
+    path = path.absolute()
+    return next(p for p in (path, *path.parents) if p.exists())
 
 
 def output_dir(config: DictConfig, key: str) -> Path:

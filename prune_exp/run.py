@@ -43,6 +43,12 @@ log = logging.getLogger("prune_exp")
 def to_run_config(cfg: DictConfig, *, resolve_paths: bool = True) -> RunConfig:
     """Typed, checked config. ``resolve_paths=False`` skips ``paths`` (its values need a running
     Hydra job), which lets the preflight check a config before any directory exists."""
+    return finish_run_config(typed_run_config(cfg, resolve_paths=resolve_paths))
+
+
+def typed_run_config(cfg: DictConfig, *, resolve_paths: bool = True) -> RunConfig:
+    """``cfg`` as a RunConfig, its keys and types checked, nothing derived or range-checked yet
+    (:func:`finish_run_config` does that; job_configs.py sets a sweep's values between the two)."""
     check_known_keys(cfg)
     # logger: read by run() itself (its values may need a running Hydra job: the run's name)
     sub = OmegaConf.masked_copy(cfg, [k for k in RunConfig.__dataclass_fields__ if k in cfg and k != "logger"])
@@ -53,6 +59,12 @@ def to_run_config(cfg: DictConfig, *, resolve_paths: bool = True) -> RunConfig:
     if resolve_paths:  # absolute, so records and logs say where things are wherever they are read
         for key in ("root_dir", "data_dir", "cache_dir", "output_dir"):
             setattr(run_cfg.paths, key, str(Path(getattr(run_cfg.paths, key)).resolve()))
+    return run_cfg
+
+
+def finish_run_config(run_cfg: RunConfig) -> RunConfig:
+    """The values derived from others put in place (prune.rounds, select_metric), every value
+    checked (config.check_config); ``run_cfg``."""
     if run_cfg.prune.rounds is not None:  # checked with the rest below
         if isinstance(run_cfg.prune.rounds, int) and run_cfg.prune.rounds >= 1:
             run_cfg.prune.sparsity = rounds_target(run_cfg.prune.rate, run_cfg.prune.rounds)
