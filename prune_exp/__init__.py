@@ -6,7 +6,8 @@ that ``prune-exp --help`` and the report never pay for torch:
 - ``Pruner``, ``sparsity_schedule``: which weights each round removes (criterion, structure,
   scope, schedule), as a ``Mask``;
 - ``Magnitude``, ``Random``, ``Taylor``; ``Unstructured``, ``Channel``, ``NM``;
-- ``MaskEnforcer``: a Lightning callback that keeps pruned weights exactly 0;
+- ``MaskEnforcer``: keeps pruned weights exactly 0 through torch's gradient and optimizer hooks
+  (``attach`` binds the optimizers; PruneRetrainCycle does it for you);
 - ``PruneRetrainCycle``: a Lightning callback that runs the rounds inside one ``fit``;
 - ``strategy_config``, ``plan_round``: a retraining strategy (built-in or your YAML file) as
   the plan every round follows; ``LRSchedule``: a dense LR schedule as a function of the epoch.

@@ -382,7 +382,7 @@ def prune_retrain_stage(
         trainer = make_trainer(
             job.trainer,
             max_epochs=(gradual.rounds if gradual is not None else pruner.rounds) * plan.epochs,
-            callbacks=[enforcer, cycle, *persist, *callbacks, *job.callbacks],
+            callbacks=[cycle, *persist, *callbacks, *job.callbacks],
             log_dir=log_dir,
             progress_bar=job.progress_bar,
             resume=resume,

@@ -76,16 +76,26 @@ def in_process(dense_epochs: int, budget: int, retrains: int, sparsities: list[f
     net = CNN1D(dm.input_shape, dm.num_classes)
     schedule = LRSchedule(optim.lr, dense_epochs, optim.schedule)
 
-    def fit(epochs: int, first_epoch: int, callbacks: list) -> None:
-        module = PruneModule(net, optim, dm.num_classes)
+    class Enforced(PruneModule):  # the enforcer attached to the optimizer, as PruneRetrainCycle does
+        enforcer: MaskEnforcer | None = None
+
+        def configure_optimizers(self):
+            opt = super().configure_optimizers()
+            if self.enforcer is not None:
+                self.enforcer.attach([opt])
+            return opt
+
+    def fit(epochs: int, first_epoch: int, enforcer: MaskEnforcer | None) -> None:
+        module = Enforced(net, optim, dm.num_classes)
+        module.enforcer = enforcer
         module.lr_position = LRPosition(schedule, first_epoch * dm.steps_per_epoch, 0, dm.steps_per_epoch)
         log_dir = Path(tempfile.mkdtemp(prefix="bench_sweep_"))
-        make_trainer(TrainerConfig(), max_epochs=epochs, callbacks=callbacks, log_dir=log_dir, progress_bar=False).fit(
+        make_trainer(TrainerConfig(), max_epochs=epochs, callbacks=[], log_dir=log_dir, progress_bar=False).fit(
             module, datamodule=dm
         )
 
     if dense_epochs:
-        fit(dense_epochs, 0, [])
+        fit(dense_epochs, 0, None)
     dense_state = {k: v.clone() for k, v in net.state_dict().items()}
     for _ in range(retrains):
         net.load_state_dict(dense_state)
@@ -95,7 +105,8 @@ def in_process(dense_epochs: int, budget: int, retrains: int, sparsities: list[f
             mask = pruner.prune(mask, round_)
             enforcer = MaskEnforcer(net)
             enforcer.set_mask(mask)
-            fit(budget, dense_epochs - budget, [enforcer])
+            fit(budget, dense_epochs - budget, enforcer)
+            enforcer.detach()
     return time.perf_counter() - start
 
 

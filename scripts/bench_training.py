@@ -27,7 +27,7 @@ import warnings
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import ModelPruning
+from lightning.pytorch.callbacks import Callback, ModelPruning
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
@@ -77,15 +77,54 @@ def masked_net(build):
 
 
 # ---------------------------------------------------------------------------- prune_exp
-def run_prune_exp(dm, build, epochs: int, masked: bool) -> float:
+class EnforcedModule(PruneModule):
+    """PruneModule whose optimizer the enforcer is attached to when it is made (what
+    PruneRetrainCycle does at the fit's start), without a callback of its own."""
+
+    def __init__(self, *args, enforcer: MaskEnforcer, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._enforcer = enforcer
+
+    def configure_optimizers(self):
+        opt = super().configure_optimizers()
+        self._enforcer.attach([opt])
+        return opt
+
+
+class CallbackEnforcer(Callback):
+    """The mask enforcement as it was before: a Lightning callback (gradients masked in
+    on_before_optimizer_step, weights in the optimizer's post-step hook)."""
+
+    def __init__(self, net: nn.Module, mask) -> None:
+        params = dict(net.named_parameters())
+        self.pairs = [(params[n], m.float()) for n, m in mask.items() if not bool(m.all())]
+        with torch.no_grad():
+            torch._foreach_mul_([p for p, _ in self.pairs], [f for _, f in self.pairs])
+
+    def _weights(self, *_) -> None:
+        with torch.no_grad():
+            torch._foreach_mul_([p for p, _ in self.pairs], [f for _, f in self.pairs])
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self._hooks = [opt.register_step_post_hook(self._weights) for opt in trainer.optimizers]
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        torch._foreach_mul_([p.grad for p, _ in self.pairs], [f for _, f in self.pairs])
+
+
+def run_prune_exp(dm, build, epochs: int, masked: bool, enforcement: str = "hooks") -> float:
+    """enforcement: hooks (MaskEnforcer: torch's grad and optimizer hooks) | callback (before)."""
     net, mask = masked_net(build)
-    module = PruneModule(net, OPTIM, dm.num_classes)
-    module.lr_position = LRPosition(LRSchedule(LR, epochs, OPTIM.schedule), 0, 0, dm.steps_per_epoch)
-    callbacks = []
-    if masked:
+    callbacks: list[Callback] = []
+    if masked and enforcement == "hooks":
         enforcer = MaskEnforcer(net)
         enforcer.set_mask(mask)
-        callbacks.append(enforcer)
+        module = EnforcedModule(net, OPTIM, dm.num_classes, enforcer=enforcer)
+    else:
+        module = PruneModule(net, OPTIM, dm.num_classes)
+        if masked:
+            callbacks.append(CallbackEnforcer(net, mask))
+    module.lr_position = LRPosition(LRSchedule(LR, epochs, OPTIM.schedule), 0, 0, dm.steps_per_epoch)
     trainer = make_trainer(TrainerConfig(), max_epochs=epochs, callbacks=callbacks, log_dir=_tmp(), progress_bar=False)
     start = time.perf_counter()
     trainer.fit(module, datamodule=dm)
@@ -209,6 +248,9 @@ def main() -> None:
     dm, build = setup(args.model, args.data_dir)
     variants = {
         "prune_exp, masked": lambda: run_prune_exp(dm, build, args.epochs, masked=True),
+        "prune_exp, masked, enforced by a callback (before)": lambda: run_prune_exp(
+            dm, build, args.epochs, masked=True, enforcement="callback"
+        ),
         "prune_exp, dense": lambda: run_prune_exp(dm, build, args.epochs, masked=False),
         "Lightning, minimal module, masked": lambda: run_minimal_lightning(dm, build, args.epochs),
         "bare loop, masked": lambda: run_bare(dm, build, args.epochs, "manual"),
@@ -237,6 +279,8 @@ def main() -> None:
     print(
         f"| prune_exp masked / prune_exp dense | {med['prune_exp, masked'] / med['prune_exp, dense']:.3f} | <= 1.05 |"
     )
+    before = med["prune_exp, masked, enforced by a callback (before)"]
+    print(f"| prune_exp masked, hooks / callback (before) | {med['prune_exp, masked'] / before:.3f} | < 1 |")
     print(f"| bare masked / bare dense | {med['bare loop, masked'] / med['bare loop, dense']:.3f} | |")
     print(
         f"| prune_exp masked / bare loop masked | {med['prune_exp, masked'] / med['bare loop, masked']:.3f} | <= 1.15 |"

@@ -363,3 +363,32 @@ def test_nm_needs_its_own_sparsity_one_shot() -> None:
         pytest.raises(ConfigError, match=r"prune\.sparsity=0\.9 .*allowed: 0\.5 for structure=nm \(2:4"),
     ):
         to_run_config(cfg, resolve_paths=False)
+
+
+def test_the_mask_enforcer_works_through_torchs_hooks_in_a_bare_loop() -> None:
+    """No Lightning: the gradients are masked as they are accumulated (so clipping and the
+    optimizer never see a pruned one), the weights after every step of an attached optimizer."""
+    from prune_exp.lit.callbacks import MaskEnforcer
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    pruner = Pruner(net, criterion=Magnitude(), structure=Unstructured(), scope="global", sparsities=[0.5])
+    mask = pruner.prune(pruner.initial_mask(), 1)
+    enforcer = MaskEnforcer(net)
+    enforcer.set_mask(mask)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
+    enforcer.attach([opt])
+    params = dict(net.named_parameters())
+    for _ in range(5):
+        opt.zero_grad()
+        net(torch.randn(32, 8)).square().mean().backward()
+        masked = [p.grad[~mask[n]] for n, p in params.items() if n in mask]  # right after backward
+        assert all(torch.equal(g, torch.zeros_like(g)) for g in masked)
+        opt.step()
+        for n, m in mask.items():
+            assert torch.equal(params[n][~m], torch.zeros_like(params[n][~m]))
+            assert not opt.state[params[n]]["momentum_buffer"][~m].any()
+    enforcer.detach()  # the network trains unmasked again
+    opt.zero_grad()
+    net(torch.randn(32, 8)).square().mean().backward()
+    assert any(bool(params[n].grad[~m].abs().sum() > 0) for n, m in mask.items())

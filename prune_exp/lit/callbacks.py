@@ -1,11 +1,12 @@
-"""Callbacks: MaskEnforcer keeps pruned weights at zero, PruneRetrainCycle runs the rounds,
-RewindPointSaver keeps the dense run's weights at the epochs rewinding can need.
+"""MaskEnforcer keeps pruned weights at zero (torch hooks); the callbacks: PruneRetrainCycle runs
+the rounds, RewindPointSaver keeps the dense run's weights at the epochs rewinding can need.
 
 PruneRetrainCycle saves its state (round, mask, the round's start) in the stage's resume
 checkpoint, so a killed stage resumes mid-round with the same mask and LR position."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -26,17 +27,25 @@ from prune_exp.retrain.strategies import RoundPlan
 log = logging.getLogger(__name__)
 
 
-class MaskEnforcer(Callback):
-    """A pruned weight stays exactly 0: its gradient is zeroed before every optimizer step, the
-    weight is re-masked right after it, and optimizer state at pruned positions is cleared
-    whenever the mask changes."""
+class MaskEnforcer:
+    """A pruned weight stays exactly 0: its gradient is zeroed as it is accumulated, the weight
+    is re-masked right after every optimizer step, and optimizer state at pruned positions is
+    cleared whenever the mask changes.
+
+    Both through torch's own hooks, not a Lightning callback (Lightning dispatches every hook of
+    every step to every callback): each masked parameter's post-accumulate-grad hook, so the
+    gradient is masked before gradient clipping and any optimizer sees it, in any loop; and the
+    optimizer's post-step hook. (An optimizer *pre*-step hook cannot mask the gradients under
+    Lightning: its closure, the forward and backward, runs inside ``optimizer.step``.)
+    :meth:`attach` binds the optimizers; PruneRetrainCycle does it when the fit starts."""
 
     def __init__(self, net: nn.Module) -> None:
         self.net = net
         self.mask: Mask | None = None
         self._params: list[torch.Tensor] = []
         self._factors: list[torch.Tensor] = []
-        self._hooks: list[Any] = []
+        self._grad_hooks: list[Any] = []
+        self._step_hooks: list[Any] = []
         self._optimizers: list[torch.optim.Optimizer] = []
 
     def set_mask(self, mask: Mask) -> None:
@@ -54,38 +63,45 @@ class MaskEnforcer(Callback):
                         if isinstance(v, torch.Tensor) and v.shape == p.shape:
                             v.mul_(f)
 
+    def attach(self, optimizers: list[torch.optim.Optimizer]) -> None:
+        """Re-mask the weights after every step of these optimizers, and clear their state at
+        pruned positions when the mask changes (until :meth:`detach`)."""
+        self.detach()
+        self._bind()  # the precision plugin may have moved or cast the parameters; the grad hooks again
+        self._optimizers = list(optimizers)
+        self._step_hooks = [opt.register_step_post_hook(self._mask_weights) for opt in self._optimizers]
+
+    def detach(self) -> None:
+        """Remove every hook: the network trains unmasked again (until the next set_mask)."""
+        for h in [*self._step_hooks, *self._grad_hooks]:
+            h.remove()
+        self._step_hooks, self._grad_hooks, self._optimizers = [], [], []
+
     def _bind(self) -> None:
-        """Cache (param, 0/1 factor) pairs in the params' current dtype and device."""
+        """Cache (param, 0/1 factor) pairs in the params' current dtype and device, and hook
+        each masked parameter's gradient."""
         if self.mask is None:
             return
+        for h in self._grad_hooks:
+            h.remove()
         params = dict(self.net.named_parameters())
         pairs = [(params[n], m) for n, m in self.mask.items() if not bool(m.all())]
         self._params = [p for p, _ in pairs]
         self._factors = [m.to(device=p.device, dtype=p.dtype) for p, m in pairs]
+        self._grad_hooks = [
+            p.register_post_accumulate_grad_hook(functools.partial(_mask_grad, factor=f))
+            for p, f in zip(self._params, self._factors, strict=True)
+        ]
 
     def _mask_weights(self, *_: Any) -> None:
         if self._params:
             with torch.no_grad():
                 torch._foreach_mul_(self._params, self._factors)
 
-    # ---- Lightning hooks
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._bind()  # the precision plugin may have moved or cast the parameters
-        self._optimizers = list(trainer.optimizers)
-        self._hooks = [opt.register_step_post_hook(self._mask_weights) for opt in self._optimizers]
 
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        for h in self._hooks:
-            h.remove()
-        self._hooks, self._optimizers = [], []
-
-    def on_before_optimizer_step(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
-    ) -> None:
-        grads = [p.grad for p in self._params if p.grad is not None]
-        if grads:
-            factors = [f for p, f in zip(self._params, self._factors, strict=True) if p.grad is not None]
-            torch._foreach_mul_(grads, factors)
+def _mask_grad(param: torch.Tensor, factor: torch.Tensor) -> None:
+    if param.grad is not None:
+        param.grad.mul_(factor)
 
 
 @dataclass
@@ -210,6 +226,12 @@ class PruneRetrainCycle(Callback):
             self._set_lr_position()
 
     # ---- Lightning hooks
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.enforcer.attach(list(trainer.optimizers))
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.enforcer.detach()
+
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.current_epoch % self.plan.epochs == 0:
             self.begin_round(trainer.global_step, list(trainer.optimizers))
