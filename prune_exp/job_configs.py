@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
@@ -41,17 +40,13 @@ class _Base:
 
 
 class JobConfigs:
-    """``configs(jobs)`` yields ``(config, run_config)`` per job: its composed config (without
+    """``of(overrides)`` is a job's ``(config, run_config)``: its composed config (without
     ``hydra``) and its typed, checked RunConfig, or raises the job's first error."""
 
     def __init__(self, config_name: str | None) -> None:
         self.config_name = config_name
         self._bases: dict[tuple[str, ...], _Base] = {}
         self._parser = OverridesParser.create()
-
-    def configs(self, jobs: list[list[str]]) -> Iterator[tuple[DictConfig, RunConfig]]:
-        for overrides in jobs:
-            yield self.of(overrides)
 
     def of(self, overrides: list[str]) -> tuple[DictConfig, RunConfig]:
         from prune_exp.run import finish_run_config, typed_run_config
