@@ -19,7 +19,6 @@ from prune_exp import dist
 from prune_exp.checkpoint import Stopwatch
 from prune_exp.lit.callbacks import PruneRetrainCycle, RoundResult
 from prune_exp.pruning.gradual import GradualPlan
-from prune_exp.pruning.mask import Mask
 
 log = logging.getLogger(__name__)
 
@@ -100,9 +99,8 @@ class GradualCycle(PruneRetrainCycle):
         super().load_state_dict(state_dict)
         self.update, self._row_step = state_dict["update"], state_dict["row_step"]
         self._pruned_at = {int(k): v for k, v in state_dict["pruned_at"].items()}
-        self.mask = Mask(state_dict["mask"])
+        # the mask and its enforcement are restored by the base class; its digest goes with the updates
         self.mask_digest = dist.tensors_digest(state_dict["mask"]) if self.update else ""
-        self.enforcer.set_mask(self.mask)
         self._set_lr_position()  # a checkpoint is taken inside a round, whatever rows are written
 
     # ---- Lightning hooks
