@@ -114,6 +114,7 @@ _JOB = [  # records.JobInfo: the same in every row of a job
     Column("host", "the machine it ran on", volatile=True),
     Column("slurm_job_id", "the SLURM job id (array jobs: job id, _, task id), else null", volatile=True),
     Column("world_size", "processes training together (DDP)"),
+    Column("fused_group", "the fused group the job trained in, with its other arms (hydra/launcher=fused), else null"),
 ]
 COLUMNS: tuple[Column, ...] = (*_ROUND, *_EFFICIENCY, *_JOB)
 JOB_COLUMNS: tuple[str, ...] = tuple(c.name for c in _JOB)  # the same in every row of a job

@@ -8,13 +8,14 @@ result. A job dir that holds a job of a different config is refused.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import math
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -45,11 +46,35 @@ from prune_exp.recorder import RoundRecorder
 from prune_exp.records import JobInfo, RecordWriter, read_records, slurm_job_id
 from prune_exp.retrain.schedules import LRSchedule
 from prune_exp.retrain.strategies import RoundPlan, plan_round
-from prune_exp.stages import Job, dense_metrics, dense_stage, prune_retrain_stage
+from prune_exp.stages import Job, Rounds, build_rounds, dense_metrics, dense_stage, fit_rounds
 from prune_exp.task import Task
 from prune_exp.tracking import Tracker
 
 log = logging.getLogger("prune_exp")
+
+
+@dataclass
+class JobSession:
+    """What :meth:`Experiment.session` hands to the code that trains the job: the status's
+    fixed fields, its path, and the job's value (set by that code; set already for a job done
+    before)."""
+
+    base: dict
+    status: Path
+    value: float | None = None
+
+
+@dataclass
+class PreparedJob:
+    """A job ready for its rounds' training (Experiment.prepare), alone or in a fused group."""
+
+    job: Job
+    rounds: Rounds
+    writer: RecordWriter
+    recorder: RoundRecorder
+    resume: ResumeCheckpoint
+    tracker: Tracker | None
+    started: float  # perf_counter when the job began
 
 
 @dataclass
@@ -67,41 +92,49 @@ class Experiment:
     progress_bar: bool = False
     fingerprint: str = ""  # run.config_fingerprint: what makes two jobs the same job
     tracker: Tracker | None = None  # the logger group's tracker (tracking.py); None: CSV only
+    fused_group: str | None = None  # set by fused.group when the job trains in a fused group
 
     def run(self) -> float:
-        """Run the job, holding its dir's lock throughout (one writer per job dir)."""
+        """Run the job, in its dir's lock and status (:meth:`session`)."""
+        with self.session() as session:
+            if session.value is None:
+                session.value = self._run(session.base, session.status)
+        return session.value
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[JobSession]:
+        """The job dir's lock (one writer per job dir) and its ``status.json``, around whatever
+        trains the job (:meth:`run`, or a fused group): running, then done, failed or interrupted
+        (and why). A job done before comes with its value set: nothing to train."""
         lock = JobLock(self.job_dir) if is_main() else None  # (DDP) rank 0 writes, so it locks
         if lock is not None:
             lock.acquire()
         try:
-            return self._run_in_dir()
+            status = self.job_dir / STATUS_FILE
+            previous = check_job_dir(self.job_dir, self.fingerprint)
+            if previous.get("state") == "done":
+                log.info("job already done (%s): nothing to train", self.job_dir)
+                yield JobSession({}, status, float(previous["value"]))
+                return
+            check_accelerator(self.cfg.trainer.accelerator)
+            # dense_cached: whether the dense run came from the cache when the job *first* got it
+            # (a resumed job finds the run it trained itself in the cache).
+            base = {"fingerprint": self.fingerprint, "overrides": self.overrides}
+            if "dense_cached" in previous:
+                base["dense_cached"] = previous["dense_cached"]
+            write_status(status, {**base, "state": "running", "started": _now()})
+            session = JobSession(base, status)
+            try:
+                yield session
+            except BaseException as e:
+                write_status(status, {**base, **final_state(e), "ended": _now()})
+                self._close_tracker("failed")
+                raise
+            write_status(status, {**base, "state": "done", "value": session.value, "ended": _now()})
+            self._close_tracker("success")
         finally:
             if lock is not None:
                 lock.release()
-
-    def _run_in_dir(self) -> float:
-        """``status.json`` says running, then done, failed or interrupted (and why)."""
-        status = self.job_dir / STATUS_FILE
-        previous = check_job_dir(self.job_dir, self.fingerprint)
-        if previous.get("state") == "done":
-            log.info("job already done (%s): nothing to train", self.job_dir)
-            return float(previous["value"])
-        check_accelerator(self.cfg.trainer.accelerator)
-        # dense_cached: whether the dense run came from the cache when the job *first* got it
-        # (a resumed job finds the run it trained itself in the cache).
-        base = {"fingerprint": self.fingerprint, "overrides": self.overrides}
-        if "dense_cached" in previous:
-            base["dense_cached"] = previous["dense_cached"]
-        write_status(status, {**base, "state": "running", "started": _now()})
-        try:
-            value = self._run(base, status)
-        except BaseException as e:
-            write_status(status, {**base, **final_state(e), "ended": _now()})
-            self._close_tracker("failed")
-            raise
-        write_status(status, {**base, "state": "done", "value": value, "ended": _now()})
-        self._close_tracker("success")
-        return value
 
     def _close_tracker(self, status: str) -> None:
         if self.tracker is not None and is_main():
@@ -112,29 +145,64 @@ class Experiment:
 
     def _run(self, base: dict, status: Path) -> float:
         """The job from the job cache when it has finished before (job_cache.py), else trained."""
-        self._set_up_process()
-        if not self.cfg.job_cache or world_size(self.cfg.trainer) > 1:  # (DDP: always trained)
+        self.set_up()
+        cached = self.job_cache()
+        if cached is None:
             return self._train(base, status)
-        cache = JobCache(self.cfg.paths.cache_dir)
-        key = job_key(self.fingerprint, self._data_digest, spec_hash(self.dense_spec(self._data_digest)))
+        cache, key = cached
         with cache.lock(key):
-            rows = cache.restore(key, self.job_dir, self.overrides)
-            if rows is not None:
-                log.info("job found in the job cache (%s): its records and files, nothing trained", key)
-                (self.job_dir / RESUME_FILE).unlink(missing_ok=True)  # a killed attempt's, if any
-                base["job_cached"] = key
-                if self.tracker is not None and is_main():  # the tracker gets the config and the rounds
-                    self.tracker.start()
-                    for row in rows:
-                        self.tracker.record(row)
-                return job_value(rows[-1], self.cfg.select_metric)
-            value = self._train(base, status)
-            cache.publish(key, self.job_dir)
+            value = self.restore(cache, key, base)
+            if value is None:
+                value = self._train(base, status)
+                cache.publish(key, self.job_dir)
             return value
+
+    def job_cache(self) -> tuple[JobCache, str] | None:
+        """The job cache and this job's key in it; None where a job always trains (job_cache=false,
+        or DDP)."""
+        if not self.cfg.job_cache or world_size(self.cfg.trainer) > 1:
+            return None
+        key = job_key(self.fingerprint, self._data_digest, spec_hash(self.dense_spec(self._data_digest)))
+        return JobCache(self.cfg.paths.cache_dir), key
+
+    def restore(self, cache: JobCache, key: str, base: dict) -> float | None:
+        """The job's records and files from the job cache into its dir, and its value; None when
+        the cache does not hold it. The caller holds ``cache.lock(key)``."""
+        rows = cache.restore(key, self.job_dir, self.overrides)
+        if rows is None:
+            return None
+        log.info("job found in the job cache (%s): its records and files, nothing trained", key)
+        (self.job_dir / RESUME_FILE).unlink(missing_ok=True)  # a killed attempt's, if any
+        base["job_cached"] = key
+        if self.tracker is not None and is_main():  # the tracker gets the config and the rounds
+            self.tracker.start()
+            for row in rows:
+                self.tracker.record(row)
+        return job_value(rows[-1], self.cfg.select_metric)
 
     def _train(self, base: dict, status: Path) -> float:
         """The job, as the algorithm reads: the dense stage (from the cache or trained once), then
         the rounds (prune, place the weights, retrain, measure, record), then the artifacts."""
+        prepared = self.prepare(base, status)
+        self.fit(prepared)
+        return self.finish(prepared)
+
+    def fit(self, prepared: PreparedJob) -> None:
+        """The rounds, trained alone (stages.fit_rounds): resumable, with the tracker's curves."""
+        tracker = prepared.tracker
+        fit_rounds(
+            prepared.job,
+            prepared.rounds,
+            log_dir=self.job_dir / RETRAIN_LOG_DIR,
+            resume=prepared.resume,
+            persist=[Persist("records", prepared.writer)],
+            callbacks=tracker.callbacks if tracker else (),
+            loggers=[tracker.logger] if tracker else (),
+        )
+
+    def prepare(self, base: dict, status: Path) -> PreparedJob:
+        """Everything up to the rounds' training: the dense run, the records and the tracker
+        started, the rounds built (stages.build_rounds)."""
         cfg, started = self.cfg, time.perf_counter()
         plan = plan_round(cfg.retrain, self._T, self.datamodule.steps_per_epoch)
         sparsities = sparsity_schedule(cfg.prune.sparsity, cfg.prune.schedule, cfg.prune.rate)
@@ -151,8 +219,7 @@ class Experiment:
             tracker.start()
         info, on_row = self._info(plan, sparsities, dense, cached), tracker.record if tracker else None
         recorder = RoundRecorder(info, writer, self._meter(), dense_metrics(job, dense), on_row)
-        resume = ResumeCheckpoint(self.job_dir / RESUME_FILE, cfg.trainer.checkpoint_every_s)
-        module, pruner, mask = prune_retrain_stage(
+        rounds = build_rounds(
             job,
             dense,
             pruner_factory=lambda net: self._pruner(net, list(gradual.sparsities) if gradual else sparsities),
@@ -160,28 +227,29 @@ class Experiment:
             finetune_lr=cfg.retrain.finetune_lr,
             log_dir=self.job_dir / RETRAIN_LOG_DIR,
             on_round_end=self._on_round_end(recorder),
-            resume=resume,
-            persist=[Persist("records", writer)],
-            callbacks=tracker.callbacks if tracker else (),
-            loggers=[tracker.logger] if tracker else (),
             gradual=gradual,
         )
+        resume = ResumeCheckpoint(self.job_dir / RESUME_FILE, cfg.trainer.checkpoint_every_s)
+        return PreparedJob(job, rounds, writer, recorder, resume, tracker, started)
 
+    def finish(self, prepared: PreparedJob) -> float:
+        """Once the rounds have run: the final artifacts; the job's value."""
+        rounds = prepared.rounds
         if is_main():
             save_artifacts(
                 self.job_dir,
-                module.net,
-                mask,
-                prunable=pruner.prunable_names,
+                rounds.module.net,
+                rounds.cycle.mask,
+                prunable=rounds.pruner.prunable_names,
                 structure=self.structure.name,
                 input_shape=self.datamodule.input_shape,
-                output_layers=set(pruner.graph.output_layers),
-                compacted=recorder.meter.compacted,
-                export_csr=cfg.efficiency.export_csr,
+                output_layers=set(rounds.pruner.graph.output_layers),
+                compacted=prepared.recorder.meter.compacted,
+                export_csr=self.cfg.efficiency.export_csr,
             )
-            resume.remove()  # the job is complete: mask, weights and records are all there is to keep
-        log.info("job done in %.1fs: %s", time.perf_counter() - started, writer.path)
-        return job_value(writer.rows[-1], cfg.select_metric)
+            prepared.resume.remove()  # the job is complete: mask, weights and records are all there is to keep
+        log.info("job done in %.1fs: %s", time.perf_counter() - prepared.started, prepared.writer.path)
+        return job_value(prepared.writer.rows[-1], self.cfg.select_metric)
 
     def _on_round_end(self, recorder: RoundRecorder) -> Callable[[RoundResult, PruneModule, Pruner], None]:
         """Each round, once retrained: its record, then its mask (and weights) under rounds/."""
@@ -197,7 +265,7 @@ class Experiment:
 
     @functools.cached_property
     def _data_digest(self) -> str:
-        """The loaded data's digest (after _set_up_process), hashed once for the job and dense caches."""
+        """The loaded data's digest (after set_up), hashed once for the job and dense caches."""
         return self.datamodule.data_digest()
 
     @functools.cached_property
@@ -209,7 +277,8 @@ class Experiment:
     def _task(self) -> Task:
         return Task.of(self.cfg.task, self.datamodule.num_classes)
 
-    def _set_up_process(self) -> None:
+    def set_up(self) -> None:
+        """The process's threads and log levels; the data loaded (once: Lightning reuses it)."""
         if self.cfg.trainer.num_threads is not None:
             torch.set_num_threads(self.cfg.trainer.num_threads)
         for name in ("lightning.pytorch", "lightning.fabric"):  # keep job logs about the experiment
@@ -273,6 +342,7 @@ class Experiment:
             host=socket.gethostname(),
             slurm_job_id=slurm_job_id(),
             world_size=world_size(cfg.trainer),
+            fused_group=self.fused_group,
         )
 
     def _meter(self) -> RoundMeter:

@@ -44,6 +44,7 @@ class JobInfo:
     host: str = ""  # where the job ran
     slurm_job_id: str | None = None  # "<array job>_<task>" or "<job>" under SLURM, else None
     world_size: int = 1  # processes training together (DDP)
+    fused_group: str | None = None  # the fused group it trained in (fused/group.py), else None
 
 
 def slurm_job_id() -> str | None:

@@ -14,6 +14,7 @@ import os
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -36,6 +37,9 @@ from prune_exp.config import (
 )
 from prune_exp.interrupt import Interrupted, exit_with_parent, signals_interrupt
 from prune_exp.session import resume_hint, sweep_status
+
+if TYPE_CHECKING:
+    from prune_exp.experiment import Experiment
 
 log = logging.getLogger("prune_exp")
 
@@ -127,6 +131,11 @@ def config_fingerprint(cfg: DictConfig) -> str:
 
 def run(cfg: DictConfig) -> float:
     """Build the job's objects from ``cfg`` and run it; return the final val score."""
+    return experiment_of(cfg).run()
+
+
+def experiment_of(cfg: DictConfig) -> Experiment:
+    """The job's objects, built from its composed config (fused.group trains several together)."""
     from hydra.utils import instantiate
 
     from prune_exp.experiment import Experiment  # heavy imports (torch, Lightning) start here
@@ -147,7 +156,7 @@ def run(cfg: DictConfig) -> float:
         hparams = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
         assert isinstance(hparams, dict)
         tracker = Tracker.of(cfg.logger, flat_config(hparams))
-    exp = Experiment(
+    return Experiment(
         cfg=rc,
         datamodule=dm,
         build_net=lambda: build_net(cfg.model, dm.input_shape, dm.num_classes),
@@ -164,7 +173,6 @@ def run(cfg: DictConfig) -> float:
         fingerprint=config_fingerprint(cfg),
         tracker=tracker,
     )
-    return exp.run()
 
 
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="run")

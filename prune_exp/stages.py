@@ -321,7 +321,19 @@ def replay_dense(job: Job, dense: DenseRun, step: int, log_dir: Path) -> dict[st
     return {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
 
 
-def prune_retrain_stage(
+@dataclass
+class Rounds:
+    """A job's prune-retrain stage, built and not yet run: the module that trains the network,
+    its pruner, and the cycle (a Lightning callback) that runs the rounds."""
+
+    module: PruneModule
+    pruner: Pruner
+    cycle: PruneRetrainCycle
+    plan: RoundPlan
+    epochs: int  # the stage's length: rounds x the round's epochs
+
+
+def build_rounds(
     job: Job,
     dense: DenseRun,
     *,
@@ -330,22 +342,15 @@ def prune_retrain_stage(
     finetune_lr: float | None,
     log_dir: Path,
     on_round_end: Callable[[RoundResult, PruneModule, Pruner], None],
-    resume: ResumeCheckpoint | None = None,
-    persist: Sequence[Callback] = (),
-    callbacks: Sequence[Callback] = (),
-    loggers: Sequence[Logger] = (),
     gradual: GradualPlan | None = None,
-) -> tuple[PruneModule, Pruner, Mask]:
-    """Prune the dense model round by round and retrain it as ``plan`` says; return the final
-    mask. With ``resume``, continue from its checkpoint if one is there, and checkpoint into it
-    (the ``persist`` callbacks carry the caller's state, e.g. the records, through it).
-    ``callbacks`` and ``loggers`` (a tracker's) join this stage's trainer. With ``gradual``
-    (prune.schedule=gradual) the mask follows its ramp through the rounds instead (lit/gradual.py)."""
+) -> Rounds:
+    """The stage for the dense model of ``dense``, pruned round by round and retrained as ``plan``
+    says; with ``gradual`` (prune.schedule=gradual) the mask follows its ramp through the rounds
+    (lit/gradual.py). :func:`fit_rounds` runs it alone, a fused group (fused/) with others."""
     net = job.build_net()
     net.load_state_dict(dense.state(dense.epochs))
     module = make_module(job, net)
     pruner = pruner_factory(net)
-    enforcer = MaskEnforcer(net)
     rewind_state = rewound_weights(job, dense, plan.rewind_step, log_dir) if plan.rewind_step is not None else None
 
     def round_start_weights(round_: int) -> dict[str, torch.Tensor] | None:
@@ -366,30 +371,48 @@ def prune_retrain_stage(
         net=net,
         pruner=pruner,
         plan=plan,
-        enforcer=enforcer,
+        enforcer=MaskEnforcer(net),
         evaluate=lambda: evaluate_splits(module, job.datamodule),
         round_start_weights=round_start_weights,
         lr=lr,
         steps_per_epoch=job.steps_per_epoch,
         on_round_end=lambda result: on_round_end(result, module, pruner),
     )
+    rounds = gradual.rounds if gradual is not None else pruner.rounds
+    return Rounds(module, pruner, cycle, plan, rounds * plan.epochs)
+
+
+def fit_rounds(
+    job: Job,
+    rounds: Rounds,
+    *,
+    log_dir: Path,
+    resume: ResumeCheckpoint | None = None,
+    persist: Sequence[Callback] = (),
+    callbacks: Sequence[Callback] = (),
+    loggers: Sequence[Logger] = (),
+) -> Mask:
+    """Run the stage alone, in one ``Trainer.fit``; return the final mask. With ``resume``,
+    continue from its checkpoint if one is there, and checkpoint into it (the ``persist``
+    callbacks carry the caller's state, e.g. the records, through it). ``callbacks`` and
+    ``loggers`` (a tracker's) join the trainer."""
     pl.seed_everything(job.seed, verbose=False)
-    if not plan.trains:
+    if not rounds.plan.trains:
         job.datamodule.setup("fit")
-        cycle.run_without_training()
-    else:
-        ckpt = resume.resume_from() if resume is not None else None  # checked before the trainer is made
-        trainer = make_trainer(
-            job.trainer,
-            max_epochs=(gradual.rounds if gradual is not None else pruner.rounds) * plan.epochs,
-            callbacks=[cycle, *persist, *callbacks, *job.callbacks],
-            log_dir=log_dir,
-            progress_bar=job.progress_bar,
-            resume=resume,
-            loggers=loggers,
-            validate=job.validates,
-        )
-        if ckpt:
-            log.info("resuming the prune-retrain rounds from %s", ckpt)
-        trainer.fit(module, datamodule=job.datamodule, ckpt_path=ckpt)
-    return module, pruner, cycle.mask
+        rounds.cycle.run_without_training()
+        return rounds.cycle.mask
+    ckpt = resume.resume_from() if resume is not None else None  # checked before the trainer is made
+    trainer = make_trainer(
+        job.trainer,
+        max_epochs=rounds.epochs,
+        callbacks=[rounds.cycle, *persist, *callbacks, *job.callbacks],
+        log_dir=log_dir,
+        progress_bar=job.progress_bar,
+        resume=resume,
+        loggers=loggers,
+        validate=job.validates,
+    )
+    if ckpt:
+        log.info("resuming the prune-retrain rounds from %s", ckpt)
+    trainer.fit(rounds.module, datamodule=job.datamodule, ckpt_path=ckpt)
+    return rounds.cycle.mask

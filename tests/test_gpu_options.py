@@ -20,7 +20,7 @@ from prune_exp.pruning.pruner import Pruner
 from prune_exp.pruning.structure import Unstructured
 from prune_exp.retrain.schedules import LRSchedule
 from prune_exp.retrain.strategies import plan_round, strategy_config
-from prune_exp.stages import Job, prune_retrain_stage
+from prune_exp.stages import Job, build_rounds, fit_rounds
 
 pytestmark = pytest.mark.slow
 
@@ -57,10 +57,11 @@ def retrain(job: Job, dense: DenseRun, tmp_path: Path, rounds: int):
         return Pruner(net, criterion=Magnitude(), structure=Unstructured(), scope="global", sparsities=sparsities)
 
     plan = plan_round(strategy_config("lr_rewind", budget=1), dense.epochs, job.steps_per_epoch)
-    return prune_retrain_stage(
+    stage = build_rounds(
         job, dense, pruner_factory=factory, plan=plan, finetune_lr=None,
         log_dir=tmp_path / f"log{rounds}", on_round_end=lambda *a: None,
     )  # fmt: skip
+    return stage.module, stage.pruner, fit_rounds(job, stage, log_dir=tmp_path / f"log{rounds}")
 
 
 def assert_pruned_weights_are_zero(module, mask) -> None:

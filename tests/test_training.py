@@ -18,7 +18,7 @@ from prune_exp.pruning.pruner import Pruner, sparsity_schedule
 from prune_exp.pruning.structure import Channel, Unstructured
 from prune_exp.retrain.schedules import LRSchedule
 from prune_exp.retrain.strategies import plan_round, strategy_config
-from prune_exp.stages import Job, prune_retrain_stage, replay_dense
+from prune_exp.stages import Job, build_rounds, fit_rounds, replay_dense
 
 
 class Probe(Callback):
@@ -86,7 +86,7 @@ def retrain(
         )
 
     results: list[RoundResult] = []
-    _, pruner, mask = prune_retrain_stage(
+    rounds = build_rounds(
         job,
         dense,
         pruner_factory=factory,
@@ -95,8 +95,9 @@ def retrain(
         log_dir=tmp_path / "log",
         on_round_end=lambda result, *_: results.append(result),
     )
+    mask = fit_rounds(job, rounds, log_dir=tmp_path / "log")
     assert mask == results[-1].mask
-    return pruner, results
+    return rounds.pruner, results
 
 
 @pytest.fixture

@@ -412,9 +412,14 @@ class TensorDataModule(SplitDataModule):
 
     def _place(self) -> None:
         """Move the splits to the device Lightning trains on (once; a no-op on CPU)."""
-        if self.trainer is None or self.train is None:
+        if self.trainer is not None:
+            self.place(self.trainer.strategy.root_device)
+
+    def place(self, device: torch.device) -> None:
+        """Move the loaded splits to ``device`` (a fused group's, whose arms' datamodules are
+        not attached to its trainer)."""
+        if self.train is None:
             return
-        device = self.trainer.strategy.root_device
         for ds in (self.train, self.val, self.test):
             if ds is not None and ds.x.device != device:
                 ds.to(device)

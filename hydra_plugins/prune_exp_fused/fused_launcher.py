@@ -1,0 +1,42 @@
+"""``hydra/launcher=fused``: the jobs of a sweep that share a round structure train together.
+
+Hydra imports every plugin module when it starts, so this one stays light: the launcher's
+schema and the class Hydra instantiates; the work is in prune_exp.fused.launch. (No
+``from __future__ import annotations``: Hydra executes this module outside sys.modules,
+where dataclasses cannot resolve string annotations.)
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.utils import JobReturn
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig
+
+
+@dataclass
+class FusedLauncherConf:
+    _target_: str = "hydra_plugins.prune_exp_fused.fused_launcher.FusedLauncher"
+    max_arms: int = 64  # the most jobs one group trains together; a larger group is split
+
+
+ConfigStore.instance().store(group="hydra/launcher", name="prune_exp_fused", node=FusedLauncherConf)
+
+
+class FusedLauncher(Launcher):
+    def __init__(self, max_arms: int = 64) -> None:
+        self.max_arms = max_arms
+        self.config: DictConfig | None = None
+        self.task_function: TaskFunction | None = None
+        self.hydra_context: HydraContext | None = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from prune_exp.fused.launch import launch
+
+        assert self.config is not None and self.hydra_context is not None and self.task_function is not None
+        return launch(self, job_overrides, initial_job_idx)

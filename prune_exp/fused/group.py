@@ -1,0 +1,126 @@
+"""A fused group: the jobs whose rounds can train in lockstep, trained in one Lightning fit.
+
+Every arm is an ordinary job (experiment.Experiment) in its own dir, with its own lock,
+status, job-cache entry, dense run, records, masks and artifacts: the group enters each
+arm's session, prepares each arm as an unfused job would (Experiment.prepare), fits the
+stacked arms together (FusedModule, FusedCycle), then finishes each arm (Experiment.finish).
+A failure or a kill ends every arm's session with it, each status saying so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import Callback
+
+from prune_exp.experiment import Experiment, JobSession, PreparedJob
+from prune_exp.fused.cycle import FusedCycle
+from prune_exp.fused.module import FusedBatches, FusedModule
+from prune_exp.fused.stack import StackedNets
+from prune_exp.lit.gradual import GradualCycle
+from prune_exp.stages import Job, Rounds, make_trainer
+from prune_exp.task import Task
+
+log = logging.getLogger(__name__)
+
+
+def group_id(experiments: Sequence[Experiment]) -> str:
+    """A name for the group, the same on every run of it: a digest of its arms' configs."""
+    digest = hashlib.sha256("\n".join(sorted(e.fingerprint for e in experiments)).encode())
+    return digest.hexdigest()[:12]
+
+
+def why_not_fused(prepared: Sequence[PreparedJob]) -> str | None:
+    """Why these prepared jobs cannot train in lockstep, or None when they can: the same round
+    structure (rounds x epochs, steps per epoch), batch shapes, network, optimizer (but its LR
+    and schedule), trainer and loss; every arm trains; no gradual pruning."""
+    first = prepared[0]
+    for p in prepared:
+        if not p.rounds.plan.trains:
+            return f"strategy {p.rounds.plan.strategy} does not train"
+        if isinstance(p.rounds.cycle, GradualCycle):
+            return "prune.schedule=gradual prunes inside the rounds"
+    checks = {
+        "the rounds (rounds x epochs)": lambda p: (p.rounds.epochs, p.rounds.plan.epochs),
+        "the steps per epoch": lambda p: p.job.steps_per_epoch,
+        "the training batches' shape": lambda p: (
+            p.job.datamodule.input_shape,
+            len(p.job.datamodule.train),
+            p.job.datamodule.batch_size,
+        ),
+        "the network": lambda p: [(k, v.shape) for k, v in p.rounds.module.net.state_dict().items()],
+        "the optimizer (but its LR and schedule)": lambda p: dataclasses.replace(p.job.optim, lr=0.0, schedule=None),
+        "the trainer": lambda p: p.job.trainer,
+        "the task": lambda p: p.job.task,
+    }
+    for what, key in checks.items():
+        if any(key(p) != key(first) for p in prepared):
+            return f"the arms differ in {what}"
+    return None
+
+
+def fit_group(jobs: Sequence[Job], rounds: Sequence[Rounds], log_dir: Path, callbacks: Sequence[Callback] = ()) -> None:
+    """Train the jobs' rounds together, each arm as its unfused job would (``callbacks`` join
+    the group's trainer, after the FusedCycle)."""
+    first = jobs[0]
+    trainer = make_trainer(
+        first.trainer,
+        max_epochs=rounds[0].epochs,
+        callbacks=list(callbacks),
+        log_dir=log_dir,
+        progress_bar=first.progress_bar,
+        validate=False,  # each arm is measured at its round's start and end, on its own network
+    )
+    device = trainer.strategy.root_device
+    for job in jobs:
+        if callable(place := getattr(job.datamodule, "place", None)):
+            place(device)
+    stacked = StackedNets([r.module.net for r in rounds])
+    batches = FusedBatches([job.datamodule.train_dataloader() for job in jobs])
+    module = FusedModule(stacked, first.optim, Task.of(first.task, first.datamodule.num_classes), batches)
+    trainer.callbacks.insert(0, FusedCycle(stacked, rounds))
+    pl.seed_everything(first.seed, verbose=False)
+    trainer.fit(module)
+
+
+def run_group(experiments: Sequence[Experiment], log_dir: Path) -> list[float]:
+    """Run the jobs as one fused group; each job's value. Jobs done before, or found in the job
+    cache, drop out; if the rest cannot fuse (:func:`why_not_fused`) each trains alone."""
+    gid = group_id(experiments)
+    with contextlib.ExitStack() as stack:
+        sessions = [stack.enter_context(e.session()) for e in experiments]
+        todo: list[tuple[Experiment, JobSession]] = []
+        for e, s in zip(experiments, sessions, strict=True):
+            if s.value is None:
+                e.set_up()
+                cached = e.job_cache()
+                s.value = e.restore(*cached, s.base) if cached is not None else None
+            if s.value is None:
+                todo.append((e, s))
+        for e, _ in todo:
+            e.fused_group = gid
+        prepared = [e.prepare(s.base, s.status) for e, s in todo]
+        reason = why_not_fused(prepared) if prepared else None
+        if reason is not None:
+            log.info("fused group %s: %s; its %d jobs train one after another", gid, reason, len(prepared))
+            for (e, _), p in zip(todo, prepared, strict=True):
+                e.fused_group = None
+                p.recorder.info = dataclasses.replace(p.recorder.info, fused_group=None)
+                e.fit(p)
+        elif prepared:
+            log.info("fused group %s: %d arms train together", gid, len(prepared))
+            fit_group([p.job for p in prepared], [p.rounds for p in prepared], log_dir)
+        for (e, s), p in zip(todo, prepared, strict=True):
+            s.value = e.finish(p)
+            cached = e.job_cache()
+            if cached is not None:
+                cache, key = cached
+                with cache.lock(key):
+                    cache.publish(key, e.job_dir)
+    return [s.value for s in sessions]  # type: ignore[misc]

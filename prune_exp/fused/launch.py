@@ -1,0 +1,168 @@
+"""The fused launcher's work (hydra/launcher=fused): compose every job of the sweep, group the
+jobs that can train in lockstep, run each group in this process (fused.group), and each job
+that fuses with no other one after another, as Hydra's basic launcher does, saying why.
+
+A group's jobs share everything but what an arm may have of its own: its seed, strategy,
+pruning (criterion, structure, scope, sparsity targets, so its masks) and LR (its value and
+schedule); and the same number of rounds of the same length. fused.group checks the built
+jobs again (why_not_fused) and trains them one after another if they still differ.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from prune_exp.config.retrain import SHARED_RETRAIN_KEYS
+from prune_exp.errors import PruneExpError
+from prune_exp.interrupt import signals_interrupt
+from prune_exp.pruning.pruner import sparsity_schedule
+
+log = logging.getLogger(__name__)
+
+# What an arm may have of its own; everything else of the job config is its group's.
+ARM_KEYS = ("seed", "retrain", "prune", "structure", "optim.lr", "optim.schedule", "logger", "paths.output_dir")
+FUSED_DIR = ".fused"  # under the sweep dir: each group's Lightning log, <group id>/
+
+
+def fusion_key(cfg: DictConfig) -> tuple[str | None, str]:
+    """The key the jobs of one group share and, for a job that cannot fuse, None and why."""
+    if cfg.retrain.duration == "none":
+        return None, f"retrain={cfg.retrain.strategy} does not train"
+    if cfg.prune.schedule == "gradual":
+        return None, "prune.schedule=gradual prunes inside the rounds"
+    if cfg.trainer.strategy == "ddp" and cfg.trainer.devices * cfg.trainer.num_nodes > 1:
+        return None, "trainer.strategy=ddp trains the job over several processes"
+    for key in ("compile", "channels_last"):  # the stacked forward has neither yet
+        if cfg.trainer.get(key):
+            return None, f"trainer.{key}=true is not supported by fused arms yet"
+    # unresolved: paths.output_dir is Hydra's, which a job gets only when it runs
+    shared = OmegaConf.to_container(cfg, resolve=False)
+    assert isinstance(shared, dict)
+    shared.pop("hydra", None)
+    for key in ARM_KEYS:
+        *parents, leaf = key.split(".")
+        node = shared
+        for part in parents:
+            node = node.get(part) or {}
+        node.pop(leaf, None)
+    rounds = len(sparsity_schedule(cfg.prune.sparsity, cfg.prune.schedule, cfg.prune.rate))
+    length = {"duration": cfg.retrain.duration, **{k: cfg.retrain.get(k) for k in SHARED_RETRAIN_KEYS}}
+    tree = {"job": shared, "rounds": rounds, "retrain": length}
+    return json.dumps(tree, sort_keys=True, default=str), ""
+
+
+def plan_groups(configs: Sequence[DictConfig], max_arms: int) -> list[tuple[list[int], str]]:
+    """The sweep's jobs (by index) in groups of at most ``max_arms``, in the order of their first
+    job; a group of one comes with the reason it trains alone."""
+    by_key: dict[str, list[int]] = {}
+    groups: list[tuple[list[int], str]] = []
+    for i, cfg in enumerate(configs):
+        key, reason = fusion_key(cfg)
+        if key is None:
+            groups.append(([i], reason))
+        elif key in by_key and len(by_key[key]) < max_arms:
+            by_key[key].append(i)
+        else:
+            by_key[key] = [i]
+            groups.append((by_key[key], ""))
+    alone = "no other job of the sweep shares its data, model, optimizer, trainer and rounds"
+    return sorted(((g, r or (alone if len(g) == 1 else "")) for g, r in groups), key=lambda gr: gr[0][0])
+
+
+def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
+    """What Hydra's Launcher.launch returns: a JobReturn per job, in the order of the overrides."""
+    setup_globals()
+    config, context = launcher.config, launcher.hydra_context
+    configure_log(config.hydra.hydra_logging, config.hydra.verbose)
+    sweep_dir = Path(str(config.hydra.sweep.dir))
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    configs = []
+    for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
+        cfg = context.config_loader.load_sweep_config(config, list(overrides))
+        with open_dict(cfg):
+            cfg.hydra.job.id, cfg.hydra.job.num = idx, idx
+        configs.append(cfg)
+    returns: list[JobReturn | None] = [None] * len(configs)
+    for members, reason in plan_groups(configs, launcher.max_arms):
+        for i in members:
+            log.info("\t#%d : %s", initial_job_idx + i, " ".join(filter_overrides(job_overrides[i])))
+        if len(members) == 1:
+            log.info("job #%d trains alone: %s", initial_job_idx + members[0], reason)
+            returns[members[0]] = _run_job(launcher, configs[members[0]], launcher.task_function)
+        else:
+            for i, ret in zip(members, _run_group(launcher, [configs[i] for i in members], sweep_dir), strict=True):
+                returns[i] = ret
+    return [r for r in returns if r is not None]
+
+
+def _run_job(launcher: Any, cfg: DictConfig, task_function: Any) -> JobReturn:
+    HydraConfig.instance().set_config(cfg)
+    return run_job(
+        hydra_context=launcher.hydra_context,
+        task_function=task_function,
+        config=cfg,
+        job_dir_key="hydra.sweep.dir",
+        job_subdir_key="hydra.sweep.subdir",
+    )
+
+
+def _run_group(launcher: Any, configs: list[DictConfig], sweep_dir: Path) -> list[JobReturn]:
+    """Each job's dir, config files and objects as Hydra's run_job makes them (a job whose
+    config fails to build fails alone, as it would unfused), then the rest trained together."""
+    from prune_exp.fused.group import group_id, run_group
+    from prune_exp.run import experiment_of
+
+    built = [_run_job(launcher, cfg, experiment_of) for cfg in configs]
+    ready = [r for r in built if r.status == JobStatus.COMPLETED]
+    for r in built:
+        if r.status != JobStatus.COMPLETED:
+            log.error("job %s failed before training: %s", r.hydra_cfg.hydra.job.num, r._return_value)
+    experiments = [r.return_value for r in ready]
+    if not experiments:
+        return built
+    handlers = _arm_logs(ready)
+    try:
+        with signals_interrupt():
+            values = run_group(experiments, sweep_dir / FUSED_DIR / group_id(experiments))
+        for r, value in zip(ready, values, strict=True):
+            r.return_value = value
+    except PruneExpError as e:  # the user's input or files: one line (each status.json has it)
+        log.error("%s", e)
+        _failed(ready, e)
+    except Exception as e:
+        log.exception("the fused group failed")
+        _failed(ready, e)
+    finally:
+        for h in handlers:
+            logging.getLogger().removeHandler(h)
+            h.close()
+    return built
+
+
+def _failed(returns: list[JobReturn], e: Exception) -> None:
+    for r in returns:
+        r.status, r._return_value = JobStatus.FAILED, e
+
+
+def _arm_logs(returns: list[JobReturn]) -> list[logging.Handler]:
+    """The group's log lines go into every arm's job log too (Hydra's ``<job name>.log``)."""
+    handlers: list[logging.Handler] = []
+    root = logging.getLogger()
+    open_already = {Path(h.baseFilename) for h in root.handlers if isinstance(h, logging.FileHandler)}
+    for r in returns:
+        path = Path(r.hydra_cfg.hydra.runtime.output_dir) / f"{r.hydra_cfg.hydra.job.name}.log"
+        if path.resolve() in {p.resolve() for p in open_already}:  # the last arm's, set up by run_job
+            continue
+        h = logging.FileHandler(path, mode="a")
+        h.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+        root.addHandler(h)
+        handlers.append(h)
+    return handlers

@@ -1,0 +1,345 @@
+"""Fused arms (prune_exp/fused): N jobs' rounds trained together, each arm exactly as alone.
+
+Tolerances: a fused step runs every arm through batched kernels (vmap turns a Linear into
+one bmm and a convolution into one grouped convolution over the arms), which sum the same
+products in another order than the single-arm kernels; float32 addition is not associative,
+so the weights agree to rounding (here within 1e-5 relative, 1e-6 absolute after a few
+steps), not bit for bit. What does not go through a kernel is exact: masks, the LR of
+every step, the weights placed at round start, the zeros at pruned positions."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import job_config, tiny_dense, tiny_job
+from lightning.pytorch.callbacks import Callback
+from safetensors.torch import load_file
+from test_training import Probe, retrain
+
+from prune_exp.columns import VOLATILE
+from prune_exp.config import AdamConfig, SGDConfig
+from prune_exp.fused.cycle import FusedCycle
+from prune_exp.fused.group import fit_group, run_group
+from prune_exp.fused.optim import build_stacked_optimizer
+from prune_exp.fused.stack import StackedNets
+from prune_exp.jobfiles import MASK_FILE, RETRAIN_LOG_DIR, WEIGHTS_FILE
+from prune_exp.lit.callbacks import MaskEnforcer
+from prune_exp.lit.module import build_optimizer
+from prune_exp.models.cnn1d import CNN1D
+from prune_exp.pruning.criteria import Magnitude
+from prune_exp.pruning.mask import Mask
+from prune_exp.pruning.pruner import Pruner
+from prune_exp.pruning.structure import Unstructured
+from prune_exp.records import read_records
+from prune_exp.retrain.strategies import plan_round, strategy_config
+from prune_exp.run import experiment_of
+from prune_exp.stages import build_rounds
+
+ATOL, RTOL = 1e-6, 1e-5
+OPTIMIZERS = {
+    "sgd": SGDConfig(lr=0.1, momentum=0.9, weight_decay=5e-4),
+    "nesterov": SGDConfig(lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3),
+    "plain_sgd": SGDConfig(lr=0.1, momentum=0.0, weight_decay=0.0),
+    "adam": AdamConfig(lr=1e-3, weight_decay=1e-4),
+}
+
+
+def _random_mask(net: torch.nn.Module, seed: int) -> Mask:
+    """Half of every weight pruned but conv1's: its filters have 5 weights, and a filter pruned
+    whole feeds BatchNorm a constant channel, whose ReLU then switches on rounding noise."""
+    g = torch.Generator().manual_seed(seed)
+    names = [n for n, p in net.named_parameters() if n.endswith("weight") and p.dim() > 1 and n != "conv1.weight"]
+    return Mask({n: torch.rand(net.get_parameter(n).shape, generator=g) > 0.5 for n in names})
+
+
+@pytest.mark.parametrize("optim", list(OPTIMIZERS))
+def test_a_fused_step_equals_each_arms_own_step_masks_lrs_and_batchnorm_included(optim: str) -> None:
+    cfg, arms = OPTIMIZERS[optim], 3
+    torch.manual_seed(0)
+    # Not with Adam: a conv bias before BatchNorm has a gradient of pure rounding noise (the
+    # norm takes the mean out), which Adam scales up to full steps of either sign.
+    nets = [CNN1D((1, 40), 10, batch_norm=optim != "adam") for _ in range(arms)]
+    alone = [copy.deepcopy(n) for n in nets]
+    masks = [_random_mask(n, i) for i, n in enumerate(nets)]
+    lrs = torch.tensor([1.0, 0.5, 0.1]) * cfg.lr
+
+    stacked = StackedNets(nets)
+    fused_opt = build_stacked_optimizer(cfg, stacked.holder.parameters(), arms)
+    fused_opt.set_lr(lrs)
+    enforcer = MaskEnforcer(stacked.holder)
+    enforcer.set_mask(Mask({n: torch.stack([m[n] for m in masks]) for n in masks[0]}))
+    enforcer.attach([fused_opt])
+    opts, enforcers = [], []
+    for net, mask, lr in zip(alone, masks, lrs.tolist(), strict=True):
+        opts.append(build_optimizer(cfg, net.parameters()))
+        opts[-1].param_groups[0]["lr"] = lr
+        enforcers.append(MaskEnforcer(net))
+        enforcers[-1].set_mask(mask)
+        enforcers[-1].attach([opts[-1]])
+
+    g = torch.Generator().manual_seed(1)
+    for _ in range(4):
+        x, y = torch.randn(arms, 16, 1, 40, generator=g), torch.randint(0, 10, (arms, 16), generator=g)
+        fused_opt.zero_grad()
+        torch.nn.functional.cross_entropy(stacked(x).flatten(0, 1), y.flatten(), reduction="none").view(arms, -1).mean(
+            1
+        ).sum().backward()
+        fused_opt.step()
+        for i, (net, opt) in enumerate(zip(alone, opts, strict=True)):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(net(x[i]), y[i]).backward()
+            opt.step()
+    stacked.unstack()
+    for i, (net, ref) in enumerate(zip(nets, alone, strict=True)):
+        for (name, got), want in zip(net.state_dict().items(), ref.state_dict().values(), strict=True):
+            torch.testing.assert_close(got, want, atol=ATOL, rtol=RTOL, msg=lambda m, i=i, n=name: f"arm {i} {n}: {m}")
+        for name, m in masks[i].items():  # pruned weights exactly zero in the fused arm too
+            assert not bool(net.state_dict()[name][~m].any()), (i, name)
+
+
+def test_the_stacked_optimizer_clears_with_the_round_and_the_first_step_starts_momentum_from_the_gradient() -> None:
+    net = torch.nn.Linear(3, 2)
+    stacked = StackedNets([net, copy.deepcopy(net)])
+    opt = build_stacked_optimizer(OPTIMIZERS["sgd"], stacked.holder.parameters(), 2)
+    opt.set_lr(torch.tensor([0.1, 0.2]))
+    stacked.holder.weight.grad = torch.ones(2, 2, 3)
+    opt.step()
+    buf = opt.state[stacked.holder.weight]["momentum_buffer"]
+    torch.testing.assert_close(
+        buf, torch.ones(2, 2, 3) + 5e-4 * stacked.holder.weight.detach() / 1.0, atol=1e-3, rtol=0
+    )
+    opt.state.clear()
+    opt.step()
+    assert set(opt.state[stacked.holder.weight]) == {"momentum_buffer"}
+
+
+def _pruner(net: torch.nn.Module) -> Pruner:
+    return Pruner(net, criterion=Magnitude(), structure=Unstructured(), scope="global", sparsities=[0.5, 0.75])
+
+
+class ArmProbe(Callback):
+    """Per arm: the LR of every step, the weights at every round's first step, and after every
+    step the count of pruned weights or momentum entries that are not exactly zero."""
+
+    def __init__(self) -> None:
+        self.lrs: dict[int, list[float]] = {}
+        self.round_start: dict[int, list[dict[str, torch.Tensor]]] = {}
+        self.violations = 0
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        self.lrs[trainer.global_step] = optimizer.param_groups[0]["lr"].tolist()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        cycle = next(c for c in trainer.callbacks if isinstance(c, FusedCycle))
+        if batch_idx == 0 and trainer.current_epoch % cycle.epochs == 0:
+            state = pl_module.stacked.holder.state_dict()
+            self.round_start[cycle.cycles[0].round] = [{k: v[i].clone() for k, v in state.items()} for i in range(3)]
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        cycle = next(c for c in trainer.callbacks if isinstance(c, FusedCycle))
+        params = dict(pl_module.stacked.holder.named_parameters())
+        opt = trainer.optimizers[0]
+        for i, arm in enumerate(cycle.cycles):
+            for n, m in arm.mask.items():
+                buf = opt.state.get(params[n], {}).get("momentum_buffer")
+                self.violations += bool(params[n][i][~m].any()) + (buf is not None and bool(buf[i][~m].any()))
+
+
+STRATEGIES = ("finetune", "weight_rewind", "lr_rewind")
+
+
+@pytest.fixture(scope="module")
+def fused_and_alone(tmp_path_factory):
+    """Three arms (FT seed 0, WR seed 1, LRR seed 2) fused, and each of them alone with the
+    Probe of test_training; both from the same dense runs."""
+    tmp = tmp_path_factory.mktemp("fused")
+    jobs = [tiny_job(seed=s) for s in range(3)]
+    denses = [tiny_dense(job, tmp / "cache") for job in jobs]
+    plans = [plan_round(strategy_config(s, budget=2), 4, jobs[0].steps_per_epoch) for s in STRATEGIES]
+    fused_results: list[list] = [[] for _ in jobs]
+    rounds = [
+        build_rounds(
+            job,
+            dense,
+            pruner_factory=_pruner,
+            plan=plan,
+            finetune_lr=None,
+            log_dir=tmp / f"arm{i}",
+            on_round_end=lambda result, *_, out=fused_results[i]: out.append(result),
+        )
+        for i, (job, dense, plan) in enumerate(zip(jobs, denses, plans, strict=True))
+    ]
+    probe = ArmProbe()
+    fit_group(jobs, rounds, tmp / "group", callbacks=[probe])
+    alone = []
+    for i, (strategy, dense) in enumerate(zip(STRATEGIES, denses, strict=True)):
+        p = Probe()
+        job = tiny_job(seed=i, callbacks=[p])
+        _, results = retrain(job, dense, strategy, 2, tmp / f"alone{i}")
+        alone.append((p, results))
+    return jobs, denses, plans, probe, fused_results, rounds, alone
+
+
+def test_each_fused_arm_has_its_own_jobs_lr_at_every_step(fused_and_alone) -> None:
+    jobs, _, _, probe, _, _, alone = fused_and_alone
+    assert len(probe.lrs) == 2 * 2 * jobs[0].steps_per_epoch  # 2 rounds of 2 epochs
+    for i, (p, _) in enumerate(alone):
+        want = {step: torch.tensor(lr, dtype=torch.float32).item() for step, lr in p.lrs.items()}
+        assert {step: lrs[i] for step, lrs in probe.lrs.items()} == want, STRATEGIES[i]
+
+
+def test_fused_arms_prune_the_same_masks_and_measure_what_alone_they_measure(fused_and_alone) -> None:
+    _, _, _, probe, fused_results, _, alone = fused_and_alone
+    assert probe.violations == 0  # pruned weights and their momentum exactly 0, every arm, every step
+    for i, (_, results) in enumerate(alone):
+        fused = fused_results[i]
+        assert [r.mask_digest for r in fused] == [r.mask_digest for r in results], STRATEGIES[i]
+        for f, a in zip(fused, results, strict=True):
+            assert f.steps == a.steps and f.epochs == a.epochs
+            assert f.pruned == pytest.approx(a.pruned, rel=1e-4, abs=1e-5)
+            assert f.retrained == pytest.approx(a.retrained, rel=1e-4, abs=1e-5)
+        masks = [r.mask for r in fused]
+        for earlier, later in itertools.pairwise(masks):  # masks only shrink
+            assert all(not bool((later[n] & ~earlier[n]).any()) for n in earlier)
+
+
+def test_the_fused_weight_rewinding_arm_starts_every_round_at_theta_T_minus_t_times_mask_bit_for_bit(
+    fused_and_alone,
+) -> None:
+    jobs, denses, plans, probe, fused_results, _, _ = fused_and_alone
+    wr = STRATEGIES.index("weight_rewind")
+    rewind = denses[wr].state(plans[wr].rewind_step // jobs[wr].steps_per_epoch)
+    for r, result in enumerate(fused_results[wr], start=1):
+        state = probe.round_start[r][wr]
+        for name, want in rewind.items():
+            m = result.mask.get(name)
+            expected = want * m if m is not None else want
+            assert torch.equal(state[name], expected.to(state[name].dtype)), (r, name)
+    ft = STRATEGIES.index("finetune")  # and fine-tuning's round 2 starts where its round 1 ended
+    assert not torch.equal(probe.round_start[2][ft]["fc1.weight"], probe.round_start[1][ft]["fc1.weight"])
+
+
+SWEEP = ["debug=fast", "efficiency.measure_speed=false", "prune.schedule=iterative", "prune.rate=0.5"]
+SWEEP += ["prune.sparsity=0.75"]
+
+
+def _experiments(tmp: Path, data: Path, prefix: str, extra=()):
+    return [
+        experiment_of(job_config(tmp, data, [*SWEEP, *extra, f"retrain={s}", f"seed={i}"], job=f"{prefix}/{s}"))
+        for i, s in enumerate(STRATEGIES)
+    ]
+
+
+def _records(tmp: Path, prefix: str) -> dict[str, list[dict]]:
+    return {s: read_records(tmp / prefix / s / "records.jsonl") for s in STRATEGIES}
+
+
+def test_a_fused_group_writes_each_jobs_dir_as_alone_and_is_as_deterministic(tmp_path: Path, data_dir: Path) -> None:
+    values = run_group(_experiments(tmp_path, data_dir, "fused", ["job_cache=false"]), tmp_path / "log")
+    again = run_group(_experiments(tmp_path, data_dir, "again", ["job_cache=false"]), tmp_path / "log2")
+    alone = [e.run() for e in _experiments(tmp_path, data_dir, "alone", ["job_cache=false"])]
+    assert values == again and values == pytest.approx(alone, abs=1e-6)
+    fused, rerun, single = _records(tmp_path, "fused"), _records(tmp_path, "again"), _records(tmp_path, "alone")
+    skip = {*VOLATILE, "overrides", "dense_cached"}  # the first group trained the dense runs
+    for s in STRATEGIES:
+        assert [{k: v for k, v in r.items() if k not in skip} for r in fused[s]] == [
+            {k: v for k, v in r.items() if k not in skip} for r in rerun[s]
+        ], s  # the same seeds give identical records
+        assert len({r["fused_group"] for r in fused[s]}) == 1 and fused[s][0]["fused_group"] is not None
+        assert all(r["fused_group"] is None for r in single[s])
+        assert [r["mask_sha256"] for r in fused[s]] == [r["mask_sha256"] for r in single[s]]
+        for f, a in zip(fused[s], single[s], strict=True):
+            assert f["test_loss"] == pytest.approx(a["test_loss"], rel=1e-4)
+        status = json.loads((tmp_path / "fused" / s / "status.json").read_text())
+        assert status["state"] == "done"
+        files = {f.relative_to(tmp_path / "fused" / s) for f in (tmp_path / "fused" / s).rglob("*")}
+        # every file of the job alone, but the per-epoch Lightning log (not yet written per arm)
+        alone_files = {f.relative_to(tmp_path / "alone" / s) for f in (tmp_path / "alone" / s).rglob("*")}
+        assert files == {f for f in alone_files if f.parts[0] != RETRAIN_LOG_DIR}
+        mask = Mask.load(tmp_path / "fused" / s / MASK_FILE)
+        assert mask == Mask.load(tmp_path / "alone" / s / MASK_FILE)
+        weights = load_file(tmp_path / "fused" / s / WEIGHTS_FILE)
+        assert all(not bool(weights[n][~m].any()) for n, m in mask.items())
+    # a finished group is done: run again in the same dirs, nothing trains and the values stand
+    assert run_group(_experiments(tmp_path, data_dir, "fused", ["job_cache=false"]), tmp_path / "log") == values
+
+
+def test_jobs_that_cannot_fuse_train_one_after_another_and_the_log_says_why(
+    tmp_path: Path, data_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    exps = _experiments(tmp_path, data_dir, "mixed", ["job_cache=false"])
+    exps[2] = experiment_of(
+        job_config(tmp_path, data_dir, [*SWEEP, "job_cache=false", "retrain=lr_rewind", "retrain.budget=2"], "mixed/x")
+    )
+    with caplog.at_level(logging.INFO, logger="prune_exp.fused.group"):
+        values = run_group(exps, tmp_path / "log")
+    assert "the arms differ in the rounds (rounds x epochs)" in caplog.text and len(values) == 3
+    rows = read_records(tmp_path / "mixed" / "x" / "records.jsonl")
+    assert rows[-1]["budget"] == 2 and all(r["fused_group"] is None for r in rows)
+
+
+def test_a_failing_arm_fails_every_arm_of_its_group_and_each_status_says_so(tmp_path: Path, data_dir: Path) -> None:
+    exps = _experiments(tmp_path, data_dir, "boom", ["job_cache=false"])
+
+    def explode(*_):
+        raise RuntimeError("disk on fire")
+
+    exps[1].finish = explode  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        run_group(exps, tmp_path / "log")
+    for s in STRATEGIES:
+        status = json.loads((tmp_path / "boom" / s / "status.json").read_text())
+        assert status["state"] == "failed" and "disk on fire" in status["error"], s
+
+
+@pytest.mark.parametrize("algorithm", ["norm", "value"])
+def test_gradient_clipping_clips_each_arm_as_its_own_job_would(algorithm: str) -> None:
+    from prune_exp.fused.module import FusedBatches, FusedModule
+    from prune_exp.task import Task
+
+    nets = [torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2)) for _ in range(3)]
+    stacked = StackedNets(nets)
+    module = FusedModule(stacked, OPTIMIZERS["sgd"], Task.of(None, 2), FusedBatches([]))
+    g = torch.Generator().manual_seed(0)
+    scale = torch.tensor([0.01, 1.0, 100.0])  # one arm below the limit, two above it
+    for p in stacked.holder.parameters():
+        p.grad = torch.randn(p.shape, generator=g) * scale.view(-1, *([1] * (p.dim() - 1)))
+    alone = [[p.grad[i].clone() for p in stacked.holder.parameters()] for i in range(3)]
+    module.configure_gradient_clipping(None, 0.5, algorithm)  # type: ignore[arg-type]
+    for i, grads in enumerate(alone):
+        params = [torch.zeros_like(grad) for grad in grads]  # torch's clipping reads .grad of each
+        for param, grad in zip(params, grads, strict=True):
+            param.grad = grad
+        if algorithm == "norm":
+            torch.nn.utils.clip_grad_norm_(params, 0.5)
+        else:
+            torch.nn.utils.clip_grad_value_(params, 0.5)
+        for p, want in zip(stacked.holder.parameters(), params, strict=True):
+            torch.testing.assert_close(p.grad[i], want.grad)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"kernel_size": 5, "stride": 2, "padding": 1}, {"kernel_size": 3, "dilation": 2, "padding": 2}]
+)
+def test_the_im2col_conv1d_of_stacked_arms_computes_torchs_convolution(kwargs: dict) -> None:
+    from prune_exp.fused.conv import im2col_conv1d
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv1d(3, 4, **kwargs)
+    x = torch.randn(2, 3, 17, requires_grad=True)
+    want = conv(x)
+    want.sum().backward()
+    grads = [x.grad.clone(), conv.weight.grad.clone()]
+    x.grad, conv.weight.grad = None, None
+    assert im2col_conv1d(conv) == 1
+    got = conv(x)
+    got.sum().backward()
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close([x.grad, conv.weight.grad], grads)
+    assert im2col_conv1d(torch.nn.Conv1d(4, 4, 3, groups=2)) == 0  # grouped: torch's own kernel

@@ -1,0 +1,71 @@
+"""hydra/launcher=fused: a sweep's jobs grouped by round structure, each group trained in this
+process as one stacked network, the rest one after another; the report as with any launcher."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from helpers import composed, run_in_process
+
+from prune_exp.fused.launch import fusion_key, plan_groups
+from prune_exp.jobfiles import STATUS_FILE
+from prune_exp.records import read_records
+
+FAST = ["debug=fast", "efficiency.measure_speed=false", "prune.schedule=iterative", "prune.rate=0.5"]
+
+
+def _configs(*jobs: list[str]):
+    out = []
+    for overrides in jobs:
+        with composed([*FAST, *overrides]) as cfg:
+            out.append(cfg)
+    return out
+
+
+def test_jobs_group_by_round_structure_and_arms_may_differ_in_seed_strategy_pruning_and_lr() -> None:
+    configs = _configs(
+        ["retrain=finetune", "seed=0"],
+        ["retrain=lr_rewind", "seed=1", "optim.lr=0.05", "prune/criterion=random", "structure=channel"],
+        ["retrain=weight_rewind", "retrain.budget=2"],  # other rounds: its own group
+        ["retrain=none"],  # trains nothing
+        ["retrain=finetune", "prune.schedule=gradual"],
+        ["retrain=finetune", "model.hidden=[8]"],  # another network
+        ["retrain=finetune", "seed=3", "prune.sparsity=0.875"],  # three rounds, not two
+        ["retrain=finetune", "trainer.strategy=ddp", "trainer.devices=2"],
+        ["retrain=finetune", "trainer.compile=true"],
+    )
+    groups = plan_groups(configs, max_arms=64)
+    assert [g for g, _ in groups] == [[0, 1], [2], [3], [4], [5], [6], [7], [8]]
+    reasons = dict((g[0], r) for g, r in groups)
+    assert reasons[0] == ""
+    assert "does not train" in reasons[3] and "gradual" in reasons[4] and "ddp" in reasons[7]
+    assert "trainer.compile" in reasons[8]
+    assert "no other job of the sweep shares" in reasons[2] and "no other job" in reasons[5]
+    assert fusion_key(configs[0])[0] == fusion_key(configs[1])[0] != fusion_key(configs[6])[0]
+
+
+def test_a_group_larger_than_max_arms_is_split_in_order() -> None:
+    configs = _configs(*[["retrain=finetune", f"seed={s}"] for s in range(5)])
+    assert [g for g, _ in plan_groups(configs, max_arms=2)] == [[0, 1], [2, 3], [4]]
+
+
+@pytest.mark.slow
+def test_a_fused_sweep_writes_every_job_dir_and_the_report(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    args = ["-m", *FAST, "retrain=finetune,lr_rewind,none", "seed=0,1", "hydra/launcher=fused"]
+    code, err = run_in_process(tmp_path, [*args, f"hydra.sweep.dir={sweep}"])
+    assert code == 0, err[-3000:]
+    groups = {}
+    for d in sorted(p for p in sweep.iterdir() if (p / "records.jsonl").exists()):
+        rows = read_records(d / "records.jsonl")
+        assert json.loads((d / STATUS_FILE).read_text())["state"] == "done"
+        groups[(rows[-1]["strategy"], rows[-1]["seed"])] = {r["fused_group"] for r in rows}
+    assert len(groups) == 6
+    trained = [groups[(s, seed)] for s in ("finetune", "lr_rewind") for seed in (0, 1)]
+    assert all(g == trained[0] for g in trained) and None not in trained[0]  # one group of four
+    assert groups[("none", 0)] == groups[("none", 1)] == {None}
+    assert (sweep / "summary.md").exists()
+    (log,) = (sweep / "0").glob("*.log")  # Hydra's job log: the group's lines are in every arm's
+    assert "4 arms train together" in log.read_text()
