@@ -69,3 +69,22 @@ def test_a_fused_sweep_writes_every_job_dir_and_the_report(tmp_path: Path) -> No
     assert (sweep / "summary.md").exists()
     (log,) = (sweep / "0").glob("*.log")  # Hydra's job log: the group's lines are in every arm's
     assert "4 arms train together" in log.read_text()
+
+
+@pytest.mark.slow
+def test_a_fused_group_that_fails_says_so_in_every_status_and_the_exit_status(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import prune_exp.fused.group as group
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("the stacked step broke")
+
+    monkeypatch.setattr(group, "fit_group", fail)
+    sweep = tmp_path / "sweep"
+    args = ["-m", *FAST, "retrain=finetune,lr_rewind", "hydra/launcher=fused", f"hydra.sweep.dir={sweep}"]
+    code, err = run_in_process(tmp_path, args)
+    assert code != 0, err[-2000:]
+    for job in ("0", "1"):
+        status = json.loads((sweep / job / STATUS_FILE).read_text())
+        assert status["state"] == "failed" and "the stacked step broke" in status["error"], job

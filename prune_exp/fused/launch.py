@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -114,17 +115,31 @@ def _run_job(launcher: Any, cfg: DictConfig, task_function: Any) -> JobReturn:
     )
 
 
-def _run_group(launcher: Any, configs: list[DictConfig], sweep_dir: Path) -> list[JobReturn]:
-    """Each job's dir, config files and objects as Hydra's run_job makes them (a job whose
-    config fails to build fails alone, as it would unfused), then the rest trained together."""
-    from prune_exp.fused.group import group_id, run_group
+def _build(cfg: DictConfig) -> Any:
+    """The job's Experiment (run.experiment_of), or None when its config fails to build: the
+    error logged, as the unfused job's task function (run.main) does."""
     from prune_exp.run import experiment_of
 
-    built = [_run_job(launcher, cfg, experiment_of) for cfg in configs]
-    ready = [r for r in built if r.status == JobStatus.COMPLETED]
+    try:
+        return experiment_of(cfg)
+    except PruneExpError as e:
+        log.error("%s", e)
+    except Exception:
+        log.exception("the job failed")
+    return None
+
+
+def _run_group(launcher: Any, configs: list[DictConfig], sweep_dir: Path) -> list[JobReturn]:
+    """Each job's dir, config files and objects as Hydra's run_job makes them, then the jobs
+    trained together. As with run.main, a job that fails returns NaN to Hydra (its status.json
+    and the sweep's exit status say it failed), and an interrupt ends the sweep."""
+    from prune_exp.fused.group import group_id, run_group
+
+    built = [_run_job(launcher, cfg, _build) for cfg in configs]
+    ready = [r for r in built if r.status == JobStatus.COMPLETED and r.return_value is not None]
     for r in built:
-        if r.status != JobStatus.COMPLETED:
-            log.error("job %s failed before training: %s", r.hydra_cfg.hydra.job.num, r._return_value)
+        if r not in ready:
+            r.return_value = math.nan
     experiments = [r.return_value for r in ready]
     if not experiments:
         return built
@@ -132,24 +147,19 @@ def _run_group(launcher: Any, configs: list[DictConfig], sweep_dir: Path) -> lis
     try:
         with signals_interrupt():
             values = run_group(experiments, sweep_dir / FUSED_DIR / group_id(experiments))
-        for r, value in zip(ready, values, strict=True):
-            r.return_value = value
     except PruneExpError as e:  # the user's input or files: one line (each status.json has it)
         log.error("%s", e)
-        _failed(ready, e)
-    except Exception as e:
+        values = [math.nan] * len(ready)
+    except Exception:
         log.exception("the fused group failed")
-        _failed(ready, e)
+        values = [math.nan] * len(ready)
     finally:
         for h in handlers:
             logging.getLogger().removeHandler(h)
             h.close()
+    for r, value in zip(ready, values, strict=True):
+        r.return_value = value
     return built
-
-
-def _failed(returns: list[JobReturn], e: Exception) -> None:
-    for r in returns:
-        r.status, r._return_value = JobStatus.FAILED, e
 
 
 def _arm_logs(returns: list[JobReturn]) -> list[logging.Handler]:
