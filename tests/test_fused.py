@@ -343,3 +343,37 @@ def test_the_im2col_conv1d_of_stacked_arms_computes_torchs_convolution(kwargs: d
     torch.testing.assert_close(got, want)
     torch.testing.assert_close([x.grad, conv.weight.grad], grads)
     assert im2col_conv1d(torch.nn.Conv1d(4, 4, 3, groups=2)) == 0  # grouped: torch's own kernel
+
+
+class Boom(Callback):
+    """Fails the fit at the start of ``epoch`` (after the previous epoch's checkpoint)."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch:
+            raise RuntimeError("killed")
+
+
+def test_a_fused_group_killed_mid_run_resumes_to_the_records_of_an_uninterrupted_one(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    extra = ["job_cache=false", "trainer.checkpoint_every_s=0", "retrain.budget=2"]
+    run_group(_experiments(tmp_path, data_dir, "whole", extra), tmp_path / "whole_log")
+    with pytest.raises(RuntimeError, match="killed"):
+        run_group(_experiments(tmp_path, data_dir, "cut", extra), tmp_path / "cut_log", callbacks=[Boom(3)])
+    for s in STRATEGIES:  # killed in round 2: round 1's rows are there, the statuses say failed
+        assert json.loads((tmp_path / "cut" / s / "status.json").read_text())["state"] == "failed"
+        assert [r["round"] for r in read_records(tmp_path / "cut" / s / "records.jsonl")] == [0, 1]
+    assert len(list((tmp_path / "cut_log").glob("*/resume.ckpt"))) == 1
+    # resumed at epoch 3: a fit that started again from any earlier epoch would fail at epoch 2
+    run_group(_experiments(tmp_path, data_dir, "cut", extra), tmp_path / "cut_log", callbacks=[Boom(2)])
+    skip = {*VOLATILE, "overrides", "dense_cached"}
+    whole, cut = _records(tmp_path, "whole"), _records(tmp_path, "cut")
+    for s in STRATEGIES:
+        assert [r["round"] for r in cut[s]] == [0, 1, 2]
+        assert [{k: v for k, v in r.items() if k not in skip} for r in cut[s]] == [
+            {k: v for k, v in r.items() if k not in skip} for r in whole[s]
+        ], s
+    assert not list((tmp_path / "cut_log").glob("*/resume.ckpt"))  # the finished group keeps no checkpoint

@@ -44,6 +44,18 @@ class FusedCycle(Callback):
         assert isinstance(opt, StackedOptimizer)
         return opt
 
+    # ---- resume: every arm's cycle state in the group's checkpoint (the stacked weights and
+    # optimizer state are the FusedModule's and its optimizer's)
+    def state_dict(self) -> dict[str, Any]:
+        return {"arms": [c.state_dict() for c in self.cycles]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if len(state_dict["arms"]) != len(self.cycles):
+            raise ValueError(f"the checkpoint holds {len(state_dict['arms'])} arms, the group {len(self.cycles)}")
+        for cycle, state in zip(self.cycles, state_dict["arms"], strict=True):
+            cycle.load_state_dict(state)
+        self.enforcer.set_mask(self._stacked_mask())
+
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         for r in self.rounds:  # each arm's network is measured where the stacked one trains
             r.module.to(pl_module.device)

@@ -19,6 +19,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 
+from prune_exp.checkpoint import RESUME_FILE, Persist, ResumeCheckpoint
 from prune_exp.experiment import Experiment, JobSession, PreparedJob
 from prune_exp.fused.cycle import FusedCycle
 from prune_exp.fused.module import FusedBatches, FusedModule
@@ -65,16 +66,28 @@ def why_not_fused(prepared: Sequence[PreparedJob]) -> str | None:
     return None
 
 
-def fit_group(jobs: Sequence[Job], rounds: Sequence[Rounds], log_dir: Path, callbacks: Sequence[Callback] = ()) -> None:
-    """Train the jobs' rounds together, each arm as its unfused job would (``callbacks`` join
-    the group's trainer, after the FusedCycle)."""
+def fit_group(
+    jobs: Sequence[Job],
+    rounds: Sequence[Rounds],
+    log_dir: Path,
+    *,
+    resume: ResumeCheckpoint | None = None,
+    persist: Sequence[Callback] = (),
+    callbacks: Sequence[Callback] = (),
+) -> None:
+    """Train the jobs' rounds together, each arm as its unfused job would. With ``resume``,
+    continue from the group's checkpoint if there is one, and checkpoint into it (the
+    ``persist`` callbacks carry the arms' own state, e.g. their records, through it, as
+    stages.fit_rounds does for one job). ``callbacks`` join the trainer, after the FusedCycle."""
     first = jobs[0]
+    ckpt = resume.resume_from() if resume is not None else None
     trainer = make_trainer(
         first.trainer,
         max_epochs=rounds[0].epochs,
-        callbacks=list(callbacks),
+        callbacks=[*persist, *callbacks],
         log_dir=log_dir,
         progress_bar=first.progress_bar,
+        resume=resume,
         validate=False,  # each arm is measured at its round's start and end, on its own network
     )
     device = trainer.strategy.root_device
@@ -84,14 +97,19 @@ def fit_group(jobs: Sequence[Job], rounds: Sequence[Rounds], log_dir: Path, call
     stacked = StackedNets([r.module.net for r in rounds])
     batches = FusedBatches([job.datamodule.train_dataloader() for job in jobs])
     module = FusedModule(stacked, first.optim, Task.of(first.task, first.datamodule.num_classes), batches)
-    trainer.callbacks.insert(0, FusedCycle(stacked, rounds))
+    cycle = FusedCycle(stacked, rounds)
+    trainer.callbacks.insert(0, cycle)
     pl.seed_everything(first.seed, verbose=False)
-    trainer.fit(module)
+    if ckpt:
+        log.info("resuming the fused group from %s", ckpt)
+    trainer.fit(module, ckpt_path=ckpt)
 
 
-def run_group(experiments: Sequence[Experiment], log_dir: Path) -> list[float]:
+def run_group(experiments: Sequence[Experiment], log_dir: Path, callbacks: Sequence[Callback] = ()) -> list[float]:
     """Run the jobs as one fused group; each job's value. Jobs done before, or found in the job
-    cache, drop out; if the rest cannot fuse (:func:`why_not_fused`) each trains alone."""
+    cache, drop out; if the rest cannot fuse (:func:`why_not_fused`) each trains alone.
+    ``log_dir`` holds the group's log and its checkpoint: a group killed and run again with
+    the same jobs and ``log_dir`` resumes from its last epoch end."""
     gid = group_id(experiments)
     with contextlib.ExitStack() as stack:
         sessions = [stack.enter_context(e.session()) for e in experiments]
@@ -115,7 +133,19 @@ def run_group(experiments: Sequence[Experiment], log_dir: Path) -> list[float]:
                 e.fit(p)
         elif prepared:
             log.info("fused group %s: %d arms train together", gid, len(prepared))
-            fit_group([p.job for p in prepared], [p.rounds for p in prepared], log_dir)
+            # under the training arms' own id: a rerun in which other arms train (one found in the
+            # job cache meanwhile) never resumes from this set's checkpoint
+            arms_dir = log_dir / group_id([e for e, _ in todo])
+            resume = ResumeCheckpoint(arms_dir / RESUME_FILE, prepared[0].job.trainer.checkpoint_every_s)
+            fit_group(
+                [p.job for p in prepared],
+                [p.rounds for p in prepared],
+                arms_dir,
+                resume=resume,
+                persist=[Persist(f"records[{i}]", p.writer) for i, p in enumerate(prepared)],
+                callbacks=callbacks,
+            )
+            resume.remove()
         for (e, s), p in zip(todo, prepared, strict=True):
             s.value = e.finish(p)
             cached = e.job_cache()
