@@ -49,8 +49,9 @@ class Sweep:
     """``prune-exp -m ARGS hydra/launcher=slurm`` in a subprocess, as a user runs it, with its
     sweep dir at ``root/sweep`` and everything else under ``root`` (PRUNE_EXP_ROOT)."""
 
-    def __init__(self, cluster: SlurmCluster, root: Path, args: list[str]) -> None:
+    def __init__(self, cluster: SlurmCluster, root: Path, args: list[str], launcher: str = "slurm") -> None:
         self.cluster, self.root, self.dir = cluster, root, root / "sweep"
+        launch = [f"hydra/launcher={launcher}", *LAUNCHER[1:]]
         root.mkdir(parents=True, exist_ok=True)
         self.log = root / "sweep.log"
         self._gone_since: float | None = None
@@ -58,7 +59,7 @@ class Sweep:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "PRUNE_EXP_ROOT": str(root), **cluster.env}
         with open(self.log, "w") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "prune_exp", "-m", *args, *LAUNCHER, f"hydra.sweep.dir={self.dir}"],
+                [sys.executable, "-m", "prune_exp", "-m", *args, *launch, f"hydra.sweep.dir={self.dir}"],
                 cwd=root,
                 env=env,
                 stdout=out,
@@ -159,6 +160,32 @@ def test_a_comparison_sweep_runs_every_job_as_a_slurm_job_and_reports(cluster: S
     for name in REPORT:
         assert (sweep.dir / name).stat().st_size > 0, name
     assert len((sweep.dir / "results.csv").read_text().splitlines()) == 1 + 2 * len(jobs)
+
+
+def test_a_fused_sweep_runs_each_group_as_one_array_task(cluster: SlurmCluster, tmp_path: Path) -> None:
+    args = ["debug=fast", "retrain=finetune,lr_rewind,none", "seed=0,1"]
+    sweep = Sweep(cluster, tmp_path, args, launcher="fused_slurm")
+    try:
+        out = sweep.finish()
+    finally:
+        sweep.stop()
+    assert "trains alone: retrain=none does not train" in out
+    jobs = sorted((p for p in sweep.dir.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    tasks, groups = {}, {}
+    for job in jobs:
+        assert json.loads((job / "status.json").read_text())["state"] == "done"
+        rows = read_records(job / "records.jsonl")
+        ((tasks[job.name], groups[job.name]),) = {(r["slurm_job_id"], r["fused_group"]) for r in rows}
+    strategies = {j.name: read_records(j / "records.jsonl")[-1]["strategy"] for j in jobs}
+    trained = [name for name, s in strategies.items() if s != "none"]
+    # the four trained jobs: one group, one array task; each job of retrain=none: a task of its own
+    assert len({tasks[n] for n in trained}) == 1 and len({groups[n] for n in trained}) == 1
+    assert None not in {groups[n] for n in trained}
+    alone = [n for n in strategies if n not in trained]
+    assert len({tasks[n] for n in alone}) == 2 and {groups[n] for n in alone} == {None}
+    assert len({t.split("_")[0] for t in tasks.values()}) == 1  # one job array
+    for name in REPORT:
+        assert (sweep.dir / name).stat().st_size > 0, name
 
 
 # two such jobs at once (the reference and the SLURM one) on 2 cores: one thread each

@@ -8,11 +8,13 @@ where dataclasses cannot resolve string annotations.)
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 from omegaconf import DictConfig
 
 
@@ -40,3 +42,22 @@ class FusedLauncher(Launcher):
 
         assert self.config is not None and self.hydra_context is not None and self.task_function is not None
         return launch(self, job_overrides, initial_job_idx)
+
+
+class FusedSlurmLauncher(SlurmLauncher):
+    """hydra/launcher=fused_slurm: submitit's SLURM launcher (its schema, SlurmQueueConf, and
+    conf/hydra/launcher/slurm.yaml's values), one array task per fused group (a job that fuses
+    with no other is a task of its own); requeued, a group resumes from its checkpoint. The
+    schema is submitit's, closed to new keys: groups have at most FusedLauncherConf.max_arms."""
+
+    max_arms = FusedLauncherConf.max_arms
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:  # one array task (on the node)
+        from prune_exp.fused.launch import run_task
+
+        return run_task(self, *args, **kwargs)
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from prune_exp.fused.launch import submit
+
+        return submit(self, job_overrides, initial_job_idx, super().launch)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,30 +78,88 @@ def plan_groups(configs: Sequence[DictConfig], max_arms: int) -> list[tuple[list
     return sorted(((g, r or (alone if len(g) == 1 else "")) for g, r in groups), key=lambda gr: gr[0][0])
 
 
-def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
-    """What Hydra's Launcher.launch returns: a JobReturn per job, in the order of the overrides."""
-    setup_globals()
-    config, context = launcher.config, launcher.hydra_context
-    configure_log(config.hydra.hydra_logging, config.hydra.verbose)
-    sweep_dir = Path(str(config.hydra.sweep.dir))
-    sweep_dir.mkdir(parents=True, exist_ok=True)
+def _compose(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[DictConfig]:
+    """Every job's config, as Hydra's basic launcher composes it."""
     configs = []
     for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
-        cfg = context.config_loader.load_sweep_config(config, list(overrides))
+        cfg = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, list(overrides))
         with open_dict(cfg):
             cfg.hydra.job.id, cfg.hydra.job.num = idx, idx
         configs.append(cfg)
-    returns: list[JobReturn | None] = [None] * len(configs)
-    for members, reason in plan_groups(configs, launcher.max_arms):
+    return configs
+
+
+def _plan(
+    launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+) -> tuple[list[DictConfig], list[list[int]]]:
+    """Every job's config and the sweep's groups (plan_groups), each logged with its jobs, or
+    why it trains alone."""
+    setup_globals()
+    configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
+    Path(str(launcher.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+    configs = _compose(launcher, job_overrides, initial_job_idx)
+    groups = plan_groups(configs, launcher.max_arms)
+    for members, reason in groups:
         for i in members:
             log.info("\t#%d : %s", initial_job_idx + i, " ".join(filter_overrides(job_overrides[i])))
-        if len(members) == 1:
+        if reason:
             log.info("job #%d trains alone: %s", initial_job_idx + members[0], reason)
-            returns[members[0]] = _run_job(launcher, configs[members[0]], launcher.task_function)
-        else:
-            for i, ret in zip(members, _run_group(launcher, [configs[i] for i in members], sweep_dir), strict=True):
-                returns[i] = ret
+    return configs, [members for members, _ in groups]
+
+
+def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
+    """What Hydra's Launcher.launch returns: a JobReturn per job, in the order of the overrides."""
+    configs, groups = _plan(launcher, job_overrides, initial_job_idx)
+    sweep_dir = Path(str(launcher.config.hydra.sweep.dir))
+    returns: list[JobReturn | None] = [None] * len(configs)
+    for members in groups:
+        for i, ret in zip(members, _run_members(launcher, [configs[i] for i in members], sweep_dir), strict=True):
+            returns[i] = ret
     return [r for r in returns if r is not None]
+
+
+def submit(
+    launcher: Any,
+    job_overrides: Sequence[Sequence[str]],
+    initial_job_idx: int,
+    submit_array: Callable[[Sequence[Sequence[str]], int], Sequence[Any]],
+) -> list[JobReturn]:
+    """hydra/launcher=fused_slurm: one array task per group. ``submit_array`` is submitit's
+    launch, given one entry per group; each task (:func:`run_task`) finds its group's jobs in
+    the launcher it unpickles, and returns their JobReturns."""
+    _, groups = _plan(launcher, job_overrides, initial_job_idx)
+    launcher.groups = [[(initial_job_idx + i, list(job_overrides[i])) for i in members] for members in groups]
+    results = submit_array([job_overrides[members[0]] for members in groups], 0)
+    returns: list[JobReturn | None] = [None] * len(job_overrides)
+    for members, rets in zip(groups, results, strict=True):
+        for i, ret in zip(members, rets, strict=True):
+            returns[i] = ret
+    return [r for r in returns if r is not None]
+
+
+def run_task(
+    launcher: Any, sweep_overrides: list[str], job_dir_key: str, task: int, job_id: str, singleton_state: dict
+) -> list[JobReturn]:
+    """One array task of hydra/launcher=fused_slurm, on its node: group ``task``'s jobs."""
+    import submitit
+    from hydra.core.singleton import Singleton
+
+    Singleton.set_state(singleton_state)
+    setup_globals()
+    configs = []
+    for idx, overrides in launcher.groups[task]:
+        cfg = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, overrides)
+        with open_dict(cfg):
+            cfg.hydra.job.id, cfg.hydra.job.num = submitit.JobEnvironment().job_id, idx
+        configs.append(cfg)
+    return _run_members(launcher, configs, Path(str(launcher.config.hydra.sweep.dir)))
+
+
+def _run_members(launcher: Any, configs: list[DictConfig], sweep_dir: Path) -> list[JobReturn]:
+    """A group's jobs trained together, or a job alone as Hydra's basic launcher runs it."""
+    if len(configs) == 1:
+        return [_run_job(launcher, configs[0], launcher.task_function)]
+    return _run_group(launcher, configs, sweep_dir)
 
 
 def _run_job(launcher: Any, cfg: DictConfig, task_function: Any) -> JobReturn:
