@@ -113,14 +113,7 @@ def run_group(experiments: Sequence[Experiment], log_dir: Path, callbacks: Seque
     gid = group_id(experiments)
     with contextlib.ExitStack() as stack:
         sessions = [stack.enter_context(e.session()) for e in experiments]
-        todo: list[tuple[Experiment, JobSession]] = []
-        for e, s in zip(experiments, sessions, strict=True):
-            if s.value is None:
-                e.set_up()
-                cached = e.job_cache()
-                s.value = e.restore(*cached, s.base) if cached is not None else None
-            if s.value is None:
-                todo.append((e, s))
+        todo = _to_train(experiments, sessions)
         for e, _ in todo:
             e.fused_group = gid
         prepared = [e.prepare(s.base, s.status) for e, s in todo]
@@ -135,22 +128,45 @@ def run_group(experiments: Sequence[Experiment], log_dir: Path, callbacks: Seque
             log.info("fused group %s: %d arms train together", gid, len(prepared))
             # under the training arms' own id: a rerun in which other arms train (one found in the
             # job cache meanwhile) never resumes from this set's checkpoint
-            arms_dir = log_dir / group_id([e for e, _ in todo])
-            resume = ResumeCheckpoint(arms_dir / RESUME_FILE, prepared[0].job.trainer.checkpoint_every_s)
-            fit_group(
-                [p.job for p in prepared],
-                [p.rounds for p in prepared],
-                arms_dir,
-                resume=resume,
-                persist=[Persist(f"records[{i}]", p.writer) for i, p in enumerate(prepared)],
-                callbacks=callbacks,
-            )
-            resume.remove()
+            _fit_resumable(prepared, log_dir / group_id([e for e, _ in todo]), callbacks)
         for (e, s), p in zip(todo, prepared, strict=True):
             s.value = e.finish(p)
-            cached = e.job_cache()
-            if cached is not None:
-                cache, key = cached
-                with cache.lock(key):
-                    cache.publish(key, e.job_dir)
+            _publish(e)
     return [s.value for s in sessions]  # type: ignore[misc]
+
+
+def _to_train(experiments: Sequence[Experiment], sessions: Sequence[JobSession]) -> list[tuple[Experiment, JobSession]]:
+    """The jobs neither done before nor restored from the job cache (those get their value)."""
+    todo = []
+    for e, s in zip(experiments, sessions, strict=True):
+        if s.value is None:
+            e.set_up()
+            cached = e.job_cache()
+            s.value = e.restore(*cached, s.base) if cached is not None else None
+        if s.value is None:
+            todo.append((e, s))
+    return todo
+
+
+def _fit_resumable(prepared: Sequence[PreparedJob], arms_dir: Path, callbacks: Sequence[Callback]) -> None:
+    """fit_group with the group's checkpoint in ``arms_dir`` (removed once the group is done),
+    each arm's records carried through it."""
+    resume = ResumeCheckpoint(arms_dir / RESUME_FILE, prepared[0].job.trainer.checkpoint_every_s)
+    fit_group(
+        [p.job for p in prepared],
+        [p.rounds for p in prepared],
+        arms_dir,
+        resume=resume,
+        persist=[Persist(f"records[{i}]", p.writer) for i, p in enumerate(prepared)],
+        callbacks=callbacks,
+    )
+    resume.remove()
+
+
+def _publish(e: Experiment) -> None:
+    """A trained job into the job cache, as Experiment._run publishes one trained alone."""
+    cached = e.job_cache()
+    if cached is not None:
+        cache, key = cached
+        with cache.lock(key):
+            cache.publish(key, e.job_dir)
