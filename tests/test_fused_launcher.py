@@ -28,6 +28,7 @@ def test_jobs_group_by_round_structure_and_arms_may_differ_in_seed_strategy_prun
     configs = _configs(
         ["retrain=finetune", "seed=0"],
         ["retrain=lr_rewind", "seed=1", "optim.lr=0.05", "prune/criterion=random", "structure=channel"],
+        ["retrain=finetune", "retrain.finetune_lr=0.001", "seed=2"],
         ["retrain=weight_rewind", "retrain.budget=2"],  # other rounds: its own group
         ["retrain=none"],  # trains nothing
         ["retrain=finetune", "prune.schedule=gradual"],
@@ -37,13 +38,13 @@ def test_jobs_group_by_round_structure_and_arms_may_differ_in_seed_strategy_prun
         ["retrain=finetune", "trainer.compile=true"],
     )
     groups = plan_groups(configs, max_arms=64)
-    assert [g for g, _ in groups] == [[0, 1], [2], [3], [4], [5], [6], [7], [8]]
+    assert [g for g, _ in groups] == [[0, 1, 2], [3], [4], [5], [6], [7], [8], [9]]
     reasons = dict((g[0], r) for g, r in groups)
     assert reasons[0] == ""
-    assert "does not train" in reasons[3] and "gradual" in reasons[4] and "ddp" in reasons[7]
-    assert "trainer.compile" in reasons[8]
-    assert "no other job of the sweep shares" in reasons[2] and "no other job" in reasons[5]
-    assert fusion_key(configs[0])[0] == fusion_key(configs[1])[0] != fusion_key(configs[6])[0]
+    assert "does not train" in reasons[4] and "gradual" in reasons[5] and "ddp" in reasons[8]
+    assert "trainer.compile" in reasons[9]
+    assert "no other job of the sweep shares" in reasons[3] and "no other job" in reasons[6]
+    assert fusion_key(configs[0])[0] == fusion_key(configs[1])[0] != fusion_key(configs[7])[0]
 
 
 def test_a_group_larger_than_max_arms_is_split_in_order() -> None:

@@ -21,7 +21,6 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from prune_exp.config.retrain import SHARED_RETRAIN_KEYS
 from prune_exp.errors import PruneExpError
 from prune_exp.interrupt import signals_interrupt
 from prune_exp.pruning.pruner import sparsity_schedule
@@ -55,7 +54,7 @@ def fusion_key(cfg: DictConfig) -> tuple[str | None, str]:
             node = node.get(part) or {}
         node.pop(leaf, None)
     rounds = len(sparsity_schedule(cfg.prune.sparsity, cfg.prune.schedule, cfg.prune.rate))
-    length = {"duration": cfg.retrain.duration, **{k: cfg.retrain.get(k) for k in SHARED_RETRAIN_KEYS}}
+    length = {"duration": cfg.retrain.duration, "budget": cfg.retrain.budget}  # finetune_lr: an arm's own LR
     tree = {"job": shared, "rounds": rounds, "retrain": length}
     return json.dumps(tree, sort_keys=True, default=str), ""
 
