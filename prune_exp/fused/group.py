@@ -81,24 +81,21 @@ def fit_group(
     stages.fit_rounds does for one job). ``callbacks`` join the trainer, after the FusedCycle."""
     first = jobs[0]
     ckpt = resume.resume_from() if resume is not None else None
+    stacked = StackedNets([r.module.net for r in rounds])
     trainer = make_trainer(
         first.trainer,
         max_epochs=rounds[0].epochs,
-        callbacks=[*persist, *callbacks],
+        callbacks=[FusedCycle(stacked, rounds), *persist, *callbacks],
         log_dir=log_dir,
         progress_bar=first.progress_bar,
         resume=resume,
         validate=False,  # each arm is measured at its round's start and end, on its own network
     )
-    device = trainer.strategy.root_device
-    for job in jobs:
+    for job in jobs:  # the arms' data where the group trains, before their loaders are made
         if callable(place := getattr(job.datamodule, "place", None)):
-            place(device)
-    stacked = StackedNets([r.module.net for r in rounds])
+            place(trainer.strategy.root_device)
     batches = FusedBatches([job.datamodule.train_dataloader() for job in jobs])
     module = FusedModule(stacked, first.optim, Task.of(first.task, first.datamodule.num_classes), batches)
-    cycle = FusedCycle(stacked, rounds)
-    trainer.callbacks.insert(0, cycle)
     pl.seed_everything(first.seed, verbose=False)
     if ckpt:
         log.info("resuming the fused group from %s", ckpt)

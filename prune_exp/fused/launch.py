@@ -17,7 +17,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -162,7 +161,7 @@ def _run_members(launcher: Any, configs: list[DictConfig], sweep_dir: Path) -> l
 
 
 def _run_job(launcher: Any, cfg: DictConfig, task_function: Any) -> JobReturn:
-    HydraConfig.instance().set_config(cfg)
+    """Hydra's run_job for one job of the sweep (its dir, config files, HydraConfig, log)."""
     return run_job(
         hydra_context=launcher.hydra_context,
         task_function=task_function,
