@@ -284,6 +284,18 @@ def test_jobs_that_cannot_fuse_train_one_after_another_and_the_log_says_why(
     assert rows[-1]["budget"] == 2 and all(r["fused_group"] is None for r in rows)
 
 
+def test_conv2d_networks_on_cpu_train_one_after_another_and_the_log_says_why(
+    tmp_path: Path, data_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    conv2d = ["job_cache=false", "data=digits", "model=conv2", "model.channels=[4,4]", "model.hidden=[8]"]
+    exps = _experiments(tmp_path, data_dir, "conv2d", conv2d)
+    with caplog.at_level(logging.INFO, logger="prune_exp.fused.group"):
+        values = run_group(exps[:2], tmp_path / "log")
+    assert "on CPU, N arms' 2-D convolutions" in caplog.text and len(values) == 2
+    for s in STRATEGIES[:2]:
+        assert all(r["fused_group"] is None for r in read_records(tmp_path / "conv2d" / s / "records.jsonl"))
+
+
 def test_a_failing_arm_fails_every_arm_of_its_group_and_each_status_says_so(tmp_path: Path, data_dir: Path) -> None:
     exps = _experiments(tmp_path, data_dir, "boom", ["job_cache=false"])
 
@@ -300,7 +312,8 @@ def test_a_failing_arm_fails_every_arm_of_its_group_and_each_status_says_so(tmp_
 
 @pytest.mark.parametrize("algorithm", ["norm", "value"])
 def test_gradient_clipping_clips_each_arm_as_its_own_job_would(algorithm: str) -> None:
-    from prune_exp.fused.module import FusedBatches, FusedModule
+    from prune_exp.fused.batches import FusedBatches
+    from prune_exp.fused.module import FusedModule
     from prune_exp.task import Task
 
     nets = [torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2)) for _ in range(3)]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
 from typing import Any
 
 import lightning.pytorch as pl
@@ -10,40 +9,10 @@ import torch
 from torch.func import vmap
 
 from prune_exp.config import OptimConfig
+from prune_exp.fused.batches import FusedBatches
 from prune_exp.fused.optim import StackedOptimizer, build_stacked_optimizer
 from prune_exp.fused.stack import StackedNets
 from prune_exp.task import Task
-
-
-def set_epoch(loader: object, epoch: int) -> None:
-    """What Lightning does to a train loader at every epoch start: its sampler's (and batch
-    sampler's) ``set_epoch``, which draws the epoch's order (data.base.EpochShuffle)."""
-    for attr in ("sampler", "batch_sampler"):
-        sampler = getattr(loader, attr, None)
-        if callable(getattr(sampler, "set_epoch", None)):
-            sampler.set_epoch(epoch)
-
-
-class FusedBatches:
-    """The arms' training batches in lockstep: at step k, batch k of every arm's own loader (its
-    own seed's order and augmentation), stacked along a new leading dim. Lightning reaches
-    ``set_epoch`` through ``sampler``, as with a DataLoader."""
-
-    def __init__(self, loaders: Sequence[Any]) -> None:
-        self.loaders = list(loaders)
-        self.sampler = self
-
-    def set_epoch(self, epoch: int) -> None:
-        for loader in self.loaders:
-            set_epoch(loader, epoch)
-
-    def __len__(self) -> int:
-        return len(self.loaders[0])
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for batches in zip(*self.loaders, strict=True):
-            xs, ys = zip(*batches, strict=True)
-            yield torch.stack(xs), torch.stack(ys)
 
 
 class FusedModule(pl.LightningModule):
