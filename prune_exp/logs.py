@@ -24,6 +24,9 @@ from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 from prune_exp.atomic import write_text
 
+TRAIN_LOSS = "train/loss"  # the epoch's mean training loss, a row per epoch
+STEP_LOSS = "train/loss_step"  # the loss every trainer.log_every_n_steps steps, to trackers only
+
 
 class _ContinuingWriter(ExperimentWriter):
     """An ExperimentWriter that starts from the kept rows of an existing metrics.csv."""

@@ -21,6 +21,7 @@ from lightning.pytorch.callbacks import Callback
 
 from prune_exp.columns import JOB_COLUMNS
 from prune_exp.errors import ConfigError
+from prune_exp.logs import STEP_LOSS
 
 ROUND_PREFIX = "round/"
 EXTRA = "trackers"  # the optional dependencies (pyproject) that hold the heavier clients
@@ -78,7 +79,7 @@ class StepLoss(Callback):
         step = trainer.global_step
         if step % trainer.log_every_n_steps == 0 and outputs is not None:
             loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-            self.logger.log_metrics({"train/loss_step": float(loss)}, step=step)
+            self.logger.log_metrics({STEP_LOSS: float(loss)}, step=step)
 
 
 class Tracker:

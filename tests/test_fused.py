@@ -10,6 +10,7 @@ every step, the weights placed at round start, the zeros at pruned positions."""
 from __future__ import annotations
 
 import copy
+import csv
 import itertools
 import json
 import logging
@@ -31,6 +32,7 @@ from prune_exp.fused.stack import StackedNets
 from prune_exp.jobfiles import MASK_FILE, RETRAIN_LOG_DIR, WEIGHTS_FILE
 from prune_exp.lit.callbacks import MaskEnforcer
 from prune_exp.lit.module import build_optimizer
+from prune_exp.logs import TRAIN_LOSS
 from prune_exp.models.cnn1d import CNN1D
 from prune_exp.pruning.criteria import Magnitude
 from prune_exp.pruning.mask import Mask
@@ -236,6 +238,11 @@ def _experiments(tmp: Path, data: Path, prefix: str, extra=()):
     ]
 
 
+def _epoch_log(job_dir: Path) -> list[dict[str, str]]:
+    with open(job_dir / RETRAIN_LOG_DIR / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
 def _records(tmp: Path, prefix: str) -> dict[str, list[dict]]:
     return {s: read_records(tmp / prefix / s / "records.jsonl") for s in STRATEGIES}
 
@@ -259,9 +266,13 @@ def test_a_fused_group_writes_each_jobs_dir_as_alone_and_is_as_deterministic(tmp
         status = json.loads((tmp_path / "fused" / s / "status.json").read_text())
         assert status["state"] == "done"
         files = {f.relative_to(tmp_path / "fused" / s) for f in (tmp_path / "fused" / s).rglob("*")}
-        # every file of the job alone, but the per-epoch Lightning log (not yet written per arm)
-        alone_files = {f.relative_to(tmp_path / "alone" / s) for f in (tmp_path / "alone" / s).rglob("*")}
-        assert files == {f for f in alone_files if f.parts[0] != RETRAIN_LOG_DIR}
+        assert files == {f.relative_to(tmp_path / "alone" / s) for f in (tmp_path / "alone" / s).rglob("*")}
+        # the per-epoch log: the same epochs, steps and train loss; validation at round ends only
+        fused_log, alone_log = (_epoch_log(tmp_path / d / s) for d in ("fused", "alone"))
+        assert [(r["epoch"], r["step"]) for r in fused_log] == [(r["epoch"], r["step"]) for r in alone_log]
+        assert [float(r[TRAIN_LOSS]) for r in fused_log] == pytest.approx(
+            [float(r[TRAIN_LOSS]) for r in alone_log], rel=1e-4
+        )
         mask = Mask.load(tmp_path / "fused" / s / MASK_FILE)
         assert mask == Mask.load(tmp_path / "alone" / s / MASK_FILE)
         weights = load_file(tmp_path / "fused" / s / WEIGHTS_FILE)
@@ -389,4 +400,6 @@ def test_a_fused_group_killed_mid_run_resumes_to_the_records_of_an_uninterrupted
         assert [{k: v for k, v in r.items() if k not in skip} for r in cut[s]] == [
             {k: v for k, v in r.items() if k not in skip} for r in whole[s]
         ], s
+        # each arm's epoch log: every epoch once, the epochs trained again not twice
+        assert _epoch_log(tmp_path / "cut" / s) == _epoch_log(tmp_path / "whole" / s), s
     assert not list((tmp_path / "cut_log").glob("*/resume.ckpt"))  # the finished group keeps no checkpoint

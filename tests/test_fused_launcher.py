@@ -89,3 +89,27 @@ def test_a_fused_group_that_fails_says_so_in_every_status_and_the_exit_status(
     for job in ("0", "1"):
         status = json.loads((sweep / job / STATUS_FILE).read_text())
         assert status["state"] == "failed" and "the stacked step broke" in status["error"], job
+
+
+def test_a_fused_arms_tracker_gets_its_step_loss_its_epoch_loss_and_every_round(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from prune_exp.logs import STEP_LOSS, TRAIN_LOSS
+
+    sweep = tmp_path / "sweep"
+    args = ["-m", *FAST, "logger=tensorboard", "trainer.log_every_n_steps=2", "job_cache=false"]
+    args += ["retrain=finetune,weight_rewind", "hydra/launcher=fused", f"hydra.sweep.dir={sweep}"]
+    code, err = run_in_process(tmp_path, args)
+    assert code == 0, err[-3000:]
+    for job in ("0", "1"):
+        recs = read_records(sweep / job / "records.jsonl")
+        assert recs[-1]["fused_group"] is not None
+        (events,) = (sweep / job / "tensorboard").glob("events.out.tfevents.*")
+        ea = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        ea.Reload()
+        steps = sum(r["retrain_steps"] for r in recs)
+        assert [e.step for e in ea.Scalars(STEP_LOSS)] == list(range(2, steps + 1, 2))
+        assert len(ea.Scalars(TRAIN_LOSS)) == sum(r["retrain_epochs"] for r in recs)
+        assert [(e.step, e.value) for e in ea.Scalars("round/test_acc")] == [
+            (r["round"], pytest.approx(r["test_acc"])) for r in recs
+        ]

@@ -19,15 +19,19 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import Logger
 from torch import nn
 
 from prune_exp.checkpoint import RESUME_FILE, Persist, ResumeCheckpoint
 from prune_exp.experiment import Experiment, JobSession, PreparedJob
 from prune_exp.fused.batches import FusedBatches
+from prune_exp.fused.curves import ArmCurves
 from prune_exp.fused.cycle import FusedCycle
 from prune_exp.fused.module import FusedModule
 from prune_exp.fused.stack import StackedNets
+from prune_exp.jobfiles import RETRAIN_LOG_DIR
 from prune_exp.lit.gradual import GradualCycle
+from prune_exp.logs import ResumableCSVLogger
 from prune_exp.stages import Job, Rounds, make_trainer
 from prune_exp.task import Task
 
@@ -90,21 +94,26 @@ def fit_group(
     resume: ResumeCheckpoint | None = None,
     persist: Sequence[Callback] = (),
     callbacks: Sequence[Callback] = (),
+    arm_logs: Sequence[tuple[Path, Logger | None]] = (),
 ) -> None:
     """Train the jobs' rounds together, each arm as its unfused job would. With ``resume``,
     continue from the group's checkpoint if there is one, and checkpoint into it (the
     ``persist`` callbacks carry the arms' own state, e.g. their records, through it, as
-    stages.fit_rounds does for one job). ``callbacks`` join the trainer, after the FusedCycle."""
+    stages.fit_rounds does for one job). ``callbacks`` join the trainer, after the FusedCycle.
+    ``arm_logs``: each arm's CSV log dir and tracker (or None), which get its train loss."""
     first = jobs[0]
     ckpt = resume.resume_from() if resume is not None else None
+    keep = resume.resumed_epoch if resume is not None else None
+    arm_loggers = [[ResumableCSVLogger(str(d), keep), *([t] if t else [])] for d, t in arm_logs]
     stacked = StackedNets([r.module.net for r in rounds])
     trainer = make_trainer(
         first.trainer,
         max_epochs=rounds[0].epochs,
-        callbacks=[FusedCycle(stacked, rounds), *persist, *callbacks],
+        callbacks=[FusedCycle(stacked, rounds), ArmCurves(arm_loggers), *persist, *callbacks],
         log_dir=log_dir,
         progress_bar=first.progress_bar,
         resume=resume,
+        loggers=[logger for arm in arm_loggers for logger in arm],
         validate=False,  # each arm is measured at its round's start and end, on its own network
     )
     for job in jobs:  # the arms' data where the group trains, before their loaders are made
@@ -141,7 +150,7 @@ def run_group(experiments: Sequence[Experiment], log_dir: Path, callbacks: Seque
             log.info("fused group %s: %d arms train together", gid, len(prepared))
             # under the training arms' own id: a rerun in which other arms train (one found in the
             # job cache meanwhile) never resumes from this set's checkpoint
-            _fit_resumable(prepared, log_dir / group_id([e for e, _ in todo]), callbacks)
+            _fit_resumable(prepared, [e.job_dir for e, _ in todo], log_dir / group_id([e for e, _ in todo]), callbacks)
         for (e, s), p in zip(todo, prepared, strict=True):
             s.value = e.finish(p)
             _publish(e)
@@ -161,10 +170,13 @@ def _to_train(experiments: Sequence[Experiment], sessions: Sequence[JobSession])
     return todo
 
 
-def _fit_resumable(prepared: Sequence[PreparedJob], arms_dir: Path, callbacks: Sequence[Callback]) -> None:
+def _fit_resumable(
+    prepared: Sequence[PreparedJob], job_dirs: Sequence[Path], arms_dir: Path, callbacks: Sequence[Callback]
+) -> None:
     """fit_group with the group's checkpoint in ``arms_dir`` (removed once the group is done),
-    each arm's records carried through it."""
+    each arm's records carried through it, its curves in its job dir and tracker."""
     resume = ResumeCheckpoint(arms_dir / RESUME_FILE, prepared[0].job.trainer.checkpoint_every_s)
+    trackers = [p.tracker.logger if p.tracker else None for p in prepared]
     fit_group(
         [p.job for p in prepared],
         [p.rounds for p in prepared],
@@ -172,6 +184,7 @@ def _fit_resumable(prepared: Sequence[PreparedJob], arms_dir: Path, callbacks: S
         resume=resume,
         persist=[Persist(f"records[{i}]", p.writer) for i, p in enumerate(prepared)],
         callbacks=callbacks,
+        arm_logs=[(d / RETRAIN_LOG_DIR, t) for d, t in zip(job_dirs, trackers, strict=True)],
     )
     resume.remove()
 

@@ -1,4 +1,4 @@
-"""The fused group's LightningModule and its batches: N arms' steps as one."""
+"""The fused group's LightningModule: N arms' steps as one."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from torch.func import vmap
 
 from prune_exp.config import OptimConfig
 from prune_exp.fused.batches import FusedBatches
+from prune_exp.fused.curves import ArmLosses
 from prune_exp.fused.optim import StackedOptimizer, build_stacked_optimizer
 from prune_exp.fused.stack import StackedNets
 from prune_exp.task import Task
@@ -18,13 +19,15 @@ from prune_exp.task import Task
 class FusedModule(pl.LightningModule):
     """Trains the stacked arms: each arm's loss on its own batch (the task's loss, vmapped), and
     their sum as the loss to differentiate, so arm i's gradient is its own loss's. The
-    optimizer steps every arm with its own LR (fused.optim); FusedCycle sets them."""
+    optimizer steps every arm with its own LR (fused.optim); FusedCycle sets them. Each arm's
+    loss is kept in ``losses`` for its curves (fused.curves)."""
 
     def __init__(self, stacked: StackedNets, optim: OptimConfig, task: Task, batches: FusedBatches) -> None:
         super().__init__()
         self.stacked = stacked
         self.optim_cfg, self.task, self.batches = optim, task, batches
         self._arm_loss = vmap(task.loss)
+        self.losses = ArmLosses()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.stacked(x)
@@ -41,7 +44,9 @@ class FusedModule(pl.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
-        return self._arm_loss(self(x), y).sum()
+        losses = self._arm_loss(self(x), y)
+        self.losses.add(losses, y.shape[1])
+        return losses.sum()
 
     def configure_gradient_clipping(
         self,

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from prune_exp.config import LOSS, AdamConfig, OptimConfig, SGDConfig, TaskConfig
+from prune_exp.logs import TRAIN_LOSS
 from prune_exp.retrain.schedules import LRPosition
 from prune_exp.task import Task
 
@@ -112,7 +113,7 @@ class PruneModule(pl.LightningModule):
         # (logs.py). Validation runs after the epoch's last training step.
         if self.trainer.state.fn == "fit" and self._loss_count:
             # (DDP) averaged over the ranks, each of which saw its share of the epoch
-            self.log("train/loss", self._loss_sum / self._loss_count, prog_bar=True, sync_dist=True)
+            self.log(TRAIN_LOSS, self._loss_sum / self._loss_count, prog_bar=True, sync_dist=True)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch

@@ -1,0 +1,65 @@
+"""Each fused arm's training curves in its own logs: the epoch's mean train loss in its job's
+``retrain_log/metrics.csv`` and its tracker, and the step loss to its tracker, under the names
+an unfused job logs them by (lit/module.py, tracking.StepLoss)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import Logger
+
+from prune_exp.logs import STEP_LOSS, TRAIN_LOSS
+
+
+class ArmLosses:
+    """Every arm's loss at the last step and summed over the epoch so far (``[N]`` tensors)."""
+
+    def __init__(self) -> None:
+        self.last: torch.Tensor | None = None
+        self.sum: torch.Tensor | None = None
+        self.count = 0
+
+    def reset(self) -> None:
+        self.last, self.sum, self.count = None, None, 0
+
+    def add(self, losses: torch.Tensor, batch_size: int) -> None:
+        losses = losses.detach()
+        self.last = losses
+        self.sum = losses * batch_size if self.sum is None else self.sum + losses * batch_size
+        self.count += batch_size
+
+
+class ArmCurves(Callback):
+    """``loggers[i]`` are arm i's: its job's CSV log first, then its tracker's, if any. Those are
+    the trainer's loggers too, so they are saved before every group checkpoint (a resumed
+    group's logs keep the epochs its checkpoint holds) and finalized with the fit."""
+
+    def __init__(self, loggers: Sequence[Sequence[Logger]]) -> None:
+        self.loggers = [list(arm) for arm in loggers]
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        pl_module.losses.reset()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *_: Any) -> None:
+        step, losses = trainer.global_step, pl_module.losses
+        if step % trainer.log_every_n_steps or losses.last is None:
+            return
+        trackers = [(i, arm[1:]) for i, arm in enumerate(self.loggers) if len(arm) > 1]
+        if trackers:
+            last = losses.last.tolist()
+            for i, loggers in trackers:
+                for logger in loggers:
+                    logger.log_metrics({STEP_LOSS: last[i]}, step=step)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        losses = pl_module.losses
+        if not losses.count or not self.loggers:
+            return
+        means = (losses.sum / losses.count).tolist()
+        for mean, loggers in zip(means, self.loggers, strict=True):
+            for logger in loggers:
+                logger.log_metrics({TRAIN_LOSS: mean, "epoch": trainer.current_epoch}, step=trainer.global_step - 1)
