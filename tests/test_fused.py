@@ -247,8 +247,15 @@ def _records(tmp: Path, prefix: str) -> dict[str, list[dict]]:
     return {s: read_records(tmp / prefix / s / "records.jsonl") for s in STRATEGIES}
 
 
+class SeesBatches(Callback):
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self.shared = pl_module.batches._shared
+
+
 def test_a_fused_group_writes_each_jobs_dir_as_alone_and_is_as_deterministic(tmp_path: Path, data_dir: Path) -> None:
-    values = run_group(_experiments(tmp_path, data_dir, "fused", ["job_cache=false"]), tmp_path / "log")
+    seen = SeesBatches()
+    values = run_group(_experiments(tmp_path, data_dir, "fused", ["job_cache=false"]), tmp_path / "log", [seen])
+    assert seen.shared is not None  # a real job's loaders take the one-index-op path (fused/batches.py)
     again = run_group(_experiments(tmp_path, data_dir, "again", ["job_cache=false"]), tmp_path / "log2")
     alone = [e.run() for e in _experiments(tmp_path, data_dir, "alone", ["job_cache=false"])]
     assert values == again and values == pytest.approx(alone, abs=1e-6)
@@ -380,6 +387,36 @@ class Boom(Callback):
             raise RuntimeError("killed")
 
 
+class BoomAtEnd(Callback):
+    """Fails the fit at the end of ``epoch``: after its log rows, before its checkpoint."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch:
+            raise RuntimeError("killed")
+
+
+def test_a_fused_group_killed_between_an_epochs_log_and_its_checkpoint_logs_every_epoch_once(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    extra = ["job_cache=false", "trainer.checkpoint_every_s=0", "retrain.budget=2"]
+    run_group(_experiments(tmp_path, data_dir, "whole", extra), tmp_path / "whole_log")
+    with pytest.raises(RuntimeError, match="killed"):
+        run_group(_experiments(tmp_path, data_dir, "cut", extra), tmp_path / "cut_log", callbacks=[BoomAtEnd(2)])
+    for s in STRATEGIES:  # epoch 2's row reached the log (the failed fit flushes it); its checkpoint did not
+        assert [int(r["epoch"]) for r in _epoch_log(tmp_path / "cut" / s)] == [0, 1, 2], s
+    run_group(_experiments(tmp_path, data_dir, "cut", extra), tmp_path / "cut_log", callbacks=[Boom(1)])
+    for s in STRATEGIES:  # resumed after epoch 1: epoch 2 trained and logged again, once
+        assert _epoch_log(tmp_path / "cut" / s) == _epoch_log(tmp_path / "whole" / s), s
+    skip = {*VOLATILE, "overrides", "dense_cached"}
+    for s, rows in _records(tmp_path, "cut").items():
+        assert [{k: v for k, v in r.items() if k not in skip} for r in rows] == [
+            {k: v for k, v in r.items() if k not in skip} for r in _records(tmp_path, "whole")[s]
+        ], s
+
+
 def test_a_fused_group_killed_mid_run_resumes_to_the_records_of_an_uninterrupted_one(
     tmp_path: Path, data_dir: Path
 ) -> None:
@@ -400,6 +437,5 @@ def test_a_fused_group_killed_mid_run_resumes_to_the_records_of_an_uninterrupted
         assert [{k: v for k, v in r.items() if k not in skip} for r in cut[s]] == [
             {k: v for k, v in r.items() if k not in skip} for r in whole[s]
         ], s
-        # each arm's epoch log: every epoch once, the epochs trained again not twice
-        assert _epoch_log(tmp_path / "cut" / s) == _epoch_log(tmp_path / "whole" / s), s
+        assert _epoch_log(tmp_path / "cut" / s) == _epoch_log(tmp_path / "whole" / s), s  # each arm's log
     assert not list((tmp_path / "cut_log").glob("*/resume.ckpt"))  # the finished group keeps no checkpoint

@@ -3,6 +3,7 @@ val, and a sweep that would need to select (several budgets) is refused before i
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from pathlib import Path
@@ -15,6 +16,8 @@ from helpers import run_in_process, snapshot
 from prune_exp.config import ConfigError
 from prune_exp.data.base import split_indices
 from prune_exp.data.synthetic import SyntheticDataModule
+from prune_exp.jobfiles import RETRAIN_LOG_DIR
+from prune_exp.logs import TRAIN_LOSS
 from prune_exp.records import read_records
 from prune_exp.report.tables import choose_budgets
 
@@ -43,6 +46,10 @@ def test_a_sweep_without_val_records_test_only_and_reports(tmp_path: Path) -> No
             assert not [k for k in row if "val_" in k]  # no val columns, pruned ones included
             assert {"test_acc", "test_loss"} <= row.keys() and (row["round"] == 0 or "pruned_test_acc" in row)
         assert math.isnan(json.loads((job / "status.json").read_text())["value"])  # nothing to select on
+        with open(job / RETRAIN_LOG_DIR / "metrics.csv") as f:  # the train loss of every epoch, no val
+            log = list(csv.DictReader(f))
+        assert [int(r["epoch"]) for r in log] == list(range(sum(r["retrain_epochs"] for r in rows)))
+        assert all(math.isfinite(float(r[TRAIN_LOSS])) for r in log) and not [k for k in log[0] if "val" in k]
     summary = (sweep / "summary.md").read_text()
     assert "4 jobs: 4 done." in summary and "| 50.0 " in summary and "chosen on" not in summary
 

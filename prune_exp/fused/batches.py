@@ -84,9 +84,15 @@ class FusedBatches:
             yield torch.stack(xs), torch.stack(ys)
 
     def _gathered(self) -> Iterator[Batch]:
+        # Every arm's whole epoch of batches drawn at the first step (a generator: a resumed run
+        # draws the resumed epoch's), moved to the device once: no host-device copy per step.
         ds = self._shared
-        for idx in zip(*(loader.sampler for loader in self.loaders), strict=True):
-            t = torch.stack(idx).to(ds.x.device)  # [N, B]
+        arms = [list(loader.sampler) for loader in self.loaders]
+        sizes = [len(b) for b in arms[0]]
+        if any([len(b) for b in batches] != sizes for batches in arms):
+            raise ValueError("the fused arms' epochs differ in their batches' sizes")
+        order = torch.stack([torch.cat(batches) for batches in arms]).to(ds.x.device)  # [N, examples]
+        for t in order.split(sizes, dim=1):  # [N, B]
             x, y = ds.x[t], ds.y[t]
             if any(f is not None for f in self._transforms):
                 x = torch.stack([f(xi) if f is not None else xi for f, xi in zip(self._transforms, x, strict=True)])

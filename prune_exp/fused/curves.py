@@ -27,7 +27,7 @@ class ArmLosses:
         self.last, self.sum, self.count = None, None, 0
 
     def add(self, losses: torch.Tensor, batch_size: int) -> None:
-        losses = losses.detach()
+        losses = losses.detach().float()  # summed in float32, as the unfused module does, at any precision
         self.last = losses
         self.sum = losses * batch_size if self.sum is None else self.sum + losses * batch_size
         self.count += batch_size

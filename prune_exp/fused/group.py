@@ -47,7 +47,8 @@ def group_id(experiments: Sequence[Experiment]) -> str:
 def why_not_fused(prepared: Sequence[PreparedJob]) -> str | None:
     """Why these prepared jobs cannot train in lockstep, or None when they can: the same round
     structure (rounds x epochs, steps per epoch), batch shapes, network, optimizer (but its LR
-    and schedule), trainer and loss; every arm trains; no gradual pruning."""
+    and schedule), trainer and loss; every arm trains; no gradual pruning; no 2-D or 3-D
+    convolutions on a CPU (slower fused there)."""
     first = prepared[0]
     for p in prepared:
         if not p.rounds.plan.trains:
@@ -72,14 +73,17 @@ def why_not_fused(prepared: Sequence[PreparedJob]) -> str | None:
             return f"the arms differ in {what}"
     if _on_cpu(first.job.trainer.accelerator) and _has_conv2d(first.rounds.module.net):
         return (
-            "on CPU, N arms' 2-D convolutions vmapped into one grouped convolution run slower than "
-            "each arm's own (docs/benchmarks.md: CIFAR ResNet-20, 0.35x at 9 arms)"
+            "on CPU, N arms' 2-D/3-D convolutions vmapped into one grouped convolution run slower "
+            "than each arm's own (docs/benchmarks.md: CIFAR ResNet-20, 0.35x at 9 arms)"
         )
     return None
 
 
 def _on_cpu(accelerator: str) -> bool:
-    return accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    """Whether Lightning's ``accelerator`` setting trains on the CPU on this machine."""
+    if accelerator != "auto":
+        return accelerator == "cpu"
+    return not (torch.cuda.is_available() or torch.backends.mps.is_available())
 
 
 def _has_conv2d(net: nn.Module) -> bool:

@@ -111,7 +111,15 @@ class PruneModule(pl.LightningModule):
         # The epoch's train loss goes into the row of its validation, which Lightning logs before
         # the epoch's resume checkpoint: one row per epoch, all of it in that checkpoint's log
         # (logs.py). Validation runs after the epoch's last training step.
-        if self.trainer.state.fn == "fit" and self._loss_count:
+        if self.trainer.state.fn == "fit":
+            self._log_train_loss()
+
+    def on_train_epoch_end(self) -> None:
+        if not self.trainer.enable_validation:  # no val split: the row is the train loss alone
+            self._log_train_loss()  # (still before the checkpoint, which Lightning calls last)
+
+    def _log_train_loss(self) -> None:
+        if self._loss_count:
             # (DDP) averaged over the ranks, each of which saw its share of the epoch
             self.log(TRAIN_LOSS, self._loss_sum / self._loss_count, prog_bar=True, sync_dist=True)
 
