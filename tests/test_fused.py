@@ -309,7 +309,7 @@ def test_conv2d_networks_on_cpu_train_one_after_another_and_the_log_says_why(
     exps = _experiments(tmp_path, data_dir, "conv2d", conv2d)
     with caplog.at_level(logging.INFO, logger="prune_exp.fused.group"):
         values = run_group(exps[:2], tmp_path / "log")
-    assert "on CPU, N arms' 2-D convolutions" in caplog.text and len(values) == 2
+    assert "on CPU, N arms' 2-D/3-D convolutions" in caplog.text and len(values) == 2
     for s in STRATEGIES[:2]:
         assert all(r["fused_group"] is None for r in read_records(tmp_path / "conv2d" / s / "records.jsonl"))
 
