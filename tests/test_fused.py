@@ -377,25 +377,21 @@ def test_the_im2col_conv1d_of_stacked_arms_computes_torchs_convolution(kwargs: d
 
 
 class Boom(Callback):
-    """Fails the fit at the start of ``epoch`` (after the previous epoch's checkpoint)."""
+    """Fails the fit at the start of ``epoch`` (after the previous epoch's checkpoint), or with
+    ``at_end`` at its end (after its log rows, before its checkpoint)."""
 
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
+    def __init__(self, epoch: int, at_end: bool = False) -> None:
+        self.epoch, self.at_end = epoch, at_end
+
+    def _boom(self, trainer, at_end: bool) -> None:
+        if trainer.current_epoch == self.epoch and at_end == self.at_end:
+            raise RuntimeError("killed")
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        if trainer.current_epoch == self.epoch:
-            raise RuntimeError("killed")
-
-
-class BoomAtEnd(Callback):
-    """Fails the fit at the end of ``epoch``: after its log rows, before its checkpoint."""
-
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
+        self._boom(trainer, at_end=False)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if trainer.current_epoch == self.epoch:
-            raise RuntimeError("killed")
+        self._boom(trainer, at_end=True)
 
 
 def test_a_fused_group_killed_between_an_epochs_log_and_its_checkpoint_logs_every_epoch_once(
@@ -404,7 +400,8 @@ def test_a_fused_group_killed_between_an_epochs_log_and_its_checkpoint_logs_ever
     extra = ["job_cache=false", "trainer.checkpoint_every_s=0", "retrain.budget=2"]
     run_group(_experiments(tmp_path, data_dir, "whole", extra), tmp_path / "whole_log")
     with pytest.raises(RuntimeError, match="killed"):
-        run_group(_experiments(tmp_path, data_dir, "cut", extra), tmp_path / "cut_log", callbacks=[BoomAtEnd(2)])
+        cut = _experiments(tmp_path, data_dir, "cut", extra)
+        run_group(cut, tmp_path / "cut_log", callbacks=[Boom(2, at_end=True)])
     for s in STRATEGIES:  # epoch 2's row reached the log (the failed fit flushes it); its checkpoint did not
         assert [int(r["epoch"]) for r in _epoch_log(tmp_path / "cut" / s)] == [0, 1, 2], s
     run_group(_experiments(tmp_path, data_dir, "cut", extra), tmp_path / "cut_log", callbacks=[Boom(1)])

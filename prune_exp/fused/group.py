@@ -71,7 +71,7 @@ def why_not_fused(prepared: Sequence[PreparedJob]) -> str | None:
     for what, key in checks.items():
         if any(key(p) != key(first) for p in prepared):
             return f"the arms differ in {what}"
-    if _on_cpu(first.job.trainer.accelerator) and _has_conv2d(first.rounds.module.net):
+    if _on_cpu(first.job.trainer.accelerator) and _has_2d_or_3d_conv(first.rounds.module.net):
         return (
             "on CPU, N arms' 2-D/3-D convolutions vmapped into one grouped convolution run slower "
             "than each arm's own (docs/benchmarks.md: CIFAR ResNet-20, 0.35x at 9 arms)"
@@ -86,7 +86,7 @@ def _on_cpu(accelerator: str) -> bool:
     return not (torch.cuda.is_available() or torch.backends.mps.is_available())
 
 
-def _has_conv2d(net: nn.Module) -> bool:
+def _has_2d_or_3d_conv(net: nn.Module) -> bool:
     return any(isinstance(m, (nn.Conv2d, nn.Conv3d)) for m in net.modules())
 
 
