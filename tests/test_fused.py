@@ -394,45 +394,52 @@ class Boom(Callback):
         self._boom(trainer, at_end=True)
 
 
-def test_a_fused_group_killed_between_an_epochs_log_and_its_checkpoint_logs_every_epoch_once(
-    tmp_path: Path, data_dir: Path
-) -> None:
-    extra = ["job_cache=false", "trainer.checkpoint_every_s=0", "retrain.budget=2"]
-    run_group(_experiments(tmp_path, data_dir, "whole", extra), tmp_path / "whole_log")
-    with pytest.raises(RuntimeError, match="killed"):
-        cut = _experiments(tmp_path, data_dir, "cut", extra)
-        run_group(cut, tmp_path / "cut_log", callbacks=[Boom(2, at_end=True)])
-    for s in STRATEGIES:  # epoch 2's row reached the log (the failed fit flushes it); its checkpoint did not
-        assert [int(r["epoch"]) for r in _epoch_log(tmp_path / "cut" / s)] == [0, 1, 2], s
-    run_group(_experiments(tmp_path, data_dir, "cut", extra), tmp_path / "cut_log", callbacks=[Boom(1)])
-    for s in STRATEGIES:  # resumed after epoch 1: epoch 2 trained and logged again, once
-        assert _epoch_log(tmp_path / "cut" / s) == _epoch_log(tmp_path / "whole" / s), s
-    skip = {*VOLATILE, "overrides", "dense_cached"}
-    for s, rows in _records(tmp_path, "cut").items():
-        assert [{k: v for k, v in r.items() if k not in skip} for r in rows] == [
-            {k: v for k, v in r.items() if k not in skip} for r in _records(tmp_path, "whole")[s]
-        ], s
+KILLED = ["job_cache=false", "trainer.checkpoint_every_s=0", "retrain.budget=2"]
 
 
-def test_a_fused_group_killed_mid_run_resumes_to_the_records_of_an_uninterrupted_one(
-    tmp_path: Path, data_dir: Path
-) -> None:
-    extra = ["job_cache=false", "trainer.checkpoint_every_s=0", "retrain.budget=2"]
-    run_group(_experiments(tmp_path, data_dir, "whole", extra), tmp_path / "whole_log")
+def _run_cut(tmp: Path, data: Path, boom: Boom) -> None:
+    """The killed jobs run again in ``cut/``, with the group's checkpoint in ``cut_log``."""
+    run_group(_experiments(tmp, data, "cut", KILLED), tmp / "cut_log", callbacks=[boom])
+
+
+def _kill(tmp: Path, data: Path, boom: Boom) -> None:
+    """The jobs trained whole (in ``whole/``), then again in ``cut/`` until ``boom`` kills them."""
+    run_group(_experiments(tmp, data, "whole", KILLED), tmp / "whole_log")
     with pytest.raises(RuntimeError, match="killed"):
-        run_group(_experiments(tmp_path, data_dir, "cut", extra), tmp_path / "cut_log", callbacks=[Boom(3)])
-    for s in STRATEGIES:  # killed in round 2: round 1's rows are there, the statuses say failed
-        assert json.loads((tmp_path / "cut" / s / "status.json").read_text())["state"] == "failed"
-        assert [r["round"] for r in read_records(tmp_path / "cut" / s / "records.jsonl")] == [0, 1]
-    assert len(list((tmp_path / "cut_log").glob("*/resume.ckpt"))) == 1
-    # resumed at epoch 3: a fit that started again from any earlier epoch would fail at epoch 2
-    run_group(_experiments(tmp_path, data_dir, "cut", extra), tmp_path / "cut_log", callbacks=[Boom(2)])
+        _run_cut(tmp, data, boom)
+
+
+def _assert_cut_like_whole(tmp: Path) -> None:
+    """Each arm's records (but their volatile columns) and epoch log, as the uninterrupted run's."""
     skip = {*VOLATILE, "overrides", "dense_cached"}
-    whole, cut = _records(tmp_path, "whole"), _records(tmp_path, "cut")
+    whole, cut = _records(tmp, "whole"), _records(tmp, "cut")
     for s in STRATEGIES:
         assert [r["round"] for r in cut[s]] == [0, 1, 2]
         assert [{k: v for k, v in r.items() if k not in skip} for r in cut[s]] == [
             {k: v for k, v in r.items() if k not in skip} for r in whole[s]
         ], s
-        assert _epoch_log(tmp_path / "cut" / s) == _epoch_log(tmp_path / "whole" / s), s  # each arm's log
+        assert _epoch_log(tmp / "cut" / s) == _epoch_log(tmp / "whole" / s), s  # each arm's log
+
+
+def test_a_fused_group_killed_between_an_epochs_log_and_its_checkpoint_logs_every_epoch_once(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    _kill(tmp_path, data_dir, Boom(2, at_end=True))
+    for s in STRATEGIES:  # epoch 2's row reached the log (the failed fit flushes it); its checkpoint did not
+        assert [int(r["epoch"]) for r in _epoch_log(tmp_path / "cut" / s)] == [0, 1, 2], s
+    _run_cut(tmp_path, data_dir, Boom(1))  # resumed after epoch 1: epoch 2 trained and logged again, once
+    _assert_cut_like_whole(tmp_path)
+
+
+def test_a_fused_group_killed_mid_run_resumes_to_the_records_of_an_uninterrupted_one(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    _kill(tmp_path, data_dir, Boom(3))
+    for s in STRATEGIES:  # killed in round 2: round 1's rows are there, the statuses say failed
+        assert json.loads((tmp_path / "cut" / s / "status.json").read_text())["state"] == "failed"
+        assert [r["round"] for r in read_records(tmp_path / "cut" / s / "records.jsonl")] == [0, 1]
+    assert len(list((tmp_path / "cut_log").glob("*/resume.ckpt"))) == 1
+    # resumed at epoch 3: a fit that started again from any earlier epoch would fail at epoch 2
+    _run_cut(tmp_path, data_dir, Boom(2))
+    _assert_cut_like_whole(tmp_path)
     assert not list((tmp_path / "cut_log").glob("*/resume.ckpt"))  # the finished group keeps no checkpoint
