@@ -16,6 +16,7 @@ from __future__ import annotations
 import pickle
 import random
 import time
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -48,17 +49,74 @@ class SafeCheckpointIO(CheckpointIO):
 
 def load_checkpoint(path: Path, map_location: Any | None = None, mmap: bool = False) -> dict[str, Any]:
     """Read a checkpoint; anything but plain tensors and containers is refused."""
+    kind, what = file_format(path)
     try:
-        return torch.load(path, map_location=map_location or "cpu", weights_only=True, mmap=mmap)
+        if kind != "torch":  # torch.load's own message for these says little ("(101)")
+            raise ValueError(what)
+        checkpoint = torch.load(path, map_location=map_location or "cpu", weights_only=True, mmap=mmap)
+        if not (isinstance(checkpoint, dict) and "epoch" in checkpoint):  # every Lightning checkpoint has it
+            raise ValueError(f"a torch file of a {type(checkpoint).__name__}, not of a Lightning checkpoint")
+        return checkpoint
     except Exception as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CorruptFileError(
             f"cannot resume from {path}: it is not a checkpoint prune-exp wrote (truncated, or altered: "
-            f"{reason[:200]}); delete it to run that stage from its start"
+            f"{_torch_reason(e)}); delete it to run that stage from its start"
         ) from e
 
 
 WEIGHTS_ALLOWED = "allowed: safetensors, or a state dict saved with torch.save (tensors only)"
+# The first bytes of a file torch.save wrote in its legacy (non-zip) format: a protocol-2 pickle
+# of torch's magic number.
+TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+PICKLED_OBJECTS = "it holds pickled objects besides tensors, which torch.load(weights_only=True) refuses"
+
+
+def file_format(path: Path) -> tuple[str, str]:
+    """``("safetensors" | "torch" | "other", what the file is in words)``, from its first bytes:
+    what a message says of a file that holds no weights (text, JSON, NumPy, a zip of other files)."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            head = f.read(64)
+    except OSError as e:
+        return "other", f"a file that cannot be read ({e.strerror})"
+    if size == 0:
+        return "other", "an empty file"
+    if head[8:9] == b"{":  # safetensors: an 8-byte header length, then the header's JSON
+        header = int.from_bytes(head[:8], "little")
+        if 8 + header > size:
+            return "other", f"a safetensors file cut short or damaged: its header is {header} bytes, the file {size}"
+        return "safetensors", "a safetensors file"
+    if head.startswith(TORCH_LEGACY_MAGIC):
+        return "torch", "a torch file (legacy format)"
+    if head.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+        except (zipfile.BadZipFile, OSError):
+            return "other", "a zip archive cut short or damaged (as a truncated torch file is)"
+        if any(n.split("/")[-1] == "data.pkl" for n in names):  # torch.save's zip: <name>/data.pkl
+            return "torch", "a torch file"
+        held = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+        return "other", f"a zip archive that torch.save did not write, holding {held or 'nothing'}"
+    if head.startswith(b"\x93NUMPY"):
+        return "other", "a NumPy .npy array, which names no parameters"
+    if head[:1] == b"\x80":
+        return "other", "a pickle that torch.save did not write"
+    text = head.decode("utf-8", errors="replace")
+    controls = sum(c < 32 and c not in b"\t\n\r\f" for c in head)
+    if controls == 0 and text.count("\ufffd") <= 1:  # (the 64 bytes may cut a character in two)
+        return "other", f"text, starting {(text.strip().splitlines() or [''])[0][:40]!r}"
+    return "other", f"binary data of no known format, starting {head[:8]!r}"
+
+
+def _torch_reason(e: BaseException) -> str:
+    """torch.load's error in a few words, without its hint to load with ``weights_only=False``:
+    that runs whatever code the file holds, which no message of ours suggests."""
+    if isinstance(e, pickle.UnpicklingError) or "weights_only" in str(e):
+        return PICKLED_OBJECTS
+    text = " ".join(str(e).split())
+    return text.split(". ")[0][:200] or type(e).__name__
 
 
 def read_weights(path: Path, key: str = "dense.weights") -> dict[str, torch.Tensor]:
@@ -69,15 +127,17 @@ def read_weights(path: Path, key: str = "dense.weights") -> dict[str, torch.Tens
 
     if not path.is_file():
         raise DataError(f"{key}={str(path)!r}: no such file; allowed: a safetensors or torch state-dict file")
+    kind, what = file_format(path)
+    if kind == "other":
+        not_weights = "is not safetensors or a torch state dict"
+        raise DataError(f"{key}={str(path)!r} {not_weights}: it is {what}; {WEIGHTS_ALLOWED}")
     try:
-        if path.read_bytes()[8:9] == b"{":  # safetensors: an 8-byte header length, then its JSON
-            return load_file(str(path))
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        reason = "it holds pickled objects besides tensors, which weights_only=True does not load"
-        raise DataError(f"{key}={str(path)!r} cannot be read as weights ({reason}); {WEIGHTS_ALLOWED}") from None
+        if kind == "safetensors":
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        reason = " ".join(str(e).split())[:200] or type(e).__name__
+        reason = _torch_reason(e) if kind == "torch" else f"a bad safetensors file: {' '.join(str(e).split())[:200]}"
         raise DataError(f"{key}={str(path)!r} cannot be read as weights ({reason}); {WEIGHTS_ALLOWED}") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):  # a Lightning checkpoint
         state = {k.removeprefix("net."): v for k, v in state["state_dict"].items()}
@@ -89,7 +149,7 @@ def read_weights(path: Path, key: str = "dense.weights") -> dict[str, torch.Tens
 class ResumeCheckpoint(Checkpoint):
     """Saves the whole training state to ``path`` at an epoch end: the first one at least
     ``every_s`` seconds of training after the previous save (or the stage's start); with
-    ``every_s=0``, every epoch end.
+    ``every_s=0``, every epoch end. Under DDP, rank 0's clock decides for every rank.
 
     A save costs a few milliseconds (the model, optimizer, loops, records and RNGs, written
     atomically), a real share of a small model's epoch; a run killed between saves resumes
@@ -111,11 +171,17 @@ class ResumeCheckpoint(Checkpoint):
         self._last = self.clock()
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.clock() - self._last >= self.every_s:
-            for logger in trainer.loggers:  # the log on disk holds every epoch the checkpoint holds
-                logger.save()
-            trainer.save_checkpoint(self.path)
-            self._last = self.clock()
+        # Under DDP, save_checkpoint holds a barrier: ranks whose clocks fall on either side of
+        # every_s would wait on each other forever. Rank 0 decides for all (as ModelCheckpoint
+        # does), and every rank restarts its interval at the same epoch end, so rank 0's ``_last``
+        # is the only one that counts and all ranks agree on which epochs were saved.
+        due = self.clock() - self._last >= self.every_s
+        if not trainer.strategy.broadcast(due, src=0):
+            return
+        for logger in trainer.loggers:  # the log on disk holds every epoch the checkpoint holds
+            logger.save()
+        trainer.save_checkpoint(self.path)
+        self._last = self.clock()
 
     def resume_from(self) -> str | None:
         """The checkpoint to hand to ``Trainer.fit(ckpt_path=...)``, if an earlier run left one.

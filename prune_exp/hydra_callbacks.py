@@ -10,17 +10,9 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from prune_exp.preflight import (
-    check_job,
-    check_launch,
-    check_outputs,
-    check_selection,
-    output_dir,
-    preflight_errors,
-    where_in_sweep,
-)
+from prune_exp.preflight import check_job, check_launch, check_outputs, output_dir, preflight_errors
 from prune_exp.session import SESSION
-from prune_exp.sweep import sweep_job_overrides
+from prune_exp.sweep import PRUNE_EXP_SWEEPER, sweep_job_overrides
 
 log = logging.getLogger("prune_exp")
 
@@ -36,37 +28,41 @@ class Preflight(Callback):
             check_outputs(config, run_dir, "hydra.run.dir", checked)
 
     def on_multirun_start(self, config: DictConfig, config_name: str | None = None, **kwargs: Any) -> None:
+        from hydra.core.global_hydra import GlobalHydra
+
         from prune_exp.job_configs import JobConfigs
+        from prune_exp.sweep_preflight import check_sweep
 
         SESSION.dir_key, SESSION.dir = "hydra.sweep.dir", str(config.hydra.sweep.dir)
-        jobs = sweep_job_overrides(config)
+        if OmegaConf.select(config, "hydra.sweeper._target_") == PRUNE_EXP_SWEEPER:
+            return  # the sweeper checks every job as it composes it, and hands them to the launcher
+        loader = GlobalHydra.instance().config_loader()
+        jobs = sweep_job_overrides(config, loader)
         if jobs is None:
             log.info("preflight: not a basic sweep, every job checks its own config when it starts")
             return
-        seen: dict[str, Any] = {}
-        launcher = str(OmegaConf.select(config, "hydra.launcher._target_"))
-        with preflight_errors():
-            sweep_dir = output_dir(config, "hydra.sweep.dir")
-        numbered = OmegaConf.to_container(config.hydra.sweep)["subdir"] == "${hydra.job.num}"
-        composer, configs = JobConfigs(config_name), []
-        for overrides in jobs:  # every job's values first: a bad one fails before any data is made
-            with preflight_errors(where_in_sweep(overrides)):
-                job_cfg, rc = composer.of(overrides)
-                check_launch(job_cfg, launcher, multirun=True)
-                configs.append((job_cfg, rc))
-        with preflight_errors():
-            check_selection([c for c, _ in configs])
-        for num, (overrides, (job_cfg, rc)) in enumerate(zip(jobs, configs, strict=True)):
-            with preflight_errors(where_in_sweep(overrides)):
-                checked = check_job(job_cfg, seen, rc)
-                check_outputs(job_cfg, sweep_dir / str(num) if numbered else None, "hydra.sweep.dir", checked, seen)
+        check_sweep(config, jobs, JobConfigs(loader, config))
 
 
 class Report(Callback):
-    """When a multirun ends, print and write the strategy comparison of its sweep dir."""
+    """When a multirun ends, print and write the strategy comparison of its sweep dir. Hydra turns
+    an exception here into a warning, so a report that fails is recorded in SESSION instead: the
+    command then exits with its one line (session.sweep_status)."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from prune_exp.errors import PruneExpError
         from prune_exp.report import report_sweep
 
-        sweep = report_sweep(Path(config.hydra.sweep.dir))
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not sweep_dir.exists():  # the sweeper launched nothing (a dry run): nothing to report
+            return
+        try:
+            sweep = report_sweep(sweep_dir)
+        except PruneExpError as e:  # a full disk, a user's file in the report's place: one line
+            SESSION.report_error = str(e)
+            return
+        except Exception as e:  # our bug: its traceback, and still a failed command
+            log.exception("the sweep's report failed")
+            SESSION.report_error = f"internal error in the report ({type(e).__name__}: {e}; traceback above)"
+            return
         SESSION.unfinished, SESSION.jobs = sum(not job.done for job in sweep.jobs), len(sweep.jobs)

@@ -20,6 +20,8 @@ ROUNDS_DIR = "rounds"  # every round's mask (1 bit per weight), and weights with
 COMPACT_FILE = "compact.safetensors"  # channel pruning: the compacted model's weights (compact.py)
 COMPACT_PLAN_FILE = "compact.json"  # and its plan
 RETRAIN_LOG_DIR = "retrain_log"  # the prune-retrain stage's per-epoch CSV log
+JOB_OVERRIDES = ".hydra/overrides.yaml"  # Hydra writes it in every job dir: the job's overrides
+MULTIRUN_FILE = "multirun.yaml"  # in a sweep dir: the sweep's config (so its list of jobs), as it started
 # What a finished job produced: the job cache (job_cache.py) keeps these and gives them to a rerun.
 RESULT_FILES = (
     RECORDS_FILE,

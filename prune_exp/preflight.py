@@ -23,7 +23,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from prune_exp.config import ConfigError, PruneExpError, check_accelerator, task_metrics
+from prune_exp.config import ConfigError, PruneExpError, check_accelerator, instantiate_at, task_metrics
 from prune_exp.session import SESSION
 
 log = logging.getLogger("prune_exp")
@@ -38,12 +38,10 @@ def data_key(cfg: DictConfig) -> str:
 def load_data(cfg: DictConfig, memo: dict[str, Any] | None = None) -> tuple[str, int]:
     """The digest of the job's data and its number of training examples, loaded and checked now
     (a missing set is downloaded). With ``memo`` (a sweep's) each data key is loaded once."""
-    from hydra.utils import instantiate
-
     key = data_key(cfg)
     if memo is not None and key in memo:
         return memo[key]
-    dm = instantiate(cfg.data, data_dir=str(OmegaConf.select(cfg, "paths.data_dir")))
+    dm = instantiate_at("data", cfg.data, data_dir=str(OmegaConf.select(cfg, "paths.data_dir")))
     dm.setup()  # the job's own loading and checks: a bad file fails here, before any training
     facts = dm.data_digest(), len(dm.train)
     if memo is not None:
@@ -68,11 +66,12 @@ def check_job(cfg: DictConfig, _seen: dict[str, Any] | None = None, rc: Any = No
     data set and each model is checked once; ``rc``: the job's RunConfig, if the caller has it."""
     from prune_exp.config import check_dense_length, dense_length, world_size
     from prune_exp.data.base import epoch_steps
+    from prune_exp.pruning.gradual import check_gradual
     from prune_exp.retrain.strategies import plan_round
     from prune_exp.run import to_run_config
 
-    if rc is None:
-        rc = to_run_config(cfg, resolve_paths=False)
+    if rc is None:  # a single run: its config has the hydra node (its command line)
+        rc = to_run_config(cfg, resolve_paths=False, overrides=OmegaConf.select(cfg, "hydra.overrides.task") or ())
     if OmegaConf.select(cfg, "logger._target_"):
         from prune_exp.tracking import check_available
 
@@ -89,6 +88,7 @@ def check_job(cfg: DictConfig, _seen: dict[str, Any] | None = None, rc: Any = No
     T = dense_length(rc.dense, steps)
     if rc.dense.iterations is not None:  # what depends on T, now that the epoch length is known
         check_dense_length(rc, T)
+    check_gradual(rc, T, steps)
     return CheckedJob(digest, plan_round(rc.retrain, T, steps).dense_epochs_needed(steps))
 
 
@@ -96,13 +96,11 @@ def check_model(cfg: DictConfig, rc: Any) -> None:
     """The checks that need the network or the data's classes: the prunable names the patterns
     match, the task's metrics (each built once), and a select_metric the data can have. The
     data's shape and classes come from its config (no data loaded)."""
-    from hydra.utils import instantiate
-
     from prune_exp.models.init import build_net
     from prune_exp.pruning.pruner import Pruner
     from prune_exp.task import Task
 
-    dm = instantiate(cfg.data, data_dir=str(OmegaConf.select(cfg, "paths.data_dir")))
+    dm = instantiate_at("data", cfg.data, data_dir=str(OmegaConf.select(cfg, "paths.data_dir")))
     if dm.task != rc.task.name:
         raise ConfigError(
             f"task.name={rc.task.name!r} but {type(dm).__name__} has {dm.task} targets; allowed: task={dm.task}"
@@ -121,8 +119,8 @@ def check_model(cfg: DictConfig, rc: Any) -> None:
         check_weights_fit(net, Path(path), f"dense.rewind_weights[{epoch}]")
     Pruner(
         net,
-        criterion=instantiate(cfg.prune.criterion),
-        structure=instantiate(cfg.structure),
+        criterion=instantiate_at("prune.criterion", cfg.prune.criterion),
+        structure=instantiate_at("structure", cfg.structure),
         scope=rc.prune.scope,
         sparsities=[rc.prune.sparsity],
         include=rc.prune.include,
@@ -166,11 +164,12 @@ def check_writable(key: str, path: Path) -> None:
 
 def check_outputs(
     config: DictConfig, job_dir: Path | None, dir_key: str, job: CheckedJob, _seen: dict[Any, Any] | None = None
-) -> None:
+) -> str:
     """The job dir (if known) belongs to this config and no live process holds it, the output
     and cache dirs can be written, and the files of the dense cache entry this job would reuse
-    (found by its data's digest) are intact. ``_seen``: a sweep's memo, so that each directory
-    is tried and each cache entry read and verified once, however many jobs share it."""
+    (found by its data's digest) are intact; the hash of that dense run. ``_seen``: a sweep's
+    memo, so that each directory is tried and each cache entry read and verified once, however
+    many jobs share it."""
     from prune_exp.cache import DenseCache, spec_hash
     from prune_exp.dist import is_main
     from prune_exp.experiment import check_job_dir
@@ -192,6 +191,7 @@ def check_outputs(
     if run is not None:
         epochs = frozenset({run.epochs} | job.dense_epochs_needed)
         once(seen, ("verified", run.path, epochs), lambda: run.verify(set(epochs)))
+    return h
 
 
 def once(seen: dict[Any, Any], key: Any, check: Callable[[], Any]) -> Any:
@@ -264,6 +264,23 @@ def check_selection(configs: list[DictConfig]) -> None:
             "strategy's budget on the val split, and there is none; allowed: one retrain.budget, or "
             "data.val_fraction > 0"
         )
+
+
+def check_strategy_names(rcs: list[Any]) -> None:
+    """ConfigError if two jobs (their RunConfigs) give one strategy name to different strategy
+    configs, or two names one short name: the report would merge them (report/arms.py: the same
+    rule, on the records)."""
+    import pandas as pd
+
+    from prune_exp.report.arms import IDENTITY_KEYS, check_arms, gradual_arms
+
+    def row(num: int, rc: Any) -> dict[str, Any]:
+        retrain = {f"retrain.{k}": getattr(rc.retrain, k) for k in (*IDENTITY_KEYS, "short")}
+        # job: the job's number in the sweep, as Hydra numbers its dir and the report names it
+        return {"job": str(num), "strategy": rc.retrain.strategy, "schedule": rc.prune.schedule, **retrain}
+
+    if rcs:
+        check_arms(gradual_arms(pd.DataFrame([row(num, rc) for num, rc in enumerate(rcs)])))
 
 
 def check_launch(job_cfg: DictConfig, launcher: str, multirun: bool) -> None:

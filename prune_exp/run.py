@@ -13,8 +13,9 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -31,10 +32,13 @@ from prune_exp.config import (
     RunConfig,
     check_config,
     check_known_keys,
+    check_targets,
     conf_dir,
     default_select_metric,
+    instantiate_at,
     rounds_target,
 )
+from prune_exp.errors import disk_full
 from prune_exp.interrupt import Interrupted, exit_with_parent, signals_interrupt
 from prune_exp.session import resume_hint, sweep_status
 
@@ -44,10 +48,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("prune_exp")
 
 
-def to_run_config(cfg: DictConfig, *, resolve_paths: bool = True) -> RunConfig:
+def to_run_config(cfg: DictConfig, *, resolve_paths: bool = True, overrides: Sequence[str] = ()) -> RunConfig:
     """Typed, checked config. ``resolve_paths=False`` skips ``paths`` (its values need a running
-    Hydra job), which lets the preflight check a config before any directory exists."""
-    return finish_run_config(typed_run_config(cfg, resolve_paths=resolve_paths))
+    Hydra job), which lets the preflight check a config before any directory exists.
+    ``overrides``: the job's command-line overrides (what they set wins, see :func:`cli_wins`)."""
+    return finish_run_config(typed_run_config(cfg, resolve_paths=resolve_paths), overrides)
 
 
 def typed_run_config(cfg: DictConfig, *, resolve_paths: bool = True) -> RunConfig:
@@ -66,16 +71,48 @@ def typed_run_config(cfg: DictConfig, *, resolve_paths: bool = True) -> RunConfi
     return run_cfg
 
 
-def finish_run_config(run_cfg: RunConfig) -> RunConfig:
+def finish_run_config(run_cfg: RunConfig, overrides: Sequence[str] = ()) -> RunConfig:
     """The values derived from others put in place (prune.rounds, select_metric), every value
-    checked (config.check_config); ``run_cfg``."""
+    checked (config.check_config); ``run_cfg``. ``overrides``: the job's command-line ones."""
+    cli_wins(run_cfg, overrides)
     if run_cfg.prune.rounds is not None:  # checked with the rest below
         if isinstance(run_cfg.prune.rounds, int) and run_cfg.prune.rounds >= 1:
             run_cfg.prune.sparsity = rounds_target(run_cfg.prune.rate, run_cfg.prune.rounds)
     check_config(run_cfg)
+    check_targets(run_cfg)  # here, not where the job builds them: Hydra's error would not name the key
     if run_cfg.select_metric is None:
         run_cfg.select_metric = default_select_metric(run_cfg.task)
     return run_cfg
+
+
+def cli_wins(run_cfg: RunConfig, overrides: Sequence[str]) -> None:
+    """prune.rounds and prune.sparsity each set the target: given both on the command line they
+    are refused; the one the command line gives wins over the other from a config file (an
+    experiment's), and the log says so once."""
+    keys = {o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o}
+    pr = run_cfg.prune
+    if pr.rounds is None or not keys & {"prune.rounds", "prune.sparsity"}:
+        return
+    if {"prune.rounds", "prune.sparsity"} <= keys:
+        raise ConfigError(
+            f"prune.rounds={pr.rounds} and prune.sparsity={pr.sparsity} both set the target sparsity "
+            f"(prune.rounds gives 1 - (1 - prune.rate)^rounds); allowed: one of them on the command line"
+        )
+    if "prune.sparsity" in keys:
+        _note_once(f"prune.sparsity={pr.sparsity} from the command line: the config's prune.rounds={pr.rounds} dropped")
+        pr.rounds = None
+    elif isinstance(pr.rounds, int) and pr.rounds >= 1:
+        target = rounds_target(pr.rate, pr.rounds)
+        if abs(target - pr.sparsity) > 1e-12:
+            _note_once(
+                f"prune.rounds={pr.rounds} from the command line sets prune.sparsity={target:.6g} "
+                f"(not the config's {pr.sparsity})"
+            )
+
+
+@functools.cache
+def _note_once(message: str) -> None:
+    log.info("%s", message)
 
 
 def dense_spec_of(cfg: DictConfig, data_digest: str) -> dict:
@@ -136,19 +173,17 @@ def run(cfg: DictConfig) -> float:
 
 def experiment_of(cfg: DictConfig) -> Experiment:
     """The job's objects, built from its composed config (fused.group trains several together)."""
-    from hydra.utils import instantiate
-
     from prune_exp.experiment import Experiment  # heavy imports (torch, Lightning) start here
     from prune_exp.models.init import build_net
 
-    rc = to_run_config(cfg)
     hc = HydraConfig.get() if HydraConfig.initialized() else None
     overrides = list(hc.overrides.task) if hc else []
+    rc = to_run_config(cfg, overrides=overrides)
     multirun = hc is not None and hc.mode == RunMode.MULTIRUN
     progress = rc.trainer.progress_bar
     if progress is None:
         progress = sys.stderr.isatty() and not multirun
-    dm = instantiate(cfg.data, data_dir=rc.paths.data_dir, shuffle_seed=rc.seed)
+    dm = instantiate_at("data", cfg.data, data_dir=rc.paths.data_dir, shuffle_seed=rc.seed)
     tracker = None
     if OmegaConf.select(cfg, "logger._target_"):
         from prune_exp.tracking import Tracker, flat_config
@@ -160,8 +195,8 @@ def experiment_of(cfg: DictConfig) -> Experiment:
         cfg=rc,
         datamodule=dm,
         build_net=lambda: build_net(cfg.model, dm.input_shape, dm.num_classes),
-        criterion=instantiate(cfg.prune.criterion),
-        structure=instantiate(cfg.structure),
+        criterion=instantiate_at("prune.criterion", cfg.prune.criterion),
+        structure=instantiate_at("structure", cfg.structure),
         dense_spec=functools.partial(dense_spec_of, cfg),  # completed by the data digest once it is loaded
         names={
             g: (hc.runtime.choices.get(g) if hc else None) or OmegaConf.select(cfg, f"{g}._target_")
@@ -190,10 +225,22 @@ def main(cfg: DictConfig) -> float:
             log.error("%s", e)
             if not multirun:
                 sys.exit(f"prune-exp: {e}")
-        except Exception:
-            if not multirun:
+        except Exception as e:
+            full = disk_full(e, [(k, str(OmegaConf.select(cfg, k))) for k in ("paths.output_dir", "paths.cache_dir")])
+            if full is None and not multirun:
                 raise
-            log.exception("the job failed")
+            if full is None:
+                log.exception("the job failed")
+                return float("nan")
+            # The machine's state, not our bug: one line (status.json has the error too). The log
+            # file is likely on the full disk: logging must not print its own traceback for it.
+            raising, logging.raiseExceptions = logging.raiseExceptions, False
+            try:
+                log.error("%s", full)
+            finally:
+                logging.raiseExceptions = raising
+            if not multirun:
+                sys.exit(f"prune-exp: {full}")
     return float("nan")
 
 
@@ -204,10 +251,38 @@ def check_override_syntax(args: list[str]) -> None:
             raise ConfigError(f"the override {arg!r} has no key; allowed: key=value, group=option or +key=value")
 
 
+def dry_run_args(args: list[str]) -> list[str]:
+    """``-m ... --cfg job`` (Hydra takes one mode at a time) as the sweep's dry run
+    (``hydra.sweeper.dry_run=true``: every job composed, checked and listed, nothing written)."""
+    at = next((i for i, a in enumerate(args) if a in ("-c", "--cfg") or a.startswith("--cfg=")), None)
+    if at is None or not {"-m", "--multirun"} & set(args):
+        return args
+    if any(a.startswith("hydra/sweeper=") and a != "hydra/sweeper=prune_exp" for a in args):
+        raise ConfigError("-m with --cfg (a dry run) needs hydra/sweeper=prune_exp, the default")
+    return [*args[:at], *args[at + (1 if "=" in args[at] else 2) :], "hydra.sweeper.dry_run=true"]
+
+
+def atomic_hydra_files() -> None:
+    """Hydra's own files of a job (``.hydra/config.yaml``, ``hydra.yaml``, ``overrides.yaml``)
+    written atomically, as every file of ours: a full disk or a kill leaves a job dir its old
+    files or the new ones, never a cut one. (Hydra writes them in place, through this one
+    function of its module, in ``run_job``.)"""
+    import hydra.core.utils
+
+    from prune_exp.atomic import write_text
+
+    def save_config(cfg: Any, filename: str, output_dir: Path) -> None:
+        write_text(Path(output_dir) / filename, OmegaConf.to_yaml(cfg))
+
+    hydra.core.utils._save_config = save_config
+
+
 def _exit_status() -> int | str | None:
     """Run :func:`main` as the command does; its exit status (a str: printed, status 1)."""
     try:
         with signals_interrupt():  # for the preflight and the report too, not only the jobs
+            atomic_hydra_files()
+            sys.argv = [sys.argv[0], *dry_run_args(sys.argv[1:])]
             check_override_syntax(sys.argv[1:])
             main()
         return sweep_status()

@@ -2,7 +2,7 @@
 
 The Hydra callbacks fill it in (the preflight the dir, the report the outcome); the command's
 exit (run.cli) reads it to say how to resume an interrupted run and to exit non-zero when a
-job of the sweep did not finish. Standard library only.
+job of the sweep did not finish or its report could not be written. Standard library only.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ class Session:
     dir: str = ""
     unfinished: int | None = None  # a sweep's jobs that did not end done (None: no report yet)
     jobs: int = 0  # the sweep's jobs
+    report_error: str = ""  # why the sweep's report was not written ("": it was, or no report yet)
 
 
 SESSION = Session()
@@ -29,11 +30,16 @@ def resume_hint() -> str:
 
 
 def sweep_status() -> int | str:
-    """The exit status of a finished command: 0, or the line that says which of its sweep's
-    jobs did not finish (the command then exits with 1)."""
-    if not SESSION.unfinished:
+    """The exit status of a finished command: 0, or the line that says why its sweep's report was
+    not written or which of its jobs did not finish (the command then exits with 1). It forgets
+    the sweep's outcome, so a next command in this process (the tests run many) starts clean."""
+    error, unfinished = SESSION.report_error, SESSION.unfinished
+    SESSION.report_error, SESSION.unfinished = "", None
+    if error:  # Hydra turns the report's exception into a warning: it ends here
+        return f"prune-exp: the sweep's report was not written: {error}"
+    if not unfinished:
         return 0
     return (
-        f"prune-exp: {SESSION.unfinished} of {SESSION.jobs} jobs of the sweep did not finish; "
+        f"prune-exp: {unfinished} of {SESSION.jobs} jobs of the sweep did not finish; "
         f"see the Jobs table of {SESSION.dir}/summary.md"
     )

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from filelock import FileLock
 from helpers import composed, fake_mnist, job_config
 from safetensors.torch import save_file
 
@@ -159,17 +160,39 @@ def test_second_request_reuses_the_entry(tmp_path: Path) -> None:
     assert run1.path == run2.path and torch.equal(run2.state(1)["w"], torch.ones(3))
 
 
-def test_concurrent_requests_train_once(tmp_path: Path) -> None:
-    cache, calls, results = DenseCache(tmp_path), [], []
-    threads = [
-        threading.Thread(target=lambda: results.append(cache.get_or_train(SPEC, set(), fake_train(calls, 0.3))))
-        for _ in range(4)
-    ]
+def test_concurrent_requests_train_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four requests at once: the one that trains waits until the other three are blocked on the
+    lock, so they certainly overlap (run one after another, or without the lock, it fails)."""
+    blocked: set[int] = set()  # the threads that found the lock held by another
+
+    class SpyLock(FileLock):
+        def _acquire(self) -> None:
+            super()._acquire()
+            if not self.is_locked:  # one failed try: another holds the lock and this thread waits
+                blocked.add(threading.get_ident())
+
+    monkeypatch.setattr("prune_exp.cache.FileLock", SpyLock)
+    cache, calls, results, seen_blocked = DenseCache(tmp_path), [], [], []
+    start = threading.Barrier(4)
+
+    def train(staging: Path) -> dict:
+        deadline = time.monotonic() + 10  # bounded: without the lock nobody ever blocks
+        while len(blocked) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        seen_blocked.append(len(blocked))
+        return fake_train(calls)(staging)
+
+    def request() -> None:
+        start.wait(timeout=10)
+        results.append(cache.get_or_train(SPEC, set(), train))
+
+    threads = [threading.Thread(target=request) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert len(calls) == 1 and sorted(c for _, c in results) == [False, True, True, True]
+    assert seen_blocked == [3] and len(calls) == 1
+    assert sorted(c for _, c in results) == [False, True, True, True]
 
 
 def test_a_failed_training_publishes_nothing_and_the_next_job_resumes_its_partial_dir(tmp_path: Path) -> None:

@@ -247,3 +247,47 @@ def test_prune_rounds_gives_that_many_rounds_at_the_rate_in_place_of_a_target() 
     ):
         with composed(overrides) as cfg, pytest.raises(ConfigError, match=message):
             to_run_config(cfg, resolve_paths=False)
+
+
+def test_a_target_that_does_not_import_is_refused_with_its_key() -> None:
+    from prune_exp.config import check_targets
+
+    with composed(["debug=fast"]) as cfg:
+        rc = to_run_config(cfg, resolve_paths=False)
+    check_targets(rc)  # every built-in option imports
+    rc.prune.criterion = {"_target_": "prune_exp.pruning.criteria.Magnitud"}  # a user's file: a plain dict
+    with pytest.raises(ConfigError) as e:
+        check_targets(rc)
+    assert str(e.value) == (
+        "prune.criterion._target_='prune_exp.pruning.criteria.Magnitud' cannot be imported (prune_exp.pruning."
+        "criteria has no 'Magnitud'; did you mean prune_exp.pruning.criteria.Magnitude?); allowed: one of "
+        "prune_exp.pruning.criteria.Magnitude, prune_exp.pruning.criteria.Random, prune_exp.pruning.criteria.Taylor, "
+        "or the import path of a class of your own"
+    )
+    rc.prune.criterion = {"batches": 3}
+    with pytest.raises(ConfigError, match=r"^prune\.criterion\._target_ is not set, so nothing can be built; allowed"):
+        check_targets(rc)
+    rc.prune.criterion = {"_target_": "prune_exp.pruning..Magnitude"}
+    with pytest.raises(ConfigError, match=r"cannot be imported \(not an import path such as package\.module\.Class\)"):
+        check_targets(rc)
+
+
+def test_instantiate_at_names_the_key_of_a_node_hydra_cannot_build() -> None:
+    from prune_exp.config import instantiate_at
+    from prune_exp.pruning.criteria import Taylor
+
+    assert isinstance(
+        instantiate_at("prune.criterion", OmegaConf.create({"_target_": Taylor.__module__ + ".Taylor"})), Taylor
+    )
+    model = OmegaConf.create({"_target_": "prune_exp.models.mlp.MLP", "widht": 3})
+    with pytest.raises(ConfigError) as e:
+        instantiate_at("model", model, input_shape=(1, 4), num_classes=2)
+    assert str(e.value) == (
+        "model._target_='prune_exp.models.mlp.MLP' cannot be built (TypeError: MLP.__init__() got an unexpected "
+        "keyword argument 'widht'); allowed: the arguments prune_exp.models.mlp.MLP takes"
+    )
+    with pytest.raises(ConfigError, match=r"^structure\._target_='prune_exp\.pruning\.structure\.NN' cannot be imp"):
+        instantiate_at("structure", OmegaConf.create({"_target_": "prune_exp.pruning.structure.NN"}))
+    taylor = OmegaConf.create({"_target_": "prune_exp.pruning.criteria.Taylor", "batches": 0})
+    with pytest.raises(ConfigError, match=r"^prune\.criterion\.batches=0 is not allowed"):  # ours, as it is
+        instantiate_at("prune.criterion", taylor)

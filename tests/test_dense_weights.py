@@ -99,7 +99,12 @@ class NotATensor:
             r"does not fit model \(not in the model \['fc2\.bias', 'fc2\.weight'\]; of other shapes \['classifier\.we",
         ),
         ("missing", [], DataError, r"dense\.weights='.*nope\.pt': no such file"),
-        ("garbage", [], DataError, r"dense\.weights='.*bad\.pt' cannot be read as weights"),
+        (
+            "garbage",
+            [],
+            DataError,
+            r"dense\.weights='.*bad\.pt' is not safetensors or a torch state dict: it is binary data of no known",
+        ),
         (
             "pickle",
             [],

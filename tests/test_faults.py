@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import subprocess
 import sys
@@ -73,6 +74,46 @@ def has_gpu() -> bool:
     return torch.cuda.is_available()
 
 
+class NotWeights:
+    """An object torch.save pickles whole: loading it would import and build this class."""
+
+    def __init__(self) -> None:
+        self.w = torch.zeros(2)
+
+
+class Payload:
+    """A pickle payload: unpickling it runs code (here, it creates PAYLOAD_RAN in the cwd)."""
+
+    def __reduce__(self) -> tuple:
+        return (exec, ("open('PAYLOAD_RAN', 'w').close()",))
+
+
+def text_weights(root: Path) -> None:
+    (root / "weights.txt").write_text("hello\n")
+
+
+def pickled_weights(root: Path) -> None:
+    torch.save(NotWeights(), root / "obj.pt")
+
+
+def killed_job(root: Path, checkpoint: Callable[[Path], None]) -> None:
+    """A killed job's dir (this config's) whose resume.ckpt is what ``checkpoint`` writes."""
+    damaged_checkpoint(root)
+    checkpoint(root / "outputs" / "killed" / "resume.ckpt")
+
+
+def user_criterion(root: Path) -> None:
+    """A user's own prune/criterion option, in their config dir, with a typo in its target."""
+    (root / "my_conf" / "prune" / "criterion").mkdir(parents=True)
+    (root / "my_conf" / "prune" / "criterion" / "mine.yaml").write_text(
+        "_target_: prune_exp.pruning.criteria.Magnitud\n"
+    )
+
+
+# torch's hint to load a refused file unsafely, in any of its wordings: no message relays it
+UNSAFE_HINT = r"weights_only`?\s*(=|set to)\s*`?False"
+
+
 FAULTS = [
     Fault("a + typo in a nested key", ["+prune.sparsty=0.9"], r"prune\.sparsty is not a config key.*prune\.sparsity"),
     Fault("a + typo in another group", ["+retrain.budgt=5"], r"retrain\.budgt is not a config key.*retrain\.budget"),
@@ -111,6 +152,105 @@ FAULTS = [
         setup=other_config_job,
     ),
     Fault(
+        "gradual pruning with prune.every over the ramp",
+        [*SMALL, "prune.schedule=gradual"],
+        r"prune\.every=100 is not allowed with prune\.schedule=gradual: its cubic ramp is 18 steps \(the first 3 of "
+        r"4 rounds of 6 steps: prune\.rate=0\.2 takes 4 rounds to prune\.sparsity=0\.5, each of retrain\.budget=1 "
+        r"epochs of 6 steps\), .*; allowed: an integer in \[1, 9\]",
+    ),
+    Fault(
+        "gradual pruning with prune.every equal to the ramp",
+        [*SMALL, "prune.schedule=gradual", "prune.every=18"],
+        r"prune\.every=18 is not allowed .* ramp is 18 steps .*; allowed: an integer in \[1, 9\]",
+    ),
+    Fault(
+        "dense.weights a text file",
+        [*SMALL, "dense.weights=weights.txt"],
+        r"dense\.weights='weights\.txt' is not safetensors or a torch state dict: it is text, starting 'hello'; "
+        r"allowed: safetensors, or a state dict saved with torch\.save \(tensors only\)$",
+        setup=text_weights,
+    ),
+    Fault(
+        "dense.weights a pickled object",
+        [*SMALL, "dense.weights=obj.pt"],
+        r"dense\.weights='obj\.pt' cannot be read as weights \(it holds pickled objects besides tensors, which "
+        r"torch\.load\(weights_only=True\) refuses\); allowed: safetensors, or a state dict",
+        setup=pickled_weights,
+    ),
+    Fault(
+        "a resume checkpoint that pickles an object",
+        [*SMALL, "hydra.run.dir=outputs/killed"],
+        r"cannot resume from .*killed/resume\.ckpt: it is not a checkpoint prune-exp wrote \(truncated, or altered: "
+        r"it holds pickled objects besides tensors, which torch\.load\(weights_only=True\) refuses\); delete it",
+        setup=lambda root: killed_job(root, lambda path: torch.save(NotWeights(), path)),
+    ),
+    Fault(
+        "a resume checkpoint replaced by a pickle payload",
+        [*SMALL, "hydra.run.dir=outputs/killed"],
+        r"cannot resume from .*killed/resume\.ckpt: it is not a checkpoint prune-exp wrote \(truncated, or altered: "
+        r"a pickle that torch\.save did not write\); delete it",
+        setup=lambda root: killed_job(root, lambda path: path.write_bytes(pickle.dumps(Payload()))),
+    ),
+    Fault(
+        "a typo in the criterion's target",
+        ["prune.criterion._target_=prune_exp.pruning.criteria.Magnitud"],
+        r"prune\.criterion\._target_='prune_exp\.pruning\.criteria\.Magnitud' cannot be imported \("
+        r"prune_exp\.pruning\.criteria has no 'Magnitud'; did you mean prune_exp\.pruning\.criteria\.Magnitude\?\); "
+        r"allowed: one of prune_exp\.pruning\.criteria\.Magnitude, .*, or the import path of a class of your own$",
+    ),
+    Fault(
+        "a typo in a user's criterion file",
+        ["--config-dir", "my_conf", "prune/criterion=mine"],
+        r"prune\.criterion\._target_='prune_exp\.pruning\.criteria\.Magnitud' cannot be imported",
+        setup=user_criterion,
+    ),
+    Fault(
+        "a typo in the model's target",
+        ["model._target_=prune_exp.models.mlp.MLPx"],
+        r"model\._target_='prune_exp\.models\.mlp\.MLPx' cannot be imported \(prune_exp\.models\.mlp has no 'MLPx'; "
+        r"did you mean prune_exp\.models\.mlp\.MLP\?\); allowed: one of prune_exp\.models\.mlp\.MLP, ",
+    ),
+    Fault(
+        "a model module that is not there",
+        ["model._target_=my_models.Net"],
+        r"model\._target_='my_models\.Net' cannot be imported \(no module named 'my_models'; a module of your own "
+        r"must be on PYTHONPATH\); allowed: one of prune_exp\.models\.mlp\.MLP, ",
+    ),
+    Fault(
+        "a typo in the data's target",
+        ["data._target_=prune_exp.data.synthetc.SyntheticDataModule"],
+        r"data\._target_='prune_exp\.data\.synthetc\.SyntheticDataModule' cannot be imported \(prune_exp\.data has "
+        r"no 'synthetc'; did you mean prune_exp\.data\.synthetic\.SyntheticDataModule\?\)",
+    ),
+    Fault(
+        "a typo in the structure's target",
+        ["structure._target_=prune_exp.pruning.structure.Chanel"],
+        r"structure\._target_='prune_exp\.pruning\.structure\.Chanel' cannot be imported .*allowed: one of "
+        r"prune_exp\.pruning\.structure\.Unstructured, prune_exp\.pruning\.structure\.Channel, ",
+    ),
+    Fault(
+        "a typo in a metric's target",
+        ["+task.metrics.kappa={_target_:torchmetrics.classification.MulticlassCohenKapa}"],
+        r"task\.metrics\.kappa\._target_='torchmetrics\.classification\.MulticlassCohenKapa' cannot be imported "
+        r"\(torchmetrics\.classification has no 'MulticlassCohenKapa'\); allowed: one of ",
+    ),
+    Fault(
+        "a typo in the logger's target",
+        ["logger=tensorboard", "logger._target_=lightning.pytorch.loggers.TensorBoardLoger"],
+        r"logger\._target_='lightning\.pytorch\.loggers\.TensorBoardLoger' cannot be imported .*; allowed: ",
+    ),
+    Fault(
+        "prune.rounds and prune.sparsity both on the command line",
+        ["prune.rounds=2", "prune.sparsity=0.95"],
+        r"config error: prune\.rounds=2 and prune\.sparsity=0\.95 both set the target sparsity .*allowed: one of them",
+    ),
+    Fault(
+        "prune.rounds and prune.sparsity both on the command line of a sweep",
+        ["-m", "prune.rounds=2,3", "prune.sparsity=0.95"],
+        r"config error in the sweep job \[prune\.rounds=2 prune\.sparsity=0\.95 [^]]*\]: prune\.rounds=2 and "
+        r"prune\.sparsity=0\.95 both set",
+    ),
+    Fault(
         "a resume checkpoint cut short",
         [*SMALL, "hydra.run.dir=outputs/killed"],
         r"cannot resume from .*killed/resume\.ckpt: it is not a checkpoint prune-exp wrote",
@@ -136,6 +276,7 @@ def test_a_fault_gives_one_clear_line_and_changes_nothing(fault: Fault, finished
     assert fault.hydra_message or last.startswith("prune-exp: "), err[-2000:]
     assert re.search(fault.error, last), last
     assert "Traceback" not in err, err[-3000:]
+    assert not re.search(UNSAFE_HINT, err), err[-3000:]  # never a hint to load a refused file unsafely
     after = snapshot(root)
     assert {k: after.get(k) for k in before} == before  # every earlier file as it was
     assert [k for k in after.keys() - before.keys() if not k.startswith("data/")] == []  # (generated data aside)
@@ -182,3 +323,32 @@ def test_two_commands_started_in_the_same_second_get_different_dirs(tmp_path: Pa
         assert re.fullmatch(rf".*/outputs/default/runs/\d{{4}}-\d\d-\d\d_\d\d-\d\d-\d\d_{pid}", run_dir), run_dir
         assert re.fullmatch(rf".*/outputs/default/multiruns/\d{{4}}-\d\d-\d\d_\d\d-\d\d-\d\d_{pid}", sweep_dir)
     assert outs[0][1] != outs[1][1] and outs[0][2] != outs[1][2]
+
+
+@pytest.mark.parametrize(
+    ("args", "rounds", "sparsity", "note"),
+    [
+        (["experiment=compare", "prune.rounds=2"], 2, 0.36, "prune.rounds=2 from the command line sets prune.sparsity"),
+        (["experiment=compare", "prune.sparsity=0.8"], None, 0.8, None),  # no rounds anywhere: nothing to say
+        (["prune.rounds=3"], 3, 0.488, "prune.rounds=3 from the command line sets prune.sparsity=0.488"),
+    ],
+)
+def test_the_command_lines_rounds_win_over_a_config_files_sparsity(
+    args: list[str], rounds: int | None, sparsity: float, note: str | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An experiment file's prune.sparsity gives way to prune.rounds from the command line, and
+    the log says so; a config file's prune.rounds gives way to prune.sparsity the same way."""
+    from helpers import composed
+
+    from prune_exp.run import _note_once, to_run_config
+
+    _note_once.cache_clear()
+    with composed(args) as cfg, caplog.at_level("INFO", logger="prune_exp"):
+        rc = to_run_config(cfg, resolve_paths=False, overrides=args)
+    assert (rc.prune.rounds, round(rc.prune.sparsity, 9)) == (rounds, sparsity)
+    notes = [r.getMessage() for r in caplog.records if "from the command line" in r.getMessage()]
+    assert len(notes) == (note is not None) and all(note in n for n in notes), notes
+    # a config file's rounds (composed here as if an experiment set it), the command line's sparsity
+    with composed([*args[:-1], "prune.rounds=2", "prune.sparsity=0.7"]) as cfg:
+        rc = to_run_config(cfg, resolve_paths=False, overrides=["prune.sparsity=0.7"])
+    assert (rc.prune.rounds, rc.prune.sparsity) == (None, 0.7)

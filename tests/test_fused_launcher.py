@@ -12,20 +12,22 @@ from helpers import composed, run_in_process
 from prune_exp.fused.launch import fusion_key, plan_groups
 from prune_exp.jobfiles import STATUS_FILE
 from prune_exp.records import read_records
+from prune_exp.run import to_run_config
 
 FAST = ["debug=fast", "efficiency.measure_speed=false", "prune.schedule=iterative", "prune.rate=0.5"]
 
 
-def _configs(*jobs: list[str]):
+def _keys(*jobs: list[str]) -> list[tuple[str | None, str]]:
+    """Each job's fusion_key, from its composed config and RunConfig."""
     out = []
     for overrides in jobs:
         with composed([*FAST, *overrides]) as cfg:
-            out.append(cfg)
+            out.append(fusion_key(cfg, to_run_config(cfg, resolve_paths=False, overrides=overrides)))
     return out
 
 
 def test_jobs_group_by_round_structure_and_arms_may_differ_in_seed_strategy_pruning_and_lr() -> None:
-    configs = _configs(
+    keys = _keys(
         ["retrain=finetune", "seed=0"],
         ["retrain=lr_rewind", "seed=1", "optim.lr=0.05", "prune/criterion=random", "structure=channel"],
         ["retrain=finetune", "retrain.finetune_lr=0.001", "seed=2"],
@@ -36,20 +38,21 @@ def test_jobs_group_by_round_structure_and_arms_may_differ_in_seed_strategy_prun
         ["retrain=finetune", "seed=3", "prune.sparsity=0.875"],  # three rounds, not two
         ["retrain=finetune", "trainer.strategy=ddp", "trainer.devices=2"],
         ["retrain=finetune", "trainer.compile=true"],
+        ["retrain=finetune", "seed=4", "prune.rounds=2"],  # two rounds (its sparsity comes from them)
     )
-    groups = plan_groups(configs, max_arms=64)
-    assert [g for g, _ in groups] == [[0, 1, 2], [3], [4], [5], [6], [7], [8], [9]]
+    groups = plan_groups(keys, max_arms=64)
+    assert [g for g, _ in groups] == [[0, 1, 2], [3], [4], [5], [6], [7], [8], [9], [10]]
     reasons = dict((g[0], r) for g, r in groups)
     assert reasons[0] == ""
     assert "does not train" in reasons[4] and "gradual" in reasons[5] and "ddp" in reasons[8]
     assert "trainer.compile" in reasons[9]
     assert "no other job of the sweep shares" in reasons[3] and "no other job" in reasons[6]
-    assert fusion_key(configs[0])[0] == fusion_key(configs[1])[0] != fusion_key(configs[7])[0]
+    assert keys[0][0] == keys[1][0] != keys[7][0]
 
 
 def test_a_group_larger_than_max_arms_is_split_in_order() -> None:
-    configs = _configs(*[["retrain=finetune", f"seed={s}"] for s in range(5)])
-    assert [g for g, _ in plan_groups(configs, max_arms=2)] == [[0, 1], [2, 3], [4]]
+    keys = _keys(*[["retrain=finetune", f"seed={s}"] for s in range(5)])
+    assert [g for g, _ in plan_groups(keys, max_arms=2)] == [[0, 1], [2, 3], [4]]
 
 
 @pytest.mark.slow

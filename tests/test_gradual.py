@@ -16,7 +16,7 @@ from prune_exp.config import ConfigError
 from prune_exp.lit.callbacks import MaskEnforcer, RoundResult
 from prune_exp.lit.gradual import GradualCycle
 from prune_exp.pruning.criteria import Magnitude
-from prune_exp.pruning.gradual import GradualPlan, cubic_sparsity
+from prune_exp.pruning.gradual import GradualPlan, check_gradual, cubic_sparsity
 from prune_exp.pruning.mask import Mask
 from prune_exp.pruning.pruner import Pruner, sparsity_schedule
 from prune_exp.pruning.structure import Unstructured
@@ -45,6 +45,43 @@ def test_the_cubic_ramp_at_every_update() -> None:
     assert cubic_sparsity(25, 20, 0.5) == 0.5 and cubic_sparsity(0, 0, 0.9) == 0.9
     one = GradualPlan((0.9,), steps_per_round=7, every=3)  # one round: one-shot at step 0
     assert (one.update_steps, one.sparsities, one.record_steps) == ((0,), (0.9,), (7,))
+
+
+def test_prune_every_leaves_two_updates_or_more_on_the_ramp() -> None:
+    """Zhu & Gupta's ramp is n updates of Δt: with Δt over half the ramp n = 1, one-shot pruning."""
+    assert GradualPlan(LEVELS, steps_per_round=10, every=10).update_steps == (0, 10, 20)  # n = 2: the longest Δt
+    assert GradualPlan(LEVELS, steps_per_round=10, every=1).update_steps == tuple(range(21))
+    for every in (11, 19, 20, 100):  # 20: the ramp's length, one update from 0 to the target
+        message = (
+            rf"prune\.every={every} is not allowed with prune\.schedule=gradual: its cubic ramp is 20 steps \(the "
+            r"first 2 of 3 rounds of 10 steps\), .*; allowed: an integer in \[1, 10\] "
+        )
+        with pytest.raises(ConfigError, match=message):
+            GradualPlan(LEVELS, steps_per_round=10, every=every)
+    assert GradualPlan((0.9,), steps_per_round=7, every=100).update_steps == (0,)  # one round: no ramp to fit
+    with pytest.raises(ConfigError, match=r"ramp is 1 steps .*; allowed: none: a ramp of 1 step has room"):
+        GradualPlan((0.2, 0.4), steps_per_round=1, every=1)
+
+
+def test_the_preflight_check_says_where_the_ramps_steps_come_from() -> None:
+    with composed(["debug=fast", "prune.schedule=gradual"]) as cfg:
+        rc = to_run_config(cfg, resolve_paths=False)
+    with pytest.raises(ConfigError) as e:
+        check_gradual(rc, dense_epochs=2, steps_per_epoch=6)  # debug=fast's data: 6 steps per epoch
+    assert str(e.value) == (
+        "prune.every=100 is not allowed with prune.schedule=gradual: its cubic ramp is 18 steps (the first 3 of 4 "
+        "rounds of 6 steps: prune.rate=0.2 takes 4 rounds to prune.sparsity=0.5, each of retrain.budget=1 epochs "
+        "of 6 steps), so one update of 100 steps fits on it and the mask jumps to the target (or past 87.5% of it) "
+        "at once; allowed: an integer in [1, 9] (two updates or more on the ramp: Zhu & Gupta's n >= 2), or a "
+        "longer ramp (retrain.budget)"
+    )
+    rc.prune.every = 9
+    check_gradual(rc, dense_epochs=2, steps_per_epoch=6)
+    rc.prune.every, rc.retrain.budget = 18, 2  # a longer ramp: 3 rounds of 12 steps
+    check_gradual(rc, dense_epochs=2, steps_per_epoch=6)
+    rc.prune.schedule = "iterative"  # prune.every is gradual's alone
+    rc.prune.every = 10**6
+    check_gradual(rc, dense_epochs=2, steps_per_epoch=6)
 
 
 def cycle_for(plan: GradualPlan, net: torch.nn.Module, log: list) -> tuple[GradualCycle, list[RoundResult]]:

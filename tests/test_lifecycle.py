@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -105,6 +106,15 @@ def test_a_full_disk_ends_the_job_failed_with_the_reason(tmp_path: Path) -> None
         assert res.returncode == 1, res.stderr[-3000:]
         st = status(disk / "outputs" / "job")
         assert st["state"] == "failed" and "No space left on device" in st["error"], st
+        # one line that says so and where (safetensors' error names no file: the job's filesystems)
+        assert "Traceback" not in res.stderr and "Logging error" not in res.stderr, res.stderr[-3000:]
+        last = res.stderr.strip().splitlines()[-1]
+        where = rf"on {disk} \(\d+(\.\d)? (bytes|KiB) free\), which holds paths\.output_dir={disk}/outputs/job, "
+        assert re.fullmatch(
+            rf"prune-exp: the disk is full \(No space left on device\): {where}paths\.cache_dir={disk}/outputs/cache; "
+            r"free space there, then run the same command again",
+            last,
+        ), last
     finally:
         subprocess.run(["umount", str(disk)])
 

@@ -548,6 +548,7 @@ def test_a_partial_sweep_reports_what_is_there_and_lists_the_rest(tmp_path: Path
 def test_an_empty_sweep_dir_reports_cleanly(tmp_path: Path) -> None:
     from prune_exp.report.cli import main
 
+    write_multirun_yaml(tmp_path, ["seed=0,1"])  # a sweep that has not started a job yet
     assert main([str(tmp_path)]) == 1
     assert "No job has written records yet" in (tmp_path / "summary.md").read_text()
 

@@ -117,8 +117,9 @@ def test_the_report_exits_1_for_a_missing_job_and_for_nothing_to_report(tmp_path
     assert main([str(sweep), "--no-plots"]) == 1
     assert capsys.readouterr().out.rstrip().endswith("1 of 4 jobs not done (1 missing); see the Jobs table")
 
-    empty = tmp_path / "empty"
+    empty = tmp_path / "empty"  # a sweep that has not started a job yet
     empty.mkdir()
+    write_multirun_yaml(empty, ["seed=0,1"])
     assert main([str(empty)]) == 1
     last = capsys.readouterr().out.rstrip().splitlines()[-1]
     assert last == "prune-exp-report: exit 1: no job has written records, nothing to compare"
@@ -208,6 +209,8 @@ def test_damaged_overrides_without_a_readable_multirun_yaml_are_still_listed(tmp
     (sweep / "multirun.yaml").write_bytes(b"\xff\x00 not yaml: [")
     (sweep / "2" / ".hydra" / "overrides.yaml").write_bytes(b"- a: [\n")
     assert main([str(sweep), "--no-plots"]) == 1
-    assert capsys.readouterr().out.rstrip().endswith("1 of 4 jobs not done (1 unreadable); see the Jobs table")
+    last = capsys.readouterr().out.rstrip().splitlines()[-1]
+    assert last.startswith(f"prune-exp-report: exit 1: cannot tell which jobs the sweep meant to run: {sweep}/")
+    assert last.endswith("; 4 job dirs found, see the Jobs table")
     jobs = load_sweep(sweep).jobs
     assert [j.state for j in jobs] == ["done", "done", "unreadable", "done"] and jobs[2].overrides == []

@@ -9,7 +9,8 @@ callback runs for every job of a run or sweep before Hydra writes anything.
 Each section's schemas and checks live together: ``data.py``, ``model.py``, ``optim.py``,
 ``prune.py`` (criterion, scope, schedule, structure), ``retrain.py`` (the strategy), ``task.py``
 (the loss and the metrics) and ``run_config.py`` (the whole job, and the checks across
-sections); ``checks.py`` has what they share and ``store.py`` registers them with Hydra.
+sections); ``checks.py`` has what they share, ``targets.py`` checks the groups' ``_target_`` and
+``store.py`` registers them with Hydra.
 Everything is importable from here.
 """
 
@@ -111,6 +112,11 @@ from prune_exp.config.store import (
     register_resolvers,
     schema_name,
 )
+from prune_exp.config.targets import (
+    TARGET_KEYS,
+    check_targets,
+    instantiate_at,
+)
 from prune_exp.config.task import (
     LOSS,
     TASKS,
@@ -143,6 +149,7 @@ __all__ = [
     "SHARED_RETRAIN_KEYS",
     "STRATEGY_KEYS",
     "STYLE_KEYS",
+    "TARGET_KEYS",
     "TASKS",
     "TRAINER_STRATEGIES",
     "WEIGHTS",
@@ -205,6 +212,7 @@ __all__ = [
     "check_patterns",
     "check_prune",
     "check_retrain",
+    "check_targets",
     "check_task",
     "check_trainer",
     "choice",
@@ -213,6 +221,7 @@ __all__ = [
     "dense_length",
     "fail",
     "in_range",
+    "instantiate_at",
     "metric_names",
     "model_init",
     "positive_int",

@@ -168,7 +168,10 @@ def _to_train(experiments: Sequence[Experiment], sessions: Sequence[JobSession])
         if s.value is None:
             e.set_up()
             cached = e.job_cache()
-            s.value = e.restore(*cached, s.base) if cached is not None else None
+            if cached is not None:
+                cache, key = cached
+                with cache.lock(key):  # as Experiment._run: a restore never races a publish
+                    s.value = e.restore(cache, key, s.base)
         if s.value is None:
             todo.append((e, s))
     return todo

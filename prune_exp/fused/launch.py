@@ -20,6 +20,7 @@ from typing import Any
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from prune_exp.config import RunConfig
 from prune_exp.errors import PruneExpError
 from prune_exp.interrupt import signals_interrupt
 from prune_exp.pruning.pruner import sparsity_schedule
@@ -31,16 +32,17 @@ ARM_KEYS = ("seed", "retrain", "prune", "structure", "optim.lr", "optim.schedule
 FUSED_DIR = ".fused"  # under the sweep dir: each group's Lightning log, <group id>/
 
 
-def fusion_key(cfg: DictConfig) -> tuple[str | None, str]:
-    """The key the jobs of one group share and, for a job that cannot fuse, None and why."""
-    if cfg.retrain.duration == "none":
-        return None, f"retrain={cfg.retrain.strategy} does not train"
-    if cfg.prune.schedule == "gradual":
+def fusion_key(cfg: DictConfig, rc: RunConfig) -> tuple[str | None, str]:
+    """The key the jobs of one group share and, for a job that cannot fuse, None and why.
+    ``cfg``: the job's config (its hydra node, if any, is left out); ``rc``: its RunConfig."""
+    if rc.retrain.duration == "none":
+        return None, f"retrain={rc.retrain.strategy} does not train"
+    if rc.prune.schedule == "gradual":
         return None, "prune.schedule=gradual prunes inside the rounds"
-    if cfg.trainer.strategy == "ddp" and cfg.trainer.devices * cfg.trainer.num_nodes > 1:
+    if rc.trainer.strategy == "ddp" and rc.trainer.devices * rc.trainer.num_nodes > 1:
         return None, "trainer.strategy=ddp trains the job over several processes"
     for key in ("compile", "channels_last"):  # the stacked forward has neither yet
-        if cfg.trainer.get(key):
+        if getattr(rc.trainer, key):
             return None, f"trainer.{key}=true is not supported by fused arms yet"
     # unresolved: paths.output_dir is Hydra's, which a job gets only when it runs
     shared = OmegaConf.to_container(cfg, resolve=False)
@@ -52,19 +54,18 @@ def fusion_key(cfg: DictConfig) -> tuple[str | None, str]:
         for part in parents:
             node = node.get(part) or {}
         node.pop(leaf, None)
-    rounds = len(sparsity_schedule(cfg.prune.sparsity, cfg.prune.schedule, cfg.prune.rate))
-    length = {"duration": cfg.retrain.duration, "budget": cfg.retrain.budget}  # finetune_lr: an arm's own LR
+    rounds = len(sparsity_schedule(rc.prune.sparsity, rc.prune.schedule, rc.prune.rate))
+    length = {"duration": rc.retrain.duration, "budget": rc.retrain.budget}  # finetune_lr: an arm's own LR
     tree = {"job": shared, "rounds": rounds, "retrain": length}
     return json.dumps(tree, sort_keys=True, default=str), ""
 
 
-def plan_groups(configs: Sequence[DictConfig], max_arms: int) -> list[tuple[list[int], str]]:
-    """The sweep's jobs (by index) in groups of at most ``max_arms``, in the order of their first
-    job; a group of one comes with the reason it trains alone."""
+def plan_groups(keys: Sequence[tuple[str | None, str]], max_arms: int) -> list[tuple[list[int], str]]:
+    """The sweep's jobs (by index) in groups of at most ``max_arms``, by their fusion_key, in the
+    order of their first job; a group of one comes with the reason it trains alone."""
     by_key: dict[str, list[int]] = {}
     groups: list[tuple[list[int], str]] = []
-    for i, cfg in enumerate(configs):
-        key, reason = fusion_key(cfg)
+    for i, (key, reason) in enumerate(keys):
         if key is None:
             groups.append(([i], reason))
         elif key in by_key and len(by_key[key]) < max_arms:
@@ -76,42 +77,52 @@ def plan_groups(configs: Sequence[DictConfig], max_arms: int) -> list[tuple[list
     return sorted(((g, r or (alone if len(g) == 1 else "")) for g, r in groups), key=lambda gr: gr[0][0])
 
 
-def _compose(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[DictConfig]:
-    """Every job's config, as Hydra's basic launcher composes it."""
-    configs = []
-    for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
-        cfg = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, list(overrides))
-        with open_dict(cfg):
-            cfg.hydra.job.id, cfg.hydra.job.num = idx, idx
-        configs.append(cfg)
-    return configs
+def _checked(launcher: Any, overrides: Sequence[str]) -> tuple[DictConfig, RunConfig]:
+    """The job's config and RunConfig: the preflight's composition (hydra/sweeper=prune_exp),
+    else Hydra's."""
+    from prune_exp.job_configs import ComposedLoader
+    from prune_exp.run import to_run_config
+
+    loader = launcher.hydra_context.config_loader
+    if isinstance(loader, ComposedLoader):
+        return loader.jobs.checked(overrides)
+    cfg = loader.load_sweep_config(launcher.config, list(overrides))
+    app = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    return app, to_run_config(app, resolve_paths=False, overrides=list(cfg.hydra.overrides.task))
 
 
-def _plan(
-    launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
-) -> tuple[list[DictConfig], list[list[int]]]:
-    """Every job's config and the sweep's groups (plan_groups), each logged with its jobs, or
-    why it trains alone."""
+def _compose(launcher: Any, overrides: Sequence[str], idx: int, job_id: Any) -> DictConfig:
+    """The job's config, as Hydra's launchers compose it (load_sweep_config), numbered."""
+    cfg = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, list(overrides))
+    with open_dict(cfg):
+        cfg.hydra.job.id, cfg.hydra.job.num = job_id, idx
+    return cfg
+
+
+def _plan(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[list[int]]:
+    """The sweep's groups (plan_groups), each logged with its jobs, or why it trains alone."""
     setup_globals()
     configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
     Path(str(launcher.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-    configs = _compose(launcher, job_overrides, initial_job_idx)
-    groups = plan_groups(configs, launcher.max_arms)
+    groups = plan_groups([fusion_key(*_checked(launcher, o)) for o in job_overrides], launcher.max_arms)
     for members, reason in groups:
         for i in members:
             log.info("\t#%d : %s", initial_job_idx + i, " ".join(filter_overrides(job_overrides[i])))
         if reason:
             log.info("job #%d trains alone: %s", initial_job_idx + members[0], reason)
-    return configs, [members for members, _ in groups]
+    return [members for members, _ in groups]
 
 
 def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
-    """What Hydra's Launcher.launch returns: a JobReturn per job, in the order of the overrides."""
-    configs, groups = _plan(launcher, job_overrides, initial_job_idx)
+    """What Hydra's Launcher.launch returns: a JobReturn per job, in the order of the overrides.
+    Each group's configs are made when it starts (a big sweep's first group starts at once)."""
+    groups = _plan(launcher, job_overrides, initial_job_idx)
     sweep_dir = Path(str(launcher.config.hydra.sweep.dir))
-    returns: list[JobReturn | None] = [None] * len(configs)
+    returns: list[JobReturn | None] = [None] * len(job_overrides)
     for members in groups:
-        for i, ret in zip(members, _run_members(launcher, [configs[i] for i in members], sweep_dir), strict=True):
+        idx = [initial_job_idx + i for i in members]
+        configs = [_compose(launcher, job_overrides[i], n, n) for i, n in zip(members, idx, strict=True)]
+        for i, ret in zip(members, _run_members(launcher, configs, sweep_dir), strict=True):
             returns[i] = ret
     return [r for r in returns if r is not None]
 
@@ -125,7 +136,7 @@ def submit(
     """hydra/launcher=fused_slurm: one array task per group. ``submit_array`` is submitit's
     launch, given one entry per group; each task (:func:`run_task`) finds its group's jobs in
     the launcher it unpickles, and returns their JobReturns."""
-    _, groups = _plan(launcher, job_overrides, initial_job_idx)
+    groups = _plan(launcher, job_overrides, initial_job_idx)
     launcher.groups = [[(initial_job_idx + i, list(job_overrides[i])) for i in members] for members in groups]
     results = submit_array([job_overrides[members[0]] for members in groups], 0)
     returns: list[JobReturn | None] = [None] * len(job_overrides)
@@ -144,12 +155,8 @@ def run_task(
 
     Singleton.set_state(singleton_state)
     setup_globals()
-    configs = []
-    for idx, overrides in launcher.groups[task]:
-        cfg = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, overrides)
-        with open_dict(cfg):
-            cfg.hydra.job.id, cfg.hydra.job.num = submitit.JobEnvironment().job_id, idx
-        configs.append(cfg)
+    job_id = submitit.JobEnvironment().job_id
+    configs = [_compose(launcher, overrides, idx, job_id) for idx, overrides in launcher.groups[task]]
     return _run_members(launcher, configs, Path(str(launcher.config.hydra.sweep.dir)))
 
 

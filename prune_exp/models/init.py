@@ -41,9 +41,10 @@ def initialize(net: nn.Module, init: str) -> nn.Module:
 def build_net(model: Any, input_shape: Sequence[int], num_classes: int) -> nn.Module:
     """A fresh network from its config (``model``: a ``_target_`` plus its keys, ``init``
     among them), sized from the data and initialized as ``model.init`` says."""
-    from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
+    from prune_exp.config import instantiate_at
+
     keys = [k for k in model if k != "init"]
-    net = instantiate(OmegaConf.masked_copy(model, keys), input_shape=input_shape, num_classes=num_classes)
+    net = instantiate_at("model", OmegaConf.masked_copy(model, keys), input_shape=input_shape, num_classes=num_classes)
     return initialize(net, model_init(model))

@@ -21,6 +21,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
+
+from prune_exp.errors import ConfigError
+
+if TYPE_CHECKING:
+    from prune_exp.config import RunConfig
 
 LEVEL_TOLERANCE = 1e-9  # a ramp value this close below a level has reached it (float rounding)
 
@@ -39,6 +45,9 @@ class GradualPlan:
     levels: tuple[float, ...]  # the checkpoints: the iterative arms' cumulative sparsities
     steps_per_round: int  # t epochs of optimizer steps
     every: int  # Δt: steps between two updates of the mask
+
+    def __post_init__(self) -> None:
+        check_every(self.every, self.rounds, self.steps_per_round)
 
     @property
     def rounds(self) -> int:
@@ -79,3 +88,44 @@ class GradualPlan:
             self.total_steps if (i == last or k == self.rounds - 1) else self.update_steps[i + 1]
             for k, i in enumerate(self.reached_at)
         )
+
+
+def check_every(every: int, rounds: int, steps_per_round: int, how: str = "") -> None:
+    """ConfigError unless ``every`` fits Zhu & Gupta's ramp of n >= 2 updates of Δt = ``every``.
+
+    Their ramp is n * Δt steps long and prunes at each of its n updates after the start (where
+    the sparsity is 0). With Δt above half the ramp it holds one whole Δt: n = 1, the mask jumps
+    to the target in one update (or, where Δt does not divide the ramp, past 87.5% of it, the rest
+    at the ramp's end): one-shot pruning, not gradual. A plan of one round has no ramp (one-shot
+    at its start). ``how``: how the rounds' steps come about, for the message."""
+    ramp = (rounds - 1) * steps_per_round
+    most = ramp // 2
+    if rounds < 2 or every <= most:
+        return
+    allowed = f"an integer in [1, {most}]" if most else "none: a ramp of 1 step has room for one update only"
+    raise ConfigError(
+        f"prune.every={every} is not allowed with prune.schedule=gradual: its cubic ramp is {ramp} steps (the "
+        f"first {rounds - 1} of {rounds} rounds of {steps_per_round} steps{how}), so one update of {every} steps "
+        "fits on it and the mask jumps to the target (or past 87.5% of it) at once; allowed: "
+        f"{allowed} (two updates or more on the ramp: Zhu & Gupta's n >= 2), or a longer ramp (retrain.budget)"
+    )
+
+
+def check_gradual(cfg: RunConfig, dense_epochs: float, steps_per_epoch: int) -> None:
+    """With prune.schedule=gradual, ConfigError if prune.every does not fit the ramp that the
+    data's ``steps_per_epoch`` and T = ``dense_epochs`` give (the preflight runs it: the job
+    itself checks it again in :class:`GradualPlan`, before its dense stage)."""
+    from prune_exp.pruning.pruner import sparsity_schedule
+    from prune_exp.retrain.strategies import plan_round
+
+    pr, rt = cfg.prune, cfg.retrain
+    if pr.schedule != "gradual":
+        return
+    rounds = len(sparsity_schedule(pr.sparsity, pr.schedule, pr.rate))
+    epochs = plan_round(rt, dense_epochs, steps_per_epoch).epochs
+    length = f"retrain.budget={rt.budget}" if rt.duration == "budget" else f"retrain.duration={rt.duration}"
+    how = (
+        f": prune.rate={pr.rate:g} takes {rounds} rounds to prune.sparsity={pr.sparsity:g}, each of {length} "
+        f"epochs of {steps_per_epoch} steps"
+    )
+    check_every(pr.every, rounds, epochs * steps_per_epoch, how)

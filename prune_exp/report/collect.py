@@ -12,7 +12,7 @@ import yaml
 
 from prune_exp.config import STRATEGY_KEYS
 from prune_exp.jobdir import holder
-from prune_exp.jobfiles import RECORDS_FILE, STATUS_FILE, all_rounds_recorded
+from prune_exp.jobfiles import JOB_OVERRIDES, MULTIRUN_FILE, RECORDS_FILE, STATUS_FILE, all_rounds_recorded
 
 # Config keys that are the axes of a comparison, not part of the setting being compared: what a
 # strategy is (its name, parts and report style), the budget, the seed, the target sparsity.
@@ -55,6 +55,7 @@ class Sweep:
     dir: Path
     results: pd.DataFrame  # one row per job x round: the records plus the job's flattened config
     jobs: list[JobStatus] = field(default_factory=list)
+    unknown_jobs: str = ""  # why the sweep's own list of jobs could not be read ("": read, or none kept)
 
     @property
     def config_columns(self) -> list[str]:
@@ -174,18 +175,45 @@ def _holder(job_dir: Path) -> dict[str, Any] | None:
 
 
 def expected_jobs(sweep_dir: Path) -> list[list[str]] | None:
-    """The overrides of every job the sweep launches, from its multirun.yaml (basic sweeper)."""
-    path = sweep_dir / "multirun.yaml"
+    """The overrides of every job the sweep launches, from its multirun.yaml (basic sweeper); None
+    without one or for another sweeper; Unreadable for a damaged one: the jobs are then unknown."""
+    path = sweep_dir / MULTIRUN_FILE
     if not path.exists():
         return None
-    from omegaconf import OmegaConf
+    from omegaconf import DictConfig, OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
     from prune_exp.sweep import sweep_job_overrides
 
     try:
-        return sweep_job_overrides(OmegaConf.load(path))
-    except Exception:
-        return None
+        config = OmegaConf.load(path)
+    except (OSError, ValueError, yaml.YAMLError, OmegaConfBaseException) as e:
+        raise Unreadable(f"{MULTIRUN_FILE}: not YAML ({_short(e)})") from None
+    if not isinstance(config, DictConfig):
+        raise Unreadable(f"{MULTIRUN_FILE}: not a config (a mapping)")
+    # Hydra writes both into every multirun.yaml: without them the file was cut short
+    lacking = [k for k in ("hydra.sweeper._target_", "hydra.overrides.task") if OmegaConf.select(config, k) is None]
+    if lacking:
+        raise Unreadable(f"{MULTIRUN_FILE}: not the whole of Hydra's file (no {', '.join(lacking)})")
+    try:
+        return sweep_job_overrides(config)
+    except Exception as e:  # Hydra's override parser raises its own kinds
+        raise Unreadable(f"{MULTIRUN_FILE}: its overrides cannot be read ({_short(e)})") from None
+
+
+def _resolved_retrain(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``cfg`` with its ``retrain`` node's interpolations resolved where the file alone can resolve
+    them, as the preflight compares it: two strategies are told apart by values, not spelling."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    if not isinstance(cfg.get("retrain"), dict):
+        return cfg
+    try:
+        retrain = OmegaConf.to_container(OmegaConf.create(cfg).retrain, resolve=True)
+    except (OmegaConfBaseException, ValueError):
+        return cfg  # an interpolation only the job could resolve: its text
+    return {**cfg, "retrain": retrain}
 
 
 def _load_job(job_dir: Path, sweep_dir: Path, overrides: list[str]) -> tuple[JobStatus, pd.DataFrame | None]:
@@ -193,7 +221,7 @@ def _load_job(job_dir: Path, sweep_dir: Path, overrides: list[str]) -> tuple[Job
     try:
         rows = read_records_checked(job_dir / RECORDS_FILE)
         status = _job_status(job_dir, overrides, rows, _read_json(job_dir / STATUS_FILE), sweep_dir)
-        cfg = _read_yaml(job_dir / ".hydra" / "config.yaml", dict, "a config (a mapping)") or {}
+        cfg = _resolved_retrain(_read_yaml(job_dir / ".hydra" / "config.yaml", dict, "a config (a mapping)") or {})
     except (Unreadable, OSError) as e:
         return JobStatus(overrides=overrides, dir=job_dir, state="unreadable", detail=_short(e)), None
     if not rows or status.state == "unreadable":
@@ -221,11 +249,15 @@ def _overrides(ov_file: Path, expected: list[list[str]] | None) -> tuple[list[st
 def load_sweep(sweep_dir: str | Path) -> Sweep:
     """Every job dir under ``sweep_dir`` (a dir with ``.hydra/overrides.yaml``), its records and
     config, and the status of every job the sweep was meant to run. A job dir with a damaged
-    file is listed as unreadable, with the reason, and contributes no rows."""
+    file is listed as unreadable, with the reason, and contributes no rows. A damaged
+    multirun.yaml leaves the jobs the sweep meant to run unknown (``unknown_jobs`` says why)."""
     sweep_dir = Path(sweep_dir)
-    expected = expected_jobs(sweep_dir)
+    try:
+        expected, unknown = expected_jobs(sweep_dir), ""
+    except Unreadable as e:
+        expected, unknown = None, str(e)
     frames, found = [], {}
-    for ov_file in sorted(sweep_dir.rglob(".hydra/overrides.yaml"), key=lambda p: _natural(p, sweep_dir)):
+    for ov_file in sorted(sweep_dir.rglob(JOB_OVERRIDES), key=lambda p: _natural(p, sweep_dir)):
         job_dir = ov_file.parent.parent
         overrides, problem = _overrides(ov_file, expected)
         if problem:
@@ -241,7 +273,7 @@ def load_sweep(sweep_dir: str | Path) -> Sweep:
         jobs = [found.get(tuple(sorted(ov)), JobStatus(overrides=ov)) for ov in expected]
         jobs += [s for key, s in found.items() if key not in keys]
     results = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    return Sweep(dir=sweep_dir, results=results, jobs=jobs)
+    return Sweep(dir=sweep_dir, results=results, jobs=jobs, unknown_jobs=unknown)
 
 
 def _natural(path: Path, root: Path) -> list[tuple[int, str]]:

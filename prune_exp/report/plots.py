@@ -14,17 +14,29 @@ import pandas as pd
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter, NullLocator
 
 from prune_exp import bitpack
+from prune_exp.report.files import (
+    BUDGET_FIGURE,
+    COMPRESSION_FIGURE,
+    FIGURE_FORMATS,
+    LAYER_BY_ROUND_FIGURE,
+    LAYER_FIGURE,
+    SEARCH_COST_FIGURE,
+    ReportFiles,
+)
 from prune_exp.report.metric import ReportMetric
 from prune_exp.report.styles import StrategyStyles
 from prune_exp.report.tables import COST_FORMAT, COST_UNIT, LEVEL
 
 
-def _save(fig: plt.Figure, out_dir: Path, name: str) -> list[Path]:
-    paths = [out_dir / f"{name}.{ext}" for ext in ("png", "svg")]
-    for p in paths:
-        fig.savefig(p, dpi=150, bbox_inches="tight")
-    plt.close(fig)
-    return paths
+def _save(fig: plt.Figure, files: ReportFiles, name: str) -> list[Path]:
+    """Write ``fig`` as ``name`` in every FIGURE_FORMATS, each file whole or not at all (files.py)."""
+    try:
+        for ext in FIGURE_FORMATS:
+            with files.write(f"{name}.{ext}") as tmp:
+                fig.savefig(tmp, format=ext, dpi=150, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return [files.dir / f"{name}.{ext}" for ext in FIGURE_FORMATS]
 
 
 def _dense_band(ax: plt.Axes, dense_row: pd.Series, m: ReportMetric) -> None:
@@ -54,13 +66,13 @@ def _grid(n: int) -> tuple[plt.Figure, list[plt.Axes]]:
 def accuracy_vs_compression(
     stats: pd.DataFrame,
     dense: pd.DataFrame,
-    out_dir: Path,
+    files: ReportFiles,
     metric: ReportMetric,
     styles: StrategyStyles,
     subtitle: str = "",
 ) -> list[Path]:
-    """``compression_figure``, written to ``out_dir``."""
-    return _save(compression_figure(stats, dense, metric, styles, subtitle), out_dir, "accuracy_vs_compression")
+    """``compression_figure``, written to the sweep dir."""
+    return _save(compression_figure(stats, dense, metric, styles, subtitle), files, COMPRESSION_FIGURE)
 
 
 def compression_figure(
@@ -97,7 +109,7 @@ def compression_figure(
 def accuracy_vs_budget(
     chosen_all: pd.DataFrame,
     dense: pd.DataFrame,
-    out_dir: Path,
+    files: ReportFiles,
     metric: ReportMetric,
     styles: StrategyStyles,
     subtitle: str = "",
@@ -121,7 +133,7 @@ def accuracy_vs_budget(
         ax.set_ylabel(metric.axis_label())
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
-    return _save(fig, out_dir, "accuracy_vs_budget")
+    return _save(fig, files, BUDGET_FIGURE)
 
 
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
@@ -269,18 +281,18 @@ def accuracy_vs_search_cost(
     costs: pd.DataFrame,
     dense_costs: pd.DataFrame,
     dense: pd.DataFrame,
-    out_dir: Path,
+    files: ReportFiles,
     cost: str,
     metric: ReportMetric,
     styles: StrategyStyles,
     subtitle: str = "",
 ) -> list[Path]:
-    """``search_cost_figure``, written to ``out_dir``."""
+    """``search_cost_figure``, written to the sweep dir."""
     fig = search_cost_figure(costs, dense_costs, dense, cost, metric, styles, subtitle)
-    return _save(fig, out_dir, "accuracy_vs_search_cost")
+    return _save(fig, files, SEARCH_COST_FIGURE)
 
 
-def layer_sparsity(masks: pd.DataFrame, out_dir: Path, styles: StrategyStyles, subtitle: str = "") -> list[Path]:
+def layer_sparsity(masks: pd.DataFrame, files: ReportFiles, styles: StrategyStyles, subtitle: str = "") -> list[Path]:
     """Grouped bars: the final masks' sparsity per prunable layer, one bar per strategy (mean
     over the jobs at the sweep's highest target sparsity)."""
     settings = list(masks["setting"].unique())
@@ -309,11 +321,11 @@ def layer_sparsity(masks: pd.DataFrame, out_dir: Path, styles: StrategyStyles, s
         ax.set_title(_title(title, setting, subtitle), fontsize=10)
         ax.grid(alpha=0.3, axis="y")
         ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=len(strategies) + 1)
-    return _save(fig, out_dir, "layer_sparsity")
+    return _save(fig, files, LAYER_FIGURE)
 
 
 def layer_sparsity_by_round(
-    masks: pd.DataFrame, out_dir: Path, styles: StrategyStyles, subtitle: str = ""
+    masks: pd.DataFrame, files: ReportFiles, styles: StrategyStyles, subtitle: str = ""
 ) -> list[Path]:
     """One panel per (setting, strategy): each prunable layer's sparsity after every round
     (rounds/mask_<round>, mean over the jobs at the sweep's highest target), against the round's
@@ -339,7 +351,7 @@ def layer_sparsity_by_round(
         )
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="upper left")
-    return _save(fig, out_dir, "layer_sparsity_by_round")
+    return _save(fig, files, LAYER_BY_ROUND_FIGURE)
 
 
 def mask_layer_sparsity(path: Path) -> dict[str, float]:

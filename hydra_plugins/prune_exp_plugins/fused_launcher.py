@@ -14,13 +14,14 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 from omegaconf import DictConfig
+
+from hydra_plugins.prune_exp_plugins.slurm_launcher import SlurmLauncher
 
 
 @dataclass
 class FusedLauncherConf:
-    _target_: str = "hydra_plugins.prune_exp_fused.fused_launcher.FusedLauncher"
+    _target_: str = "hydra_plugins.prune_exp_plugins.fused_launcher.FusedLauncher"
     max_arms: int = 64  # the most jobs one group trains together; a larger group is split
 
 
@@ -45,7 +46,7 @@ class FusedLauncher(Launcher):
 
 
 class FusedSlurmLauncher(SlurmLauncher):
-    """hydra/launcher=fused_slurm: submitit's SLURM launcher (its schema, SlurmQueueConf, and
+    """hydra/launcher=fused_slurm: the SLURM launcher (slurm_launcher.py: submitit's schema, SlurmQueueConf, and
     conf/hydra/launcher/slurm.yaml's values), one array task per fused group (a job that fuses
     with no other is a task of its own); requeued, a group resumes from its checkpoint. The
     schema is submitit's, closed to new keys: groups have at most FusedLauncherConf.max_arms."""

@@ -1,1 +1,0 @@
-"""Hydra discovers launchers in the ``hydra_plugins`` namespace: prune_exp's fused launcher."""
