@@ -8,6 +8,7 @@ the job dir, and returns the final validation score to Hydra (sweepers can optim
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import functools
 import logging
 import os
@@ -69,6 +70,15 @@ def typed_run_config(cfg: DictConfig, *, resolve_paths: bool = True) -> RunConfi
         for key in ("root_dir", "data_dir", "cache_dir", "output_dir"):
             setattr(run_cfg.paths, key, str(Path(getattr(run_cfg.paths, key)).resolve()))
     return run_cfg
+
+
+def with_paths(run_cfg: RunConfig, cfg: DictConfig) -> RunConfig:
+    """``run_cfg`` (made with ``resolve_paths=False``) with ``cfg``'s paths, resolved in the
+    running job and absolute, as typed_run_config makes them."""
+    resolved = PathsConfig(
+        **{f.name: str(Path(str(cfg.paths[f.name])).resolve()) for f in dataclasses.fields(PathsConfig)}
+    )
+    return dataclasses.replace(run_cfg, paths=resolved)
 
 
 def finish_run_config(run_cfg: RunConfig, overrides: Sequence[str] = ()) -> RunConfig:
@@ -171,14 +181,15 @@ def run(cfg: DictConfig) -> float:
     return experiment_of(cfg).run()
 
 
-def experiment_of(cfg: DictConfig) -> Experiment:
-    """The job's objects, built from its composed config (fused.group trains several together)."""
+def experiment_of(cfg: DictConfig, rc: RunConfig | None = None) -> Experiment:
+    """The job's objects, built from its composed config (fused.group trains several together);
+    ``rc``: its RunConfig if the preflight made it (paths unresolved), else made from ``cfg``."""
     from prune_exp.experiment import Experiment  # heavy imports (torch, Lightning) start here
     from prune_exp.models.init import build_net
 
     hc = HydraConfig.get() if HydraConfig.initialized() else None
     overrides = list(hc.overrides.task) if hc else []
-    rc = to_run_config(cfg, overrides=overrides)
+    rc = to_run_config(cfg, overrides=overrides) if rc is None else with_paths(rc, cfg)
     multirun = hc is not None and hc.mode == RunMode.MULTIRUN
     progress = rc.trainer.progress_bar
     if progress is None:

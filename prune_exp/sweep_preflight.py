@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,9 +44,18 @@ class PlannedJob:
     job_cached: bool  # the job cache holds the finished job (job_cache=true only)
 
 
-def check_sweep(config: DictConfig, jobs: list[list[str]], composer: Any, *, dry_run: bool = False) -> list[PlannedJob]:
+def check_sweep(
+    config: DictConfig,
+    jobs: list[list[str]],
+    composer: Any,
+    *,
+    dry_run: bool = False,
+    on_job: Callable[[list[str], DictConfig, Any], None] | None = None,
+) -> list[PlannedJob]:
     """Every job of the sweep composed by ``composer`` (a JobConfigs) and checked; the first
-    bad one exits with one line. With ``dry_run``, also whether the caches hold each job."""
+    bad one exits with one line. With ``dry_run``, also whether the caches hold each job.
+    ``on_job(overrides, config, run_config)``: shown each job once its values are checked (the
+    fused launcher keeps what it needs of it)."""
     launcher = str(OmegaConf.select(config, "hydra.launcher._target_"))
     with preflight_errors():
         sweep_dir = output_dir(config, "hydra.sweep.dir")
@@ -55,6 +65,8 @@ def check_sweep(config: DictConfig, jobs: list[list[str]], composer: Any, *, dry
         with preflight_errors(where_in_sweep(overrides)):
             job_cfg, rc = composer.checked(overrides)
             check_launch(job_cfg, launcher, multirun=True)
+            if on_job is not None:
+                on_job(overrides, job_cfg, rc)
             configs.append((job_cfg, rc))
     with preflight_errors():
         check_selection([c for c, _ in configs])

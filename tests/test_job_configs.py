@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import cloudpickle
 import pytest
 from hydra._internal.hydra import Hydra
 from hydra._internal.utils import create_config_search_path
@@ -98,7 +99,8 @@ def test_the_launcher_gets_the_composed_config_and_a_pickled_loader_is_hydras() 
         assert composed.load_sweep_config(master, ["seed=3"]) == "composed" and calls == [["seed=3"]]
         other = OmegaConf.create(master)  # another master config: composed by Hydra
         assert OmegaConf.select(composed.load_sweep_config(other, ["seed=3"]), "seed") == 3
-        assert type(pickle.loads(pickle.dumps(composed))) is type(loader)  # a worker composes itself
+        # pickled as submitit and joblib pickle a launcher, it is Hydra's loader: a worker composes itself
+        assert type(pickle.loads(cloudpickle.dumps(composed))) is type(loader)
 
 
 def user_dirs(tmp_path: Path) -> tuple[Path, Path]:
@@ -178,3 +180,21 @@ def test_each_distinct_override_is_parsed_once() -> None:
             for strategy in ("finetune", "lr_rewind"):
                 jobs.checked([f"retrain={strategy}", f"seed={seed}"])
     assert sorted(parsed) == sorted([f"seed={s}" for s in range(4)] + ["retrain=finetune", "retrain=lr_rewind"])
+
+
+def test_the_preflights_run_config_with_the_jobs_paths_is_the_jobs_own(tmp_path: Path) -> None:
+    """The fused launcher builds each arm from the preflight's RunConfig (run.with_paths): the
+    RunConfig the job would make from its config, paths resolved."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from prune_exp.run import with_paths
+
+    with sweep([f"hydra.sweep.dir={tmp_path}"]) as (loader, master):
+        jobs = JobConfigs(loader, master)
+        for num, overrides in enumerate(JOBS[:6]):
+            config = jobs.config(overrides)
+            with open_dict(config):
+                config.hydra.runtime.output_dir = str(tmp_path / str(num))
+            HydraConfig.instance().set_config(config)
+            assert with_paths(jobs.checked(overrides)[1], config) == to_run_config(app(config), overrides=overrides)

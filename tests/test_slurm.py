@@ -156,6 +156,12 @@ def test_a_comparison_sweep_runs_every_job_as_a_slurm_job_and_reports(cluster: S
     assert len({i.split("_")[0] for i in ids.values()}) == 1
     assert set(ids.values()) == sweep.job_ids()
     assert len(set(ids.values())) == len(jobs)
+    # Each job's pickle names the launcher's, pickled once (slurm_launcher.py): a big sweep is
+    # submitted in seconds. (Hydra's launcher pickles itself and Hydra's state into every job's.)
+    pickles = sorted(sweep.dir.glob(".submitit/*/*_submitted.pkl"))
+    biggest = max(p.stat().st_size for p in pickles)
+    assert len(pickles) == len(jobs) and biggest < 4096
+    assert (sweep.dir / ".submitit" / "shared" / "launcher.pkl").stat().st_size > 20 * biggest
     # The submitting process waited for the jobs and reported the sweep.
     for name in REPORT:
         assert (sweep.dir / name).stat().st_size > 0, name

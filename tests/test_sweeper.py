@@ -189,7 +189,7 @@ def test_a_disk_that_fills_during_a_sweep_ends_it_with_one_line_and_no_cut_file(
         assert code == 0, err[-3000:]
         assert states(sweep, 2) == ["done", "done"]
     finally:
-        subprocess.run(["umount", str(disk)])
+        subprocess.run(["umount", "--lazy", str(disk)])  # (a log file of the in-process run may be open)
 
 
 def test_hydras_sweep_grammar_glob_range_and_choice_runs_and_reports(tmp_path: Path) -> None:
@@ -203,3 +203,8 @@ def test_hydras_sweep_grammar_glob_range_and_choice_runs_and_reports(tmp_path: P
     strategies = [read_records(sweep / str(n) / "records.jsonl")[0]["strategy"] for n in range(4)]
     assert strategies == ["finetune", "finetune", "lr_rewind", "lr_rewind"]
     assert "4 jobs: 4 done." in (sweep / "summary.md").read_text()
+    bad = tmp_path / "bad"  # and every job is checked before the first starts
+    code, err = run_in_process(tmp_path, [*args, "retrain.budget=0", f"hydra.sweep.dir={bad}"])
+    last = err.strip().splitlines()[-1]
+    assert code == 1 and "in the sweep job [" in last and "retrain.budget=0 is not allowed" in last, err[-2000:]
+    assert not bad.exists()

@@ -38,6 +38,12 @@ class FusedLauncher(Launcher):
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
+    def see_job(self, overrides: Sequence[str], cfg: DictConfig, rc: Any) -> None:
+        """The preflight's view of a job (hydra/sweeper=prune_exp): kept, not made again."""
+        from prune_exp.fused.launch import see_job
+
+        see_job(self, overrides, cfg, rc)
+
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from prune_exp.fused.launch import launch
 
@@ -52,6 +58,12 @@ class FusedSlurmLauncher(SlurmLauncher):
     schema is submitit's, closed to new keys: groups have at most FusedLauncherConf.max_arms."""
 
     max_arms = FusedLauncherConf.max_arms
+
+    def see_job(self, overrides: Sequence[str], cfg: DictConfig, rc: Any) -> None:
+        """As FusedLauncher.see_job."""
+        from prune_exp.fused.launch import see_job
+
+        see_job(self, overrides, cfg, rc)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:  # one array task (on the node)
         from prune_exp.fused.launch import run_task

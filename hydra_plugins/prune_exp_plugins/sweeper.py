@@ -60,7 +60,9 @@ class PruneExpSweeper(BasicSweeper):
 
         assert self.config is not None and self.hydra_context is not None and self.launcher is not None
         batches = expand([*self._parse_config(), *arguments], self.max_batch_size, self.hydra_context.config_loader)
-        planned = check_sweep(self.config, [job for batch in batches for job in batch], self.jobs, dry_run=self.dry_run)
+        jobs = [job for batch in batches for job in batch]
+        see = getattr(self.launcher, "see_job", None)  # the fused launchers keep their view of each job
+        planned = check_sweep(self.config, jobs, self.jobs, dry_run=self.dry_run, on_job=see)
         if self.dry_run:
             print_dry_run(planned, str(self.config.hydra.sweep.dir))
             return []

@@ -10,6 +10,7 @@ jobs again (why_not_fused) and trains them one after another if they still diffe
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -99,12 +100,27 @@ def _compose(launcher: Any, overrides: Sequence[str], idx: int, job_id: Any) -> 
     return cfg
 
 
+def see_job(launcher: Any, overrides: Sequence[str], cfg: DictConfig, rc: RunConfig) -> None:
+    """The preflight's view of a job (hydra/sweeper=prune_exp shows the launcher each job as it
+    checks it): its fusion_key and RunConfig, kept so that neither is made again."""
+    launcher.__dict__.setdefault("seen", {})[tuple(overrides)] = (fusion_key(cfg, rc), rc)
+
+
+def _seen(launcher: Any, overrides: Sequence[str]) -> tuple[tuple[str | None, str], RunConfig | None]:
+    """The job's fusion_key and RunConfig: from the preflight (see_job), else made now."""
+    seen = getattr(launcher, "seen", {}).get(tuple(overrides))
+    if seen is None:
+        cfg, rc = _checked(launcher, overrides)
+        return fusion_key(cfg, rc), None
+    return seen
+
+
 def _plan(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[list[int]]:
     """The sweep's groups (plan_groups), each logged with its jobs, or why it trains alone."""
     setup_globals()
     configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
     Path(str(launcher.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-    groups = plan_groups([fusion_key(*_checked(launcher, o)) for o in job_overrides], launcher.max_arms)
+    groups = plan_groups([_seen(launcher, o)[0] for o in job_overrides], launcher.max_arms)
     for members, reason in groups:
         for i in members:
             log.info("\t#%d : %s", initial_job_idx + i, " ".join(filter_overrides(job_overrides[i])))
@@ -120,9 +136,11 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
     sweep_dir = Path(str(launcher.config.hydra.sweep.dir))
     returns: list[JobReturn | None] = [None] * len(job_overrides)
     for members in groups:
-        idx = [initial_job_idx + i for i in members]
-        configs = [_compose(launcher, job_overrides[i], n, n) for i, n in zip(members, idx, strict=True)]
-        for i, ret in zip(members, _run_members(launcher, configs, sweep_dir), strict=True):
+        jobs = [
+            (job_overrides[i], _compose(launcher, job_overrides[i], n, n))
+            for i, n in _numbered(members, initial_job_idx)
+        ]
+        for i, ret in zip(members, _run_members(launcher, jobs, sweep_dir), strict=True):
             returns[i] = ret
     return [r for r in returns if r is not None]
 
@@ -156,15 +174,20 @@ def run_task(
     Singleton.set_state(singleton_state)
     setup_globals()
     job_id = submitit.JobEnvironment().job_id
-    configs = [_compose(launcher, overrides, idx, job_id) for idx, overrides in launcher.groups[task]]
-    return _run_members(launcher, configs, Path(str(launcher.config.hydra.sweep.dir)))
+    jobs = [(overrides, _compose(launcher, overrides, idx, job_id)) for idx, overrides in launcher.groups[task]]
+    return _run_members(launcher, jobs, Path(str(launcher.config.hydra.sweep.dir)))
 
 
-def _run_members(launcher: Any, configs: list[DictConfig], sweep_dir: Path) -> list[JobReturn]:
-    """A group's jobs trained together, or a job alone as Hydra's basic launcher runs it."""
-    if len(configs) == 1:
-        return [_run_job(launcher, configs[0], launcher.task_function)]
-    return _run_group(launcher, configs, sweep_dir)
+def _numbered(members: list[int], initial_job_idx: int) -> list[tuple[int, int]]:
+    return [(i, initial_job_idx + i) for i in members]
+
+
+def _run_members(launcher: Any, jobs: list[tuple[Sequence[str], DictConfig]], sweep_dir: Path) -> list[JobReturn]:
+    """A group's jobs (overrides, config) trained together, or a job alone as Hydra's basic
+    launcher runs it."""
+    if len(jobs) == 1:
+        return [_run_job(launcher, jobs[0][1], launcher.task_function)]
+    return _run_group(launcher, jobs, sweep_dir)
 
 
 def _run_job(launcher: Any, cfg: DictConfig, task_function: Any) -> JobReturn:
@@ -178,13 +201,13 @@ def _run_job(launcher: Any, cfg: DictConfig, task_function: Any) -> JobReturn:
     )
 
 
-def _build(cfg: DictConfig) -> Any:
-    """The job's Experiment (run.experiment_of), or None when its config fails to build: the
-    error logged, as the unfused job's task function (run.main) does."""
+def _build(cfg: DictConfig, rc: RunConfig | None = None) -> Any:
+    """The job's Experiment (run.experiment_of; ``rc``: its RunConfig from the preflight), or None
+    when its config fails to build: the error logged, as the unfused job's task function does."""
     from prune_exp.run import experiment_of
 
     try:
-        return experiment_of(cfg)
+        return experiment_of(cfg, rc)
     except PruneExpError as e:
         log.error("%s", e)
     except Exception:
@@ -192,13 +215,13 @@ def _build(cfg: DictConfig) -> Any:
     return None
 
 
-def _run_group(launcher: Any, configs: list[DictConfig], sweep_dir: Path) -> list[JobReturn]:
+def _run_group(launcher: Any, jobs: list[tuple[Sequence[str], DictConfig]], sweep_dir: Path) -> list[JobReturn]:
     """Each job's dir, config files and objects as Hydra's run_job makes them, then the jobs
     trained together. As with run.main, a job that fails returns NaN to Hydra (its status.json
     and the sweep's exit status say it failed), and an interrupt ends the sweep."""
     from prune_exp.fused.group import group_id, run_group
 
-    built = [_run_job(launcher, cfg, _build) for cfg in configs]
+    built = [_run_job(launcher, cfg, functools.partial(_build, rc=_seen(launcher, o)[1])) for o, cfg in jobs]
     ready = [r for r in built if r.status == JobStatus.COMPLETED and r.return_value is not None]
     for r in built:
         if r not in ready:
