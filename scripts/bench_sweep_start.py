@@ -37,7 +37,7 @@ def sweep_args(jobs: int, launcher: str, sweeper: str) -> list[str]:
     args = ["-m", "debug=fast", "retrain=finetune,lr_rewind", f"seed=range(0,{jobs // 2})"]
     if launcher != "basic":
         args.append(f"hydra/launcher={launcher}")
-    if launcher in ("slurm", "fused_slurm"):
+    if "slurm" in launcher:  # slurm, fused_slurm, or Hydra's own submitit_slurm
         args += ["hydra.launcher.partition=debug", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1"]
     if sweeper != "prune_exp":
         args.append(f"hydra/sweeper={sweeper}")
