@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import RESUMABLE_JOB, run_cli
+from helpers import RESUMABLE_JOB, run_cli, tiny_disk
 from safetensors.torch import load_file
 
 from prune_exp.jobdir import LOCK_FILE, holder
@@ -95,13 +94,7 @@ def test_a_second_writer_is_refused_at_once_and_the_first_finishes_intact(tmp_pa
 
 
 def test_a_full_disk_ends_the_job_failed_with_the_reason(tmp_path: Path) -> None:
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a tiny tmpfs needs root")
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160k", "tmpfs", str(disk)]).returncode:
-        pytest.skip("cannot mount a tmpfs here")
-    try:
+    with tiny_disk(tmp_path / "disk", "160k") as disk:
         res = run_cli([*QUICK, "model.hidden=[200,200]", f"paths.root_dir={disk}", "hydra.run.dir=outputs/job"], disk)
         assert res.returncode == 1, res.stderr[-3000:]
         st = status(disk / "outputs" / "job")
@@ -115,8 +108,6 @@ def test_a_full_disk_ends_the_job_failed_with_the_reason(tmp_path: Path) -> None
             r"free space there, then run the same command again",
             last,
         ), last
-    finally:
-        subprocess.run(["umount", str(disk)])
 
 
 BOOM = '''

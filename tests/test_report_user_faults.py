@@ -16,15 +16,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 import yaml
-from helpers import REPO, composed, run_in_process, snapshot
+from helpers import REPO, composed, run_in_process, snapshot, tiny_disk
 from test_report import job_rows, write_job
 
 from prune_exp.errors import ConfigError
@@ -342,20 +339,6 @@ def test_a_sweep_reported_before_the_manifest_existed_is_reported_again(
 
 
 # ------------------------------------------------------------------ a full disk
-@contextmanager
-def tiny_disk(path: Path, size: str) -> Iterator[Path]:
-    """A tmpfs of ``size`` mounted at ``path`` (needs root: the test is skipped without it)."""
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a tmpfs needs root")
-    path.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)]).returncode:
-        pytest.skip("cannot mount a tmpfs here")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", str(path)], check=True)
-
-
 def fill(disk: Path, leave: int = 0) -> Path:
     """Fill ``disk`` up, but for about ``leave`` bytes; the filler file, to remove to free it."""
     filler = disk / "filler"
