@@ -54,7 +54,7 @@ class Report(Callback):
         from prune_exp.report import report_sweep
 
         sweep_dir = Path(config.hydra.sweep.dir)
-        if not sweep_dir.exists():  # the sweeper launched nothing (a dry run): nothing to report
+        if SESSION.dry_run or not sweep_dir.exists():  # nothing was launched: nothing to report
             return
         try:
             sweep = report_sweep(sweep_dir)

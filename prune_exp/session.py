@@ -17,6 +17,7 @@ class Session:
     unfinished: int | None = None  # a sweep's jobs that did not end done (None: no report yet)
     jobs: int = 0  # the sweep's jobs
     report_error: str = ""  # why the sweep's report was not written ("": it was, or no report yet)
+    dry_run: bool = False  # the sweep was only checked and listed: there is nothing to report
 
 
 SESSION = Session()
@@ -34,7 +35,7 @@ def sweep_status() -> int | str:
     not written or which of its jobs did not finish (the command then exits with 1). It forgets
     the sweep's outcome, so a next command in this process (the tests run many) starts clean."""
     error, unfinished = SESSION.report_error, SESSION.unfinished
-    SESSION.report_error, SESSION.unfinished = "", None
+    SESSION.report_error, SESSION.unfinished, SESSION.dry_run = "", None, False
     if error:  # Hydra turns the report's exception into a warning: it ends here
         return f"prune-exp: the sweep's report was not written: {error}"
     if not unfinished:

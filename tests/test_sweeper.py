@@ -116,6 +116,10 @@ def test_the_dry_run_lists_every_job_and_the_caches_and_writes_nothing(
     assert "retrain=finetune seed=0" in lines[0] and lines[0].endswith("[job cache: hit]")
     assert [line.rsplit("[", 1)[1] for line in lines[1:]] == ["trains]", "dense cache: hit]", "trains]"]
     assert "1 of 4 jobs in the job cache; 1 of 2 dense runs in the dense cache" in out
+    (sweep / "summary.md").unlink()  # a dry run in an existing sweep's dir: not reported again
+    before = snapshot(tmp_path)
+    code, err = run_in_process(tmp_path, [*args[:-1], f"hydra.sweep.dir={sweep}", "--cfg", "job"])
+    assert code == 0 and snapshot(tmp_path) == before, err[-2000:]
 
 
 def test_a_dry_run_with_another_sweeper_is_refused_in_one_line(tmp_path: Path) -> None:

@@ -64,6 +64,9 @@ class PruneExpSweeper(BasicSweeper):
         see = getattr(self.launcher, "see_job", None)  # the fused launchers keep their view of each job
         planned = check_sweep(self.config, jobs, self.jobs, dry_run=self.dry_run, on_job=see)
         if self.dry_run:
+            from prune_exp.session import SESSION
+
+            SESSION.dry_run = True  # (the report callback writes nothing)
             print_dry_run(planned, str(self.config.hydra.sweep.dir))
             return []
         return run_batches(self.config, batches, self.launcher)
