@@ -29,6 +29,10 @@ class DataError(DataMissingError):
     differ, labels outside the classes. The message names the file and what is allowed."""
 
 
+class LaunchError(PruneExpError):
+    """A launcher that cannot start the sweep's jobs (a SLURM submission refused); says why."""
+
+
 class CorruptFileError(PruneExpError):
     """A file prune-exp wrote earlier (cache entry, checkpoint) that is truncated or was altered."""
 

@@ -10,6 +10,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from prune_exp.errors import ConfigError
 from prune_exp.preflight import check_job, check_launch, check_outputs, output_dir, preflight_errors
 from prune_exp.session import SESSION
 from prune_exp.sweep import PRUNE_EXP_SWEEPER, sweep_job_overrides
@@ -22,6 +23,11 @@ class Preflight(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         with preflight_errors():
+            if OmegaConf.select(config, "hydra.sweeper.dry_run"):
+                raise ConfigError(
+                    "hydra.sweeper.dry_run=true is a sweep's dry run; allowed: with -m (prune-exp -m ... --cfg job), "
+                    "or --cfg job to print a single run's config"
+                )
             run_dir = output_dir(config, "hydra.run.dir")
             checked = check_job(config)
             check_launch(config, str(OmegaConf.select(config, "hydra.launcher._target_")), multirun=False)

@@ -227,7 +227,16 @@ def _exit_with(e: Exception, where: str = "") -> None:
     # One clear message, no traceback: it is the user's input, not our bug. (Hydra turns an
     # exception raised in a callback into a warning, so exiting is the way to stop the run.)
     kind = "error" if isinstance(e, PruneExpError) and not isinstance(e, ConfigError) else "config error"
-    sys.exit(f"prune-exp: {kind}{where}: {e}")
+    sys.exit(f"prune-exp: {kind}{where}: {e}{_why(e)}")
+
+
+def _why(e: Exception) -> str:
+    """Hydra's "Error merging override x=abc" keeps its reason in its cause: that, in a few words."""
+    cause = e.__cause__
+    if not isinstance(e, HydraException) or not isinstance(cause, OmegaConfBaseException):
+        return ""
+    reason = next((line.strip() for line in str(cause).splitlines() if line.strip()), "")
+    return f" ({reason})" if reason and reason not in str(e) else ""
 
 
 @contextmanager

@@ -99,7 +99,7 @@ def cli_wins(run_cfg: RunConfig, overrides: Sequence[str]) -> None:
     """prune.rounds and prune.sparsity each set the target: given both on the command line they
     are refused; the one the command line gives wins over the other from a config file (an
     experiment's), and the log says so once."""
-    keys = {o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o}
+    keys = override_keys(overrides)
     pr = run_cfg.prune
     if pr.rounds is None or not keys & {"prune.rounds", "prune.sparsity"}:
         return
@@ -118,6 +118,36 @@ def cli_wins(run_cfg: RunConfig, overrides: Sequence[str]) -> None:
                 f"prune.rounds={pr.rounds} from the command line sets prune.sparsity={target:.6g} "
                 f"(not the config's {pr.sparsity})"
             )
+
+
+def override_keys(overrides: Sequence[str]) -> set[str]:
+    """The config keys ``overrides`` set: ``a.b=1`` sets ``a.b``; ``a={b:1,c:{d:2}}`` sets ``a.b``
+    and ``a.c.d`` (a dict is merged into the node)."""
+    keys = set()
+    for o in overrides:
+        key, eq, value = o.partition("=")
+        key = key.lstrip("+~")
+        if eq and value.lstrip().startswith("{"):
+            keys |= {f"{key}.{k}" for k in _dict_keys(o)}
+        elif eq:
+            keys.add(key)
+    return keys
+
+
+@functools.cache
+def _dict_keys(override: str) -> tuple[str, ...]:
+    """The dotted keys of a dict-valued override, as Hydra parses its value."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    def flat(d: dict, prefix: str = "") -> list[str]:
+        return [
+            k
+            for key, v in d.items()
+            for k in (flat(v, f"{prefix}{key}.") if isinstance(v, dict) else [f"{prefix}{key}"])
+        ]
+
+    value = OverridesParser.create().parse_overrides([override])[0].value()
+    return tuple(flat(value)) if isinstance(value, dict) else ()
 
 
 @functools.cache
@@ -262,15 +292,41 @@ def check_override_syntax(args: list[str]) -> None:
             raise ConfigError(f"the override {arg!r} has no key; allowed: key=value, group=option or +key=value")
 
 
+DRY_RUN = "hydra.sweeper.dry_run=true"  # what ``-m ... --cfg job`` becomes
+
+
 def dry_run_args(args: list[str]) -> list[str]:
-    """``-m ... --cfg job`` (Hydra takes one mode at a time) as the sweep's dry run
-    (``hydra.sweeper.dry_run=true``: every job composed, checked and listed, nothing written)."""
-    at = next((i for i, a in enumerate(args) if a in ("-c", "--cfg") or a.startswith("--cfg=")), None)
-    if at is None or not {"-m", "--multirun"} & set(args):
+    """``-m ... --cfg job`` (Hydra takes one mode at a time) as the sweep's dry run (``DRY_RUN``:
+    every job composed, checked and listed, nothing written), in every spelling argparse takes
+    (``--cfg job``, ``--cfg=job``, ``-c job``, ``-cjob``, ``--cf job``); ``--resolve`` and
+    ``--package``, which only shape a printed config, are dropped. ConfigError for ``--cfg``
+    with anything but ``job``."""
+    if not {"-m", "--multirun"} & set(args):
         return args
-    if any(a.startswith("hydra/sweeper=") and a != "hydra/sweeper=prune_exp" for a in args):
+    out, i, dry = [], 0, False
+    while i < len(args):
+        a = args[i]
+        flag, eq, attached = a.partition("=")
+        short = a.startswith("-c") and len(a) > 2 and a[:3] not in ("--c", "-cp", "-cn", "-cd")  # -cjob, not -cd
+        if flag in ("--cf", "--cfg", "-c") or short:
+            value = attached if eq else a[2:] if flag not in ("--cf", "--cfg", "-c") else None
+            if value is None:
+                value, i = (args[i + 1] if i + 1 < len(args) else ""), i + 1
+            if value != "job":
+                raise ConfigError(
+                    f"-m with --cfg {value!r}: a sweep has no one config to print; allowed: -m ... --cfg job "
+                    "(the sweep's dry run: every job composed, checked and listed), or --cfg without -m"
+                )
+            out.append(DRY_RUN)
+            dry = True
+        elif a in ("--package", "-p"):
+            i += 1  # (with its value)
+        elif a != "--resolve" and not a.startswith("--package="):
+            out.append(a)
+        i += 1
+    if dry and any(a.startswith("hydra/sweeper=") and a != "hydra/sweeper=prune_exp" for a in out):
         raise ConfigError("-m with --cfg (a dry run) needs hydra/sweeper=prune_exp, the default")
-    return [*args[:at], *args[at + (1 if "=" in args[at] else 2) :], "hydra.sweeper.dry_run=true"]
+    return out if dry else args
 
 
 def atomic_hydra_files() -> None:

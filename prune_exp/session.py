@@ -8,6 +8,7 @@ job of the sweep did not finish or its report could not be written. Standard lib
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass
@@ -25,7 +26,7 @@ SESSION = Session()
 
 def resume_hint() -> str:
     """How to pick up where this process stopped."""
-    if not SESSION.dir:
+    if not SESSION.dir or not Path(SESSION.dir).exists():  # stopped before it wrote anything
         return "the same command starts it again"
     return f"the same command with {SESSION.dir_key}={SESSION.dir} resumes it"
 

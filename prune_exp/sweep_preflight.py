@@ -8,16 +8,19 @@ then data, model, directories and caches (each data set, model and cache entry o
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from prune_exp.jobfiles import MULTIRUN_FILE
+from prune_exp.errors import ConfigError, PruneExpError
+from prune_exp.jobfiles import MULTIRUN_FILE, STATUS_FILE
 from prune_exp.preflight import (
     check_job,
     check_launch,
@@ -38,10 +41,11 @@ class PlannedJob:
 
     num: int
     overrides: list[str]
-    job_dir: Path | None  # None: hydra.sweep.subdir is not the job's number (known when it runs)
+    job_dir: Path | None  # None: hydra.sweep.subdir that only the running job can resolve
     dense_hash: str
     dense_cached: bool  # the dense cache holds its dense run
     job_cached: bool  # the job cache holds the finished job (job_cache=true only)
+    done: bool  # its job dir holds it, done (a rerun of the sweep trains nothing for it)
 
 
 def check_sweep(
@@ -59,7 +63,7 @@ def check_sweep(
     launcher = str(OmegaConf.select(config, "hydra.launcher._target_"))
     with preflight_errors():
         sweep_dir = output_dir(config, "hydra.sweep.dir")
-    numbered = OmegaConf.to_container(config.hydra.sweep)["subdir"] == "${hydra.job.num}"
+        check_jobs_listed(jobs)
     configs = []
     for overrides in jobs:  # every job's values first: a bad one fails before any data is made
         with preflight_errors(where_in_sweep(overrides)):
@@ -71,49 +75,118 @@ def check_sweep(
     with preflight_errors():
         check_selection([c for c, _ in configs])
         check_strategy_names([rc for _, rc in configs])
+        job_dirs = sweep_job_dirs(config, composer, jobs, sweep_dir)
     seen: dict[Any, Any] = {}
     planned = []
     for num, overrides in enumerate(jobs):
         job_cfg, rc = configs[num]
         configs[num] = None  # type: ignore[call-overload]  # done with it: a big sweep's memory
-        job_dir = sweep_dir / str(num) if numbered else None
         with preflight_errors(where_in_sweep(overrides)):
             checked = check_job(job_cfg, seen, rc)
-            dense_hash = check_outputs(job_cfg, job_dir, "hydra.sweep.dir", checked, seen)
-            cached = _cached(job_cfg, rc, checked.digest, dense_hash) if dry_run else (False, False)
-        planned.append(PlannedJob(num, list(overrides), job_dir, dense_hash, *cached))
+            dense_hash = check_outputs(job_cfg, job_dirs[num], "hydra.sweep.dir", checked, seen)
+            found = _found(job_cfg, rc, job_dirs[num], checked.digest, dense_hash) if dry_run else (False,) * 3
+        planned.append(PlannedJob(num, list(overrides), job_dirs[num], dense_hash, *found))
     return planned
 
 
-def _cached(job_cfg: DictConfig, rc: Any, digest: str, dense_hash: str) -> tuple[bool, bool]:
-    """Whether the dense cache holds the job's dense run and the job cache the job."""
+def check_jobs_listed(jobs: list[list[str]]) -> None:
+    """ConfigError for a sweep of no job, or with one job twice (a value given twice)."""
+    if not jobs:
+        raise ConfigError(
+            "the sweep has no job (a range() that is empty, a glob() that matches no option?); "
+            "allowed: at least one value for every swept key"
+        )
+    first: dict[tuple[str, ...], int] = {}
+    for num, overrides in enumerate(jobs):
+        other = first.setdefault(tuple(overrides), num)
+        if other != num:
+            raise ConfigError(
+                f"the sweep has the job [{' '.join(overrides)}] twice (#{other} and #{num}): a value given twice "
+                "would count one seed as two in the report; allowed: each value of a swept key once"
+            )
+
+
+def sweep_job_dirs(config: DictConfig, composer: Any, jobs: list[list[str]], sweep_dir: Path) -> list[Path | None]:
+    """Each job's dir (``hydra.sweep.dir``/``hydra.sweep.subdir``, as Hydra resolves it for the
+    job); None where only the running job can resolve it (its SLURM id, the ``hydra:``
+    resolver). ConfigError if two jobs would share a dir."""
+    subdir = str(OmegaConf.to_container(config.hydra.sweep)["subdir"])
+    if subdir == "${hydra.job.num}":  # the default: no composition needed
+        return [sweep_dir / str(num) for num in range(len(jobs))]
+    if "job.id" in subdir or "${hydra:" in subdir:
+        return [None] * len(jobs)
+    dirs: list[Path | None] = []
+    for num, overrides in enumerate(jobs):
+        cfg = composer.config(overrides)
+        with open_dict(cfg):
+            cfg.hydra.job.num = num
+        dirs.append(sweep_dir / str(OmegaConf.select(cfg, "hydra.sweep.subdir")))
+    shared = next((d for d, n in Counter(dirs).items() if n > 1), None)
+    if shared is not None:
+        a, b = [num for num, d in enumerate(dirs) if d == shared][:2]
+        raise ConfigError(
+            f"hydra.sweep.subdir={subdir} gives the jobs #{a} [{' '.join(jobs[a])}] and #{b} [{' '.join(jobs[b])}] "
+            f"one dir, {shared}; allowed: a dir of its own for every job (the default ${{hydra.job.num}}, or one "
+            "made of every swept key)"
+        )
+    return dirs
+
+
+def _found(job_cfg: DictConfig, rc: Any, job_dir: Path | None, digest: str, dense_hash: str) -> tuple[bool, ...]:
+    """Whether the dense cache holds the job's dense run, the job cache the job, and its job dir
+    the job done."""
     from prune_exp.cache import DenseCache
     from prune_exp.job_cache import DamagedEntry, JobCache, job_key
     from prune_exp.run import config_fingerprint
 
     cache_dir = str(OmegaConf.select(job_cfg, "paths.cache_dir"))
     dense = DenseCache(cache_dir).entry(dense_hash).is_dir()
+    done = job_dir is not None and _state(job_dir) == "done"
     if not rc.job_cache:
-        return dense, False
+        return dense, False, done
     cache, key = JobCache(cache_dir), job_key(config_fingerprint(job_cfg), digest, dense_hash)
     try:  # a hit only if the job would take it: the entry verified as the job verifies it
-        return dense, cache.entry(key).is_dir() and bool(cache.verify(key))
+        return dense, cache.entry(key).is_dir() and bool(cache.verify(key)), done
     except (DamagedEntry, OSError):
-        return dense, False
+        return dense, False, done
+
+
+def _state(job_dir: Path) -> str | None:
+    """The state in the job dir's status.json (the preflight checked it is this job's)."""
+    try:
+        return json.loads((job_dir / STATUS_FILE).read_text()).get("state")
+    except (OSError, ValueError):
+        return None
+
+
+def _outcome(job: PlannedJob) -> str:
+    """What running the job would do, as the dry run lists it."""
+    if job.done:
+        return "done in its dir"
+    if job.job_cached:
+        return "job cache: hit"
+    return "dense cache: hit" if job.dense_cached else "trains"
 
 
 def print_dry_run(planned: list[PlannedJob], sweep_dir: str) -> None:
     """The dry run's listing: every job, where it would write, and what the caches hold."""
-    print(f"dry run: {len(planned)} jobs, each composed and checked; nothing trained or written")
+    jobs = f"{len(planned)} job{'s' if len(planned) != 1 else ''}"
+    print(
+        f"dry run: {jobs}, each composed and checked; nothing trained, and no sweep, job or cache file "
+        "written (a data set the checks load is made or downloaded into paths.data_dir, as for a run)"
+    )
     print(f"sweep dir: {sweep_dir}")
     for job in planned:
         where = str(job.job_dir) if job.job_dir is not None else "(hydra.sweep.subdir, when it runs)"
-        cache = "job cache: hit" if job.job_cached else "dense cache: hit" if job.dense_cached else "trains"
+        cache = _outcome(job)
         print(f"#{job.num} {' '.join(job.overrides) or '(no overrides)'}  ->  {where}  [{cache}]")
-    hits = sum(j.job_cached for j in planned)
+    done, hits = sum(j.done for j in planned), sum(j.job_cached and not j.done for j in planned)
     dense = len({j.dense_hash for j in planned})
     cached = len({j.dense_hash for j in planned if j.dense_cached})
-    print(f"{hits} of {len(planned)} jobs in the job cache; {cached} of {dense} dense runs in the dense cache")
+    print(
+        f"of {jobs}: {done} done in their dirs, {hits} in the job cache; "
+        f"{cached} of {dense} dense runs in the dense cache"
+    )
 
 
 def run_batches(config: DictConfig, batches: list[list[list[str]]], launcher: Any) -> list[Any]:
@@ -133,6 +206,8 @@ def run_batches(config: DictConfig, batches: list[list[list[str]]], launcher: An
                 _ = r.return_value  # as Hydra's: raises a job's exception
             first += len(batch)
             returns.append(results)
+    except PruneExpError as e:  # a launcher's (its settings; a SLURM submission that failed): one line
+        sys.exit(f"prune-exp: error: {e}")
     except Exception as e:
         full = disk_full(e, [("hydra.sweep.dir", sweep_dir)])
         if full is None:

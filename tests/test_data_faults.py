@@ -20,7 +20,7 @@ import pytest
 from helpers import composed, fake_cifar, fake_image_folder, fake_mnist, run_in_process, write_idx
 
 from prune_exp.config import ConfigError
-from prune_exp.errors import DataError
+from prune_exp.errors import CorruptFileError, DataError
 from prune_exp.preflight import check_job
 
 MNIST = ["data=mnist", "model=mlp", "data.download=false"]
@@ -56,6 +56,16 @@ class RunsCode:
 
     def __reduce__(self):
         return (os.system, ("touch pwned",))
+
+
+def cut_mnist1d(root: Path) -> None:
+    """MNIST-1D generated in the data dir (a small one), then its file cut short."""
+    from hydra.utils import instantiate
+
+    with composed(["data=mnist1d", "data.num_samples=100"]) as cfg:
+        dm = instantiate(cfg.data, data_dir=str(root))
+    dm.prepare_data()
+    cut(dm._cache_file(), 4000)
 
 
 def empty_class_folder(root: Path) -> None:
@@ -191,6 +201,15 @@ FAULTS = [
         rf"{CIFAR_DIR}/test_batch: not a CIFAR batch \(UnpicklingError: it refers to posix\.system, "
         r"which a CIFAR batch never does\)",
         (f"{CIFAR_DIR}/*",),
+    ),
+    Fault(
+        "truncated MNIST-1D file",
+        cut_mnist1d,
+        ["data=mnist1d", "model=mlp", "data.num_samples=100"],
+        CorruptFileError,
+        r"^paths\.data_dir: .*/mnist1d/mnist1d-\w+\.npz is not the MNIST-1D file prune-exp generated \(truncated "
+        r"or altered: .*\); delete it to generate it again$",
+        ("mnist1d/*",),
     ),
     Fault(
         "image class folder without images",

@@ -251,6 +251,65 @@ FAULTS = [
         r"prune\.sparsity=0\.95 both set",
     ),
     Fault(
+        "prune.rounds and prune.sparsity both in one dict override",
+        ["prune.schedule=iterative", "prune={rounds:2,sparsity:0.9}"],
+        r"config error: prune\.rounds=2 and prune\.sparsity=0\.9 both set the target sparsity",
+    ),
+    Fault(
+        "a sweep value given twice",
+        ["-m", "seed=0,0", "retrain=finetune,lr_rewind"],
+        r"config error: the sweep has the job \[seed=0 retrain=finetune [^]]*\] twice \(#0 and #2\): a value given "
+        r"twice would count one seed as two in the report; allowed: each value of a swept key once",
+    ),
+    Fault(
+        "a sweep of no job",
+        ["-m", "seed=range(0,0)"],
+        r"config error: the sweep has no job \(a range\(\) that is empty, a glob\(\) that matches no option\?\)",
+    ),
+    Fault(
+        "two jobs of a sweep in one dir",
+        ["-m", "seed=0,1", "hydra.sweep.subdir=same"],
+        r"config error: hydra\.sweep\.subdir=same gives the jobs #0 \[seed=0 .*\] and #1 \[seed=1 .*\] one dir, "
+        r".*/same; allowed: a dir of its own for every job",
+    ),
+    Fault(
+        "a sweeper batch of no job",
+        ["-m", "seed=0,1", "hydra.sweeper.max_batch_size=0"],
+        r"config error: hydra\.sweeper\.max_batch_size=0 is not allowed; allowed: null \(every job at once\) or an "
+        r"integer >= 1",
+    ),
+    Fault(
+        "no worker for the local launcher",
+        ["-m", "seed=0,1", "hydra/launcher=local", "hydra.launcher.n_jobs=0"],
+        r"config error: hydra\.launcher\.n_jobs=0 is not allowed; allowed: the workers at once, an integer >= 1",
+    ),
+    Fault(
+        "fused groups of no arm",
+        ["-m", "seed=0,1", "hydra/launcher=fused", "hydra.launcher.max_arms=0"],
+        r"config error: hydra\.launcher\.max_arms=0 is not allowed; allowed: an integer >= 1",
+    ),
+    Fault(
+        "a dry run without -m",
+        ["hydra.sweeper.dry_run=true"],
+        r"config error: hydra\.sweeper\.dry_run=true is a sweep's dry run; allowed: with -m",
+    ),
+    Fault(
+        "-m with --cfg and no job",
+        ["-m", "--cfg", "seed=0,1"],
+        r"config error: -m with --cfg 'seed=0,1': a sweep has no one config to print; allowed: -m \.\.\. --cfg job",
+    ),
+    Fault(
+        "-m with --cfg hydra",
+        ["-m", "seed=0,1", "--cfg", "hydra"],
+        r"config error: -m with --cfg 'hydra': a sweep has no one config to print",
+    ),
+    Fault(
+        "a sweep value of the wrong type",
+        ["-m", "optim.lr=0.1,abc"],
+        r"config error in the sweep job \[optim\.lr=abc .*\]: Error merging override optim\.lr=abc \(Value 'abc' of "
+        r"type 'str' could not be converted to Float\)",
+    ),
+    Fault(
         "a resume checkpoint cut short",
         [*SMALL, "hydra.run.dir=outputs/killed"],
         r"cannot resume from .*killed/resume\.ckpt: it is not a checkpoint prune-exp wrote",

@@ -115,11 +115,15 @@ def test_the_dry_run_lists_every_job_and_the_caches_and_writes_nothing(
     assert len(lines) == 4 and all(str(tmp_path / "next") in line for line in lines)
     assert "retrain=finetune seed=0" in lines[0] and lines[0].endswith("[job cache: hit]")
     assert [line.rsplit("[", 1)[1] for line in lines[1:]] == ["trains]", "dense cache: hit]", "trains]"]
-    assert "1 of 4 jobs in the job cache; 1 of 2 dense runs in the dense cache" in out
+    assert "of 4 jobs: 0 done in their dirs, 1 in the job cache; 1 of 2 dense runs in the dense cache" in out
     (sweep / "summary.md").unlink()  # a dry run in an existing sweep's dir: not reported again
     before = snapshot(tmp_path)
-    code, err = run_in_process(tmp_path, [*args[:-1], f"hydra.sweep.dir={sweep}", "--cfg", "job"])
+    capsys.readouterr()
+    args = ["-m", *FAST, "retrain=finetune", "seed=0", "paths.cache_dir=elsewhere", f"hydra.sweep.dir={sweep}"]
+    code, err = run_in_process(tmp_path, [*args, "--cfg", "job"])
+    out = capsys.readouterr().out
     assert code == 0 and snapshot(tmp_path) == before, err[-2000:]
+    assert out.splitlines()[2].endswith("[done in its dir]"), out  # (another cache: its own dir says so)
 
 
 def test_a_dry_run_with_another_sweeper_is_refused_in_one_line(tmp_path: Path) -> None:
@@ -201,3 +205,19 @@ def test_hydras_sweep_grammar_glob_range_and_choice_runs_and_reports(tmp_path: P
     last = err.strip().splitlines()[-1]
     assert code == 1 and "in the sweep job [" in last and "retrain.budget=0 is not allowed" in last, err[-2000:]
     assert not bad.exists()
+
+
+def test_a_slurm_submission_that_fails_ends_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """sbatch that reaches no cluster: one line with sbatch's reason, exit 1, no traceback."""
+    import shutil
+
+    if shutil.which("sbatch") is None:
+        pytest.skip("no sbatch here")
+    monkeypatch.setenv("SLURM_CONF", str(tmp_path / "no_cluster.conf"))
+    code, err = run_in_process(tmp_path, ["-m", *FAST, "seed=0,1", "hydra/launcher=slurm"])
+    last = err.strip().splitlines()[-1]
+    assert code == 1 and last.startswith("prune-exp: error: the SLURM submission failed: sbatch: "), err[-3000:]
+    assert last.endswith(
+        "check that sbatch reaches the cluster (sinfo) and hydra.launcher's partition, account and limits"
+    )
+    assert "Traceback" not in err

@@ -38,6 +38,16 @@ class FusedLauncher(Launcher):
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
+    def check(self) -> None:
+        """ConfigError for a ``max_arms`` that groups nothing (the sweeper asks before any job)."""
+        from prune_exp.errors import ConfigError
+
+        if not (isinstance(self.max_arms, int) and self.max_arms >= 1):
+            raise ConfigError(
+                f"hydra.launcher.max_arms={self.max_arms} is not allowed; allowed: an integer >= 1 (the most jobs "
+                "one group trains together)"
+            )
+
     def see_job(self, overrides: Sequence[str], cfg: DictConfig, rc: Any) -> None:
         """The preflight's view of a job (hydra/sweeper=prune_exp): kept, not made again."""
         from prune_exp.fused.launch import see_job

@@ -51,6 +51,20 @@ def execute_composed(
 
 
 class LocalJoblibLauncher(JoblibLauncher):
+    def check(self) -> None:
+        """ConfigError for an ``n_jobs`` joblib cannot run (the sweeper asks before any job)."""
+        import os
+
+        from prune_exp.errors import ConfigError
+
+        n = self.joblib.get("n_jobs")
+        cores = os.cpu_count() or 1
+        if not (n is None or (isinstance(n, int) and (n >= 1 or (n < 0 and cores + 1 + n >= 1)))):
+            raise ConfigError(
+                f"hydra.launcher.n_jobs={n} is not allowed; allowed: the workers at once, an integer >= 1, or "
+                f"-1 .. -{cores} (cores + 1 + n_jobs: -1 is one per core; this machine has {cores})"
+            )
+
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         """Hydra's joblib launch, each job's config composed here (lazily, as joblib dispatches)."""
         from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg

@@ -59,8 +59,15 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
         import cloudpickle
         import submitit
 
+        from prune_exp.errors import LaunchError
+
         assert self.config is not None and len(job_overrides) > 0
-        executor = self._executor()
+        try:
+            executor = self._executor()
+        except Exception as e:  # submitit finds no SLURM here (no srun, no sbatch)
+            raise LaunchError(
+                f"hydra/launcher={self._EXECUTOR}: {_first_line(e)}; allowed: a machine with SLURM's commands"
+            ) from e
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         log.info(f"Submitit '{self._EXECUTOR}' sweep output dir : {sweep_dir}")
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -76,7 +83,13 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
         with open(tmp, "wb") as f:  # by value, as submitit pickles: Hydra's task function is a closure
             cloudpickle.dump((self, Singleton.get_state()), f)
         tmp.replace(shared)  # a task never reads half a file
-        jobs = executor.map_array(SlurmTask(str(shared)), *zip(*job_params, strict=True))
+        try:
+            jobs = executor.map_array(SlurmTask(str(shared)), *zip(*job_params, strict=True))
+        except Exception as e:  # sbatch refused the array: its own words
+            raise LaunchError(
+                f"the SLURM submission failed: {_first_line(e)}; check that sbatch reaches the cluster (sinfo) and "
+                "hydra.launcher's partition, account and limits"
+            ) from e
         assert all(isinstance(j, submitit.Job) for j in jobs)
         return [j.results()[0] for j in jobs]
 
@@ -93,3 +106,9 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
             **{k if k in base else f"{self._EXECUTOR}_{k}": v for k, v in self.params.items() if k not in init_keys}
         )
         return executor
+
+
+def _first_line(e: BaseException) -> str:
+    """An error in a few words: its first line that says something."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return " ".join((lines[0] if lines else type(e).__name__).split())[:300]

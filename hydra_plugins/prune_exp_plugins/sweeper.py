@@ -14,7 +14,7 @@ __future__ import annotations``: Hydra executes this module outside sys.modules,
 dataclasses cannot resolve string annotations.)
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence  # noqa: UP035  # the schema's types, as Hydra's
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
@@ -27,7 +27,7 @@ from omegaconf import DictConfig
 class PruneExpSweeperConf:
     _target_: str = "hydra_plugins.prune_exp_plugins.sweeper.PruneExpSweeper"
     max_batch_size: Optional[int] = None  # noqa: UP045  # jobs handed to the launcher at once; null: all
-    params: Optional[Dict[str, str]] = None  # noqa: UP006, UP045  # more sweep overrides (experiment files)
+    params: Dict[str, str] = field(default_factory=dict)  # noqa: UP006  # more sweep overrides (experiment files)
     dry_run: bool = False  # compose, check and list every job; train and write nothing
 
 
@@ -59,6 +59,7 @@ class PruneExpSweeper(BasicSweeper):
         from prune_exp.sweep_preflight import check_sweep, print_dry_run, run_batches
 
         assert self.config is not None and self.hydra_context is not None and self.launcher is not None
+        self._check_settings()
         batches = expand([*self._parse_config(), *arguments], self.max_batch_size, self.hydra_context.config_loader)
         jobs = [job for batch in batches for job in batch]
         see = getattr(self.launcher, "see_job", None)  # the fused launchers keep their view of each job
@@ -70,6 +71,23 @@ class PruneExpSweeper(BasicSweeper):
             print_dry_run(planned, str(self.config.hydra.sweep.dir))
             return []
         return run_batches(self.config, batches, self.launcher)
+
+    def _check_settings(self) -> None:
+        """The sweeper's and the launcher's own settings (a launcher's ``check``), before any job:
+        one line naming the key."""
+        from prune_exp.errors import ConfigError
+        from prune_exp.preflight import preflight_errors
+
+        with preflight_errors():
+            size = self.max_batch_size
+            if size is not None and not (isinstance(size, int) and size >= 1):
+                raise ConfigError(
+                    f"hydra.sweeper.max_batch_size={size} is not allowed; allowed: null (every job at once) or an "
+                    "integer >= 1 (the jobs handed to the launcher at once)"
+                )
+            check = getattr(self.launcher, "check", None)
+            if check is not None:
+                check()
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
         """Nothing left to do: :meth:`sweep` composed and checked every job of the sweep."""

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from prune_exp.atomic import atomic_write
 from prune_exp.data.base import TensorDataModule
+from prune_exp.errors import CorruptFileError
 
 
 class MNIST1DDataModule(TensorDataModule):
@@ -78,5 +80,13 @@ class MNIST1DDataModule(TensorDataModule):
 
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         self.prepare_data()
-        with np.load(self._cache_file(), allow_pickle=False) as z:
-            return z["x"], z["y"], z["x_test"], z["y_test"]
+        path = self._cache_file()
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return z["x"], z["y"], z["x_test"], z["y_test"]
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
+            reason = " ".join(str(e).split())[:120] or type(e).__name__
+            raise CorruptFileError(
+                f"paths.data_dir: {path} is not the MNIST-1D file prune-exp generated (truncated or altered: "
+                f"{reason}); delete it to generate it again"
+            ) from None
