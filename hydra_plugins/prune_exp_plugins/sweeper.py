@@ -15,7 +15,7 @@ dataclasses cannot resolve string annotations.)
 """
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence  # noqa: UP035  # the schema's types, as Hydra's
+from typing import Any, Dict, List, Optional  # noqa: UP035  # the schema's types, as Hydra's
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
@@ -88,6 +88,3 @@ class PruneExpSweeper(BasicSweeper):
             check = getattr(self.launcher, "check", None)
             if check is not None:
                 check()
-
-    def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
-        """Nothing left to do: :meth:`sweep` composed and checked every job of the sweep."""
