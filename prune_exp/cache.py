@@ -30,9 +30,11 @@ from filelock import FileLock
 from safetensors.torch import load as load_bytes
 from safetensors.torch import save_file
 
+from prune_exp import digests
 from prune_exp.atomic import atomic_write
 from prune_exp.config import ConfigError, CorruptFileError
 from prune_exp.config.task import DEFAULT_LOSS
+from prune_exp.digests import canonical_sha256
 
 CACHE_VERSION = 3  # bump when the entry format or what determines a dense run changes
 META = "meta.json"
@@ -99,10 +101,6 @@ def _training_data(data: dict) -> dict:
     return {k: v for k, v in data.items() if k not in NON_TRAINING_DATA_KEYS}
 
 
-def _canonical_sha256(tree: Any) -> str:
-    return hashlib.sha256(json.dumps(tree, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
 def file_sha256(path: Path) -> str:
     """The file's sha256, read once per (path, size, modification time) in a process: a sweep's
     jobs share their dense.weights file, and a file rewritten since is read again."""
@@ -112,21 +110,17 @@ def file_sha256(path: Path) -> str:
 
 @functools.lru_cache(maxsize=256)
 def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return digests.file_sha256(path)
 
 
 def spec_hash(spec: dict) -> str:
     """A short, stable content hash of a JSON-able spec."""
-    return _canonical_sha256(spec)[:16]
+    return canonical_sha256(spec)[:16]
 
 
 def meta_sha256(meta: dict) -> str:
     """The checksum stored in meta.json: the sha256 of the canonical JSON of everything else in it."""
-    return _canonical_sha256({k: v for k, v in meta.items() if k != META_SHA})
+    return canonical_sha256({k: v for k, v in meta.items() if k != META_SHA})
 
 
 def epoch_file(epoch: int) -> str:

@@ -29,6 +29,7 @@ from typing import Any
 from filelock import FileLock
 
 from prune_exp.atomic import atomic_write, write_text
+from prune_exp.digests import canonical_sha256, file_sha256
 from prune_exp.jobfiles import RECORDS_FILE, RESULT_FILES
 from prune_exp.records import read_records
 
@@ -94,7 +95,7 @@ class JobCache:
         for rel in sorted(listed):
             if rel not in present:
                 raise DamagedEntry(f"{rel} is missing")
-            if _sha256(entry / rel) != listed[rel]:
+            if file_sha256(entry / rel) != listed[rel]:
                 raise DamagedEntry(f"{rel} does not match its sha256 in {MANIFEST} (truncated or altered)")
         unlisted = sorted(present - listed.keys())
         if unlisted:
@@ -115,9 +116,9 @@ class JobCache:
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
         _copy_results(job_dir, partial)
-        files = {p.relative_to(partial).as_posix(): _sha256(p) for p in sorted(partial.rglob("*")) if p.is_file()}
+        files = {p.relative_to(partial).as_posix(): file_sha256(p) for p in sorted(partial.rglob("*")) if p.is_file()}
         manifest: dict[str, Any] = {"version": MANIFEST_VERSION, "key": key, "files": files}
-        manifest[MANIFEST_SHA] = _canonical_sha256(manifest)
+        manifest[MANIFEST_SHA] = _manifest_sha256(manifest)
         write_text(partial / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         partial.rename(entry)  # atomic: the entry appears complete, manifest and all, or not at all
 
@@ -147,7 +148,7 @@ def _read_manifest(entry: Path, key: str) -> dict[str, str]:
     except (ValueError, OSError) as e:
         raise DamagedEntry(f"{MANIFEST} cannot be read ({e})") from None
     files = manifest.get("files") if isinstance(manifest, dict) else None
-    if not isinstance(files, dict) or manifest.get(MANIFEST_SHA) != _canonical_sha256(manifest):
+    if not isinstance(files, dict) or manifest.get(MANIFEST_SHA) != _manifest_sha256(manifest):
         raise DamagedEntry(f"{MANIFEST} does not match its {MANIFEST_SHA} (truncated or altered)")
     if manifest.get("key") != key:
         raise DamagedEntry(f"{MANIFEST} is that of entry {manifest.get('key')!r}, not of {key}")
@@ -156,17 +157,9 @@ def _read_manifest(entry: Path, key: str) -> dict[str, str]:
     return files
 
 
-def _canonical_sha256(manifest: dict[str, Any]) -> str:
-    rest = {k: v for k, v in manifest.items() if k != MANIFEST_SHA}
-    return hashlib.sha256(json.dumps(rest, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+def _manifest_sha256(manifest: dict[str, Any]) -> str:
+    """The digest of the manifest's content, itself left out."""
+    return canonical_sha256({k: v for k, v in manifest.items() if k != MANIFEST_SHA})
 
 
 def _copy_results(src_dir: Path, dst_dir: Path) -> None:

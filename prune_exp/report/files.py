@@ -19,13 +19,13 @@ a kill) leaves none, so an old one never passes for the current one.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from prune_exp.atomic import atomic_write, write_json
+from prune_exp.digests import file_sha256
 from prune_exp.errors import ConfigError, PruneExpError
 from prune_exp.jobfiles import JOB_OVERRIDES, MULTIRUN_FILE
 
@@ -58,12 +58,6 @@ def check_sweep_dir(sweep_dir: Path) -> None:
         )
 
 
-def sha256(path: Path) -> str:
-    """The file's sha256, hex."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def write_error(path: Path, e: OSError, sweep_dir: Path) -> ReportWriteError:
     """The one line for a report file that could not be written."""
     full = e.errno in (errno.ENOSPC, errno.EDQUOT)
@@ -88,7 +82,7 @@ class ReportFiles:
             summary = self.dir / SUMMARY_FILE
             if summary.is_file() and summary.read_bytes().startswith(SUMMARY_HEADING.encode() + b"\n"):
                 # reported before the report kept a manifest: its files are the report's
-                return {n: [sha256(self.dir / n)] for n in REPORT_FILES if (self.dir / n).is_file()}
+                return {n: [file_sha256(self.dir / n)] for n in REPORT_FILES if (self.dir / n).is_file()}
             return {}
         try:
             files = json.loads(self.manifest.read_bytes().decode("utf-8"))["files"]
@@ -104,7 +98,7 @@ class ReportFiles:
     def ours(self, name: str) -> bool:
         """Whether the file ``name`` is one the report wrote, unchanged since."""
         path = self.dir / name
-        return path.is_file() and not path.is_symlink() and sha256(path) in self.digests.get(name, ())
+        return path.is_file() and not path.is_symlink() and file_sha256(path) in self.digests.get(name, ())
 
     def check(self) -> None:
         """ConfigError naming the first file of a report file's name that the report did not write."""
@@ -126,7 +120,7 @@ class ReportFiles:
             with atomic_write(path) as tmp:
                 yield tmp
                 # until the rename, the old version is the one on disk: keep both known
-                self._enter(name, [*([sha256(path)] if path.is_file() else []), sha256(tmp)])
+                self._enter(name, [*([file_sha256(path)] if path.is_file() else []), file_sha256(tmp)])
         except OSError as e:
             raise write_error(path, e, self.dir) from None
 
