@@ -30,7 +30,7 @@ _PUBLIC = {
     "Channel": "prune_exp.pruning.structure",
     "NM": "prune_exp.pruning.structure",
     "MaskEnforcer": "prune_exp.lit.callbacks",
-    "PruneRetrainCycle": "prune_exp.lit.callbacks",
+    "PruneRetrainCycle": "prune_exp.lit.cycle",
     "RoundResult": "prune_exp.lit.callbacks",
     "strategy_config": "prune_exp.retrain.strategies",
     "plan_round": "prune_exp.retrain.strategies",

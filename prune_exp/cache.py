@@ -35,6 +35,7 @@ from prune_exp.atomic import atomic_write
 from prune_exp.config import ConfigError, CorruptFileError
 from prune_exp.config.task import DEFAULT_LOSS
 from prune_exp.digests import canonical_sha256
+from prune_exp.jobfiles import DENSE_CACHE_DIR
 
 CACHE_VERSION = 3  # bump when the entry format or what determines a dense run changes
 META = "meta.json"
@@ -182,7 +183,7 @@ class DenseCache:
     """Dense runs under ``<root>/dense``, addressed by :func:`spec_hash`."""
 
     def __init__(self, root: str | Path) -> None:
-        self.dir = Path(root) / "dense"
+        self.dir = Path(root) / DENSE_CACHE_DIR
 
     def entry(self, h: str) -> Path:
         return self.dir / h

@@ -30,8 +30,6 @@ from lightning.pytorch.callbacks import Callback, Checkpoint
 from prune_exp.atomic import atomic_write
 from prune_exp.config import CorruptFileError, DataError
 
-RESUME_FILE = "resume.ckpt"
-
 
 class SafeCheckpointIO(CheckpointIO):
     """torch.save through an atomic rename; torch.load with ``weights_only=True`` always."""

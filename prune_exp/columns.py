@@ -16,6 +16,19 @@ from dataclasses import dataclass
 from prune_exp.config.task import TaskConfig, metric_names
 
 SPLITS = ("val", "test")
+PRUNED = "pruned_"  # a metric measured right after pruning, before the round's retraining
+
+
+def metric_key(split: str, metric: str, *, pruned: bool = False) -> str:
+    """A metric's key in the records: ``val_acc``; measured right after pruning, ``pruned_val_acc``."""
+    return f"{PRUNED if pruned else ''}{split}_{metric}"
+
+
+def log_key(split: str, metric: str = "") -> str:
+    """The same metric's name in Lightning's logs and a tracker's: ``val/acc`` (``val/``: the prefix)."""
+    return f"{split}/{metric}"
+
+
 MEASURED = metric_names(TaskConfig())  # what the default task's evaluation measures (acc_top5: > 5 classes)
 
 
@@ -44,12 +57,12 @@ _ROUND = [
     Column("prunable_nonzero", "prunable weights not masked to zero"),
     Column("mask_sha256", "a digest of the round's mask: equal digests, equal masks"),
     Column(
-        "pruned_{split}_{metric}",
+        metric_key("{split}", "{metric}", pruned=True),
         "measured right after pruning, before retraining",
         "round > 0 (val: data.val_fraction > 0)",
     ),
     Column(
-        "{split}_{metric}",
+        metric_key("{split}", "{metric}"),
         "measured after the round's retraining (round 0: the dense model)",
         "val: data.val_fraction > 0",
     ),

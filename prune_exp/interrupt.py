@@ -7,7 +7,7 @@ and that Hydra's job runner lets through, so it reaches ``prune-exp``'s exit.
 
 Under SLURM (hydra/launcher=submitit) submitit owns SIGTERM: on preemption it ignores the
 SIGTERM and requeues on the USR2 that follows. A SIGTERM handler that is already there when
-the job starts is therefore left alone (see stages.KeepSigtermHandler for Lightning's).
+the job starts is therefore left alone (see lit/trainer.KeepSigtermHandler for Lightning's).
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from filelock import FileLock
 
 from prune_exp.atomic import atomic_write, write_text
 from prune_exp.digests import canonical_sha256, file_sha256
-from prune_exp.jobfiles import RECORDS_FILE, RESULT_FILES
+from prune_exp.jobfiles import JOB_CACHE_DIR, RECORDS_FILE, RESULT_FILES
 from prune_exp.records import read_records
 
 log = logging.getLogger("prune_exp")
@@ -53,7 +53,7 @@ class JobCache:
     """Finished jobs under ``<cache_dir>/jobs/<key>/``, each verified against its manifest."""
 
     def __init__(self, cache_dir: str | Path) -> None:
-        self.dir = Path(cache_dir) / "jobs"
+        self.dir = Path(cache_dir) / JOB_CACHE_DIR
 
     def entry(self, key: str) -> Path:
         return self.dir / key

@@ -1,6 +1,6 @@
-"""The files of a job dir, by name, and when a job is complete.
+"""The files of a job dir, a sweep dir and the caches, by name, and when a job is complete.
 
-The job (experiment.py) writes them and decides from them whether a rerun has anything left
+The job (job/) writes them and decides from them whether a rerun has anything left
 to do; the report (report/collect.py) reads them and decides from them whether a job is done.
 Standard library only: the report imports it without torch.
 """
@@ -22,6 +22,13 @@ COMPACT_PLAN_FILE = "compact.json"  # and its plan
 RETRAIN_LOG_DIR = "retrain_log"  # the prune-retrain stage's per-epoch CSV log
 JOB_OVERRIDES = ".hydra/overrides.yaml"  # Hydra writes it in every job dir: the job's overrides
 MULTIRUN_FILE = "multirun.yaml"  # in a sweep dir: the sweep's config (so its list of jobs), as it started
+RESUME_FILE = "resume.ckpt"  # a stage's training state while it is unfinished (checkpoint.py)
+DENSE_REPLAY_DIR = "dense_replay"  # under retrain_log/: the log of a replay to a rewind point inside an epoch
+FUSED_DIR = ".fused"  # in a sweep dir: each fused group's Lightning log and checkpoint, <group id>/
+RESULTS_FILE = "results.csv"  # in a sweep dir: the report's tidy table (report/)
+SUMMARY_FILE = "summary.md"  # in a sweep dir: the report (report/)
+DENSE_CACHE_DIR = "dense"  # under paths.cache_dir: the dense runs, <spec hash>/epoch_0000.safetensors, ... (cache.py)
+JOB_CACHE_DIR = "jobs"  # under paths.cache_dir: finished jobs, <key>/ (job_cache.py)
 # What a finished job produced: the job cache (job_cache.py) keeps these and gives them to a rerun.
 RESULT_FILES = (
     RECORDS_FILE,
@@ -41,9 +48,6 @@ def round_mask_file(round_: int) -> str:
 
 def round_weights_file(round_: int) -> str:
     return f"{ROUNDS_DIR}/weights_{round_:03d}.safetensors"
-
-
-# resume.ckpt (checkpoint.RESUME_FILE) is there while the job is unfinished.
 
 
 def all_rounds_recorded(rows: list[dict[str, Any]]) -> bool:

@@ -23,7 +23,14 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from prune_exp.config import ConfigError, PruneExpError, check_accelerator, instantiate_at, task_metrics
+from prune_exp.config import (
+    ConfigError,
+    PruneExpError,
+    check_accelerator,
+    instantiate_at,
+    task_metrics,
+    world_size,
+)
 from prune_exp.session import SESSION
 
 log = logging.getLogger("prune_exp")
@@ -64,10 +71,8 @@ def check_job(cfg: DictConfig, _seen: dict[str, Any] | None = None, rc: Any = No
     files, counts, labels, split sizes) and the strategy's positions in steps of that data, so
     that a bad value fails before any data is made. ``_seen``: a sweep's memo, so that each
     data set and each model is checked once; ``rc``: the job's RunConfig, if the caller has it."""
-    from prune_exp.config import check_dense_length, dense_length, world_size
-    from prune_exp.data.base import epoch_steps
-    from prune_exp.pruning.gradual import check_gradual
-    from prune_exp.retrain.strategies import plan_round
+    from prune_exp.data.order import epoch_steps
+    from prune_exp.job.plan import JobPlan
     from prune_exp.run import to_run_config
 
     if rc is None:  # a single run: its config has the hydra node (its command line)
@@ -84,20 +89,16 @@ def check_job(cfg: DictConfig, _seen: dict[str, Any] | None = None, rc: Any = No
         if _seen is not None:
             _seen[model_key] = None
     digest, examples = load_data(cfg, _seen)
-    steps = epoch_steps(examples, rc.data.batch_size, world_size(rc.trainer))
-    T = dense_length(rc.dense, steps)
-    if rc.dense.iterations is not None:  # what depends on T, now that the epoch length is known
-        check_dense_length(rc, T)
-    check_gradual(rc, T, steps)
-    return CheckedJob(digest, plan_round(rc.retrain, T, steps).dense_epochs_needed(steps))
+    plan = JobPlan.of(rc, epoch_steps(examples, rc.data.batch_size, world_size(rc.trainer)))  # the job's own
+    return CheckedJob(digest, plan.dense_epochs_needed)
 
 
 def check_model(cfg: DictConfig, rc: Any) -> None:
     """The checks that need the network or the data's classes: the prunable names the patterns
     match, the task's metrics (each built once), and a select_metric the data can have. The
     data's shape and classes come from its config (no data loaded)."""
+    from prune_exp.job.plan import PrunerSpec
     from prune_exp.models.init import build_net
-    from prune_exp.pruning.pruner import Pruner
     from prune_exp.task import Task
 
     dm = instantiate_at("data", cfg.data, data_dir=str(OmegaConf.select(cfg, "paths.data_dir")))
@@ -117,16 +118,11 @@ def check_model(cfg: DictConfig, rc: Any) -> None:
         check_weights_fit(net, Path(rc.dense.weights))
     for epoch, path in rc.dense.rewind_weights.items():
         check_weights_fit(net, Path(path), f"dense.rewind_weights[{epoch}]")
-    Pruner(
-        net,
-        criterion=instantiate_at("prune.criterion", cfg.prune.criterion),
-        structure=instantiate_at("structure", cfg.structure),
-        scope=rc.prune.scope,
-        sparsities=[rc.prune.sparsity],
-        include=rc.prune.include,
-        exclude=rc.prune.exclude,
-        layer_rate_scale=rc.prune.layer_rate_scale,
+    criterion, structure = (
+        instantiate_at("prune.criterion", cfg.prune.criterion),
+        instantiate_at("structure", cfg.structure),
     )
+    PrunerSpec.of(rc, criterion, structure).build(net, [rc.prune.sparsity])  # the job's spec: its names checked
 
 
 def check_weights_fit(net: Any, path: Path, key: str = "dense.weights") -> None:
@@ -172,7 +168,7 @@ def check_outputs(
     many jobs share it."""
     from prune_exp.cache import DenseCache, spec_hash
     from prune_exp.dist import is_main
-    from prune_exp.experiment import check_job_dir
+    from prune_exp.job.status import check_job_dir
     from prune_exp.jobdir import busy, holder
     from prune_exp.run import config_fingerprint, dense_spec_of
 
@@ -298,9 +294,9 @@ def check_launch(job_cfg: DictConfig, launcher: str, multirun: bool) -> None:
     hydra/launcher=slurm: there the job checks it when it starts)."""
 
     tr = job_cfg.trainer
-    if multirun and tr.strategy == "ddp" and tr.devices * tr.num_nodes > 1 and "Slurm" not in launcher:
+    if multirun and world_size(tr) > 1 and "Slurm" not in launcher:
         raise ConfigError(
-            f"trainer.strategy=ddp with {tr.devices * tr.num_nodes} processes in a multirun needs a "
+            f"trainer.strategy=ddp with {world_size(tr)} processes in a multirun needs a "
             f"launcher that starts one process per device; allowed: hydra/launcher=slurm with "
             f"hydra.launcher.tasks_per_node={tr.devices}, or a single run (no -m)"
         )

@@ -1,8 +1,10 @@
-"""What each round leaves behind: its record row, measured and written, and one log line.
+"""What each round leaves behind: its record row, measured and written, its mask (and weights)
+under ``rounds/``, and one log line.
 
-The prune-retrain cycle hands every finished round to :meth:`RoundRecorder.record`. Before the
-first round it writes round 0, the dense model as the dense run left it. The writer's rows
-travel through the stage's resume checkpoint, so a resumed job goes on counting from them.
+The prune-retrain cycle is handed :meth:`RoundRecorder.record` when it is built, and hands it
+every finished round. Before the first round it writes round 0, the dense model as the dense
+run left it. The writer's rows travel through the stage's resume checkpoint, so a resumed job
+goes on counting from them.
 """
 
 from __future__ import annotations
@@ -10,9 +12,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from prune_exp.dist import tensors_digest
+from prune_exp.artifacts import save_round
+from prune_exp.columns import metric_key
+from prune_exp.dist import is_main, tensors_digest
 from prune_exp.efficiency import RoundMeter
 from prune_exp.lit.callbacks import RoundResult
 from prune_exp.lit.module import PruneModule
@@ -24,13 +29,22 @@ log = logging.getLogger("prune_exp")
 
 @dataclass
 class RoundRecorder:
+    """Records the rounds of ``module``'s network, pruned by ``pruner``, into ``writer`` (and
+    ``on_row``); with ``job_dir``, each round's mask (and with ``every_round`` its weights) under
+    its ``rounds/`` (rank 0 writes)."""
+
     info: JobInfo
     writer: RecordWriter
     meter: RoundMeter
     dense_metrics: dict[str, float]  # the dense run's val and test metrics (its cache entry's)
+    module: PruneModule
+    pruner: Pruner
     on_row: Callable[[dict[str, Any]], None] | None = None  # each new row, once written (a tracker's)
+    job_dir: Path | None = None
+    every_round: bool = False  # artifacts.every_round: each round's weights too
 
-    def record(self, result: RoundResult, module: PruneModule, pruner: Pruner) -> None:
+    def record(self, result: RoundResult) -> None:
+        module, pruner = self.module, self.pruner
         if not self.writer.rows:
             self._record_dense(module, pruner)
         last = self.writer.rows[-1]
@@ -54,6 +68,9 @@ class RoundRecorder:
         )
         _log_round(self.writer.rows[-1], result.round, self.info.rounds)
         self._emit()
+        if self.job_dir is not None and is_main():
+            net = module.net if self.every_round else None
+            save_round(self.job_dir, result.round, result.mask, net, pruner.prunable_names)
 
     def _record_dense(self, module: PruneModule, pruner: Pruner) -> None:
         """Round 0: the dense model, as loaded from the dense run."""
@@ -93,7 +110,7 @@ def _total(module: PruneModule) -> int:
 
 def _log_round(row: dict[str, Any], round_: int, rounds: int) -> None:
     m = row["select_metric"]
-    split = "val" if f"val_{m}" in row else "test"  # test alone: data.val_fraction=0
+    split = "val" if metric_key("val", m) in row else "test"  # test alone: data.val_fraction=0
     log.info(
         "round %d/%d  sparsity %.4f  compression %.2fx  %s_%s pruned %.4f -> retrained %.4f  test_%s %.4f",
         round_,
@@ -102,8 +119,8 @@ def _log_round(row: dict[str, Any], round_: int, rounds: int) -> None:
         row["compression"],
         split,
         m,
-        row.get(f"pruned_{split}_{m}", float("nan")),
-        row[f"{split}_{m}"],
+        row.get(metric_key(split, m, pruned=True), float("nan")),
+        row[metric_key(split, m)],
         m,
-        row[f"test_{m}"],
+        row[metric_key("test", m)],
     )

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prune_exp.atomic import write_text
-from prune_exp.columns import VOLATILE  # noqa: F401  (the record schema: columns.py)
+from prune_exp.columns import PRUNED, VOLATILE  # noqa: F401  (the record schema: columns.py)
 from prune_exp.jobfiles import RECORDS_FILE
 
 if TYPE_CHECKING:  # records are read by the report, which should not pay for importing torch
@@ -106,7 +106,7 @@ def make_row(
         "prunable_params": counts.prunable,
         "prunable_nonzero": counts.prunable_kept,
         "mask_sha256": mask_sha256,
-        **{f"pruned_{k}": v for k, v in pruned.items()},
+        **{PRUNED + k: v for k, v in pruned.items()},
         **retrained,
         "retrain_epochs": epochs,
         "retrain_steps": steps,

@@ -38,13 +38,14 @@ from prune_exp.config import (
     default_select_metric,
     instantiate_at,
     rounds_target,
+    world_size,
 )
 from prune_exp.errors import disk_full
 from prune_exp.interrupt import Interrupted, exit_with_parent, signals_interrupt
 from prune_exp.session import resume_hint, sweep_status
 
 if TYPE_CHECKING:
-    from prune_exp.experiment import Experiment
+    from prune_exp.job.experiment import Experiment
 
 log = logging.getLogger("prune_exp")
 
@@ -175,7 +176,7 @@ def dense_spec_of(cfg: DictConfig, data_digest: str) -> dict:
         iterations=cfg.dense.get("iterations"),
         seed=cfg.seed,
         precision=cfg.trainer.precision,
-        world_size=cfg.trainer.devices * cfg.trainer.num_nodes if cfg.trainer.strategy == "ddp" else 1,
+        world_size=world_size(cfg.trainer),
         loss=TASKS[cfg.task.name].loss,
         weights_sha256=file_sha256(Path(cfg.dense.weights)) if cfg.dense.weights else None,
         rewind_sha256={int(e): file_sha256(Path(f)) for e, f in (cfg.dense.get("rewind_weights") or {}).items()},
@@ -208,13 +209,15 @@ def config_fingerprint(cfg: DictConfig) -> str:
 
 def run(cfg: DictConfig) -> float:
     """Build the job's objects from ``cfg`` and run it; return the final val score."""
-    return experiment_of(cfg).run()
+    from prune_exp.job.spine import run_job
+
+    return run_job(experiment_of(cfg))
 
 
 def experiment_of(cfg: DictConfig, rc: RunConfig | None = None) -> Experiment:
     """The job's objects, built from its composed config (fused.group trains several together);
     ``rc``: its RunConfig if the preflight made it (paths unresolved), else made from ``cfg``."""
-    from prune_exp.experiment import Experiment  # heavy imports (torch, Lightning) start here
+    from prune_exp.job.experiment import Experiment  # heavy imports (torch, Lightning) start here
     from prune_exp.models.init import build_net
 
     hc = HydraConfig.get() if HydraConfig.initialized() else None

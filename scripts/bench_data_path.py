@@ -25,7 +25,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from prune_exp.data.augment import CropFlip, Normalize
-from prune_exp.data.base import EpochShuffle, TensorDataset
+from prune_exp.data.base import TensorDataset
+from prune_exp.data.order import EpochShuffle
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 

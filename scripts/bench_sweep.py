@@ -59,12 +59,12 @@ def in_process(dense_epochs: int, budget: int, retrains: int, sparsities: list[f
     from prune_exp.data.mnist1d import MNIST1DDataModule
     from prune_exp.lit.callbacks import MaskEnforcer
     from prune_exp.lit.module import PruneModule
+    from prune_exp.lit.trainer import make_trainer
     from prune_exp.models.cnn1d import CNN1D
     from prune_exp.pruning.criteria import Magnitude
     from prune_exp.pruning.pruner import Pruner
     from prune_exp.pruning.structure import Unstructured
     from prune_exp.retrain.schedules import LRPosition, LRSchedule
-    from prune_exp.stages import make_trainer
 
     warnings.filterwarnings("ignore")
     schedule_cfg = MultiStepScheduleConfig(milestones=[30.0, 45.0])

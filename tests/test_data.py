@@ -12,10 +12,11 @@ import torch
 from helpers import fake_cifar, fake_image_folder, fake_mnist
 
 from prune_exp.config import DataMissingError
-from prune_exp.data.base import EpochShuffle, split_indices
+from prune_exp.data.base import split_indices
 from prune_exp.data.digits import DigitsDataModule
 from prune_exp.data.imagefolder import ImageFolderDataModule
 from prune_exp.data.mnist1d import MNIST1DDataModule
+from prune_exp.data.order import EpochShuffle
 from prune_exp.data.synthetic import SyntheticDataModule
 from prune_exp.data.vision import CIFAR10DataModule, CIFAR100DataModule, FashionMNISTDataModule, MNISTDataModule
 from prune_exp.errors import DataError

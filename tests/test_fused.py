@@ -26,9 +26,11 @@ from test_training import Probe, retrain
 from prune_exp.columns import VOLATILE
 from prune_exp.config import AdamConfig, SGDConfig
 from prune_exp.fused.cycle import FusedCycle
-from prune_exp.fused.group import fit_group, run_group
+from prune_exp.fused.group import fit_group
 from prune_exp.fused.optim import build_stacked_optimizer
 from prune_exp.fused.stack import StackedNets
+from prune_exp.job.rounds import build_rounds, dense_module
+from prune_exp.job.spine import run_job, run_jobs
 from prune_exp.jobfiles import MASK_FILE, RETRAIN_LOG_DIR, WEIGHTS_FILE
 from prune_exp.lit.callbacks import MaskEnforcer
 from prune_exp.lit.module import build_optimizer
@@ -41,7 +43,6 @@ from prune_exp.pruning.structure import Unstructured
 from prune_exp.records import read_records
 from prune_exp.retrain.strategies import plan_round, strategy_config
 from prune_exp.run import experiment_of
-from prune_exp.stages import build_rounds
 
 ATOL, RTOL = 1e-6, 1e-5
 OPTIMIZERS = {
@@ -141,13 +142,13 @@ class ArmProbe(Callback):
         cycle = next(c for c in trainer.callbacks if isinstance(c, FusedCycle))
         if batch_idx == 0 and trainer.current_epoch % cycle.epochs == 0:
             state = pl_module.stacked.holder.state_dict()
-            self.round_start[cycle.cycles[0].round] = [{k: v[i].clone() for k, v in state.items()} for i in range(3)]
+            self.round_start[cycle.arms[0].round] = [{k: v[i].clone() for k, v in state.items()} for i in range(3)]
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         cycle = next(c for c in trainer.callbacks if isinstance(c, FusedCycle))
         params = dict(pl_module.stacked.holder.named_parameters())
         opt = trainer.optimizers[0]
-        for i, arm in enumerate(cycle.cycles):
+        for i, arm in enumerate(cycle.arms):
             for n, m in arm.mask.items():
                 buf = opt.state.get(params[n], {}).get("momentum_buffer")
                 self.violations += bool(params[n][i][~m].any()) + (buf is not None and bool(buf[i][~m].any()))
@@ -165,20 +166,23 @@ def fused_and_alone(tmp_path_factory):
     denses = [tiny_dense(job, tmp / "cache") for job in jobs]
     plans = [plan_round(strategy_config(s, budget=2), 4, jobs[0].steps_per_epoch) for s in STRATEGIES]
     fused_results: list[list] = [[] for _ in jobs]
+    modules = [dense_module(job, dense) for job, dense in zip(jobs, denses, strict=True)]
     rounds = [
         build_rounds(
             job,
             dense,
-            pruner_factory=_pruner,
+            module,
+            _pruner(module.net),
             plan=plan,
             finetune_lr=None,
             log_dir=tmp / f"arm{i}",
-            on_round_end=lambda result, *_, out=fused_results[i]: out.append(result),
+            on_round_end=fused_results[i].append,
         )
-        for i, (job, dense, plan) in enumerate(zip(jobs, denses, plans, strict=True))
+        for i, (job, dense, module, plan) in enumerate(zip(jobs, denses, modules, plans, strict=True))
     ]
     probe = ArmProbe()
-    fit_group(jobs, rounds, tmp / "group", callbacks=[probe])
+    arms = [r.cycle.arm for r in rounds]
+    fit_group(jobs, modules, arms, rounds[0].epochs, tmp / "group", callbacks=[probe])
     alone = []
     for i, (strategy, dense) in enumerate(zip(STRATEGIES, denses, strict=True)):
         p = Probe()
@@ -254,10 +258,10 @@ class SeesBatches(Callback):
 
 def test_a_fused_group_writes_each_jobs_dir_as_alone_and_is_as_deterministic(tmp_path: Path, data_dir: Path) -> None:
     seen = SeesBatches()
-    values = run_group(_experiments(tmp_path, data_dir, "fused", ["job_cache=false"]), tmp_path / "log", [seen])
+    values = run_jobs(_experiments(tmp_path, data_dir, "fused", ["job_cache=false"]), tmp_path / "log", [seen])
     assert seen.shared is not None  # a real job's loaders take the one-index-op path (fused/batches.py)
-    again = run_group(_experiments(tmp_path, data_dir, "again", ["job_cache=false"]), tmp_path / "log2")
-    alone = [e.run() for e in _experiments(tmp_path, data_dir, "alone", ["job_cache=false"])]
+    again = run_jobs(_experiments(tmp_path, data_dir, "again", ["job_cache=false"]), tmp_path / "log2")
+    alone = [run_job(e) for e in _experiments(tmp_path, data_dir, "alone", ["job_cache=false"])]
     assert values == again and values == pytest.approx(alone, abs=1e-6)
     fused, rerun, single = _records(tmp_path, "fused"), _records(tmp_path, "again"), _records(tmp_path, "alone")
     skip = {*VOLATILE, "overrides", "dense_cached"}  # the first group trained the dense runs
@@ -285,21 +289,7 @@ def test_a_fused_group_writes_each_jobs_dir_as_alone_and_is_as_deterministic(tmp
         weights = load_file(tmp_path / "fused" / s / WEIGHTS_FILE)
         assert all(not bool(weights[n][~m].any()) for n, m in mask.items())
     # a finished group is done: run again in the same dirs, nothing trains and the values stand
-    assert run_group(_experiments(tmp_path, data_dir, "fused", ["job_cache=false"]), tmp_path / "log") == values
-
-
-def test_jobs_that_cannot_fuse_train_one_after_another_and_the_log_says_why(
-    tmp_path: Path, data_dir: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    exps = _experiments(tmp_path, data_dir, "mixed", ["job_cache=false"])
-    exps[2] = experiment_of(
-        job_config(tmp_path, data_dir, [*SWEEP, "job_cache=false", "retrain=lr_rewind", "retrain.budget=2"], "mixed/x")
-    )
-    with caplog.at_level(logging.INFO, logger="prune_exp.fused.group"):
-        values = run_group(exps, tmp_path / "log")
-    assert "the arms differ in the rounds (rounds x epochs)" in caplog.text and len(values) == 3
-    rows = read_records(tmp_path / "mixed" / "x" / "records.jsonl")
-    assert rows[-1]["budget"] == 2 and all(r["fused_group"] is None for r in rows)
+    assert run_jobs(_experiments(tmp_path, data_dir, "fused", ["job_cache=false"]), tmp_path / "log") == values
 
 
 def test_conv2d_networks_on_cpu_train_one_after_another_and_the_log_says_why(
@@ -307,25 +297,36 @@ def test_conv2d_networks_on_cpu_train_one_after_another_and_the_log_says_why(
 ) -> None:
     conv2d = ["job_cache=false", "data=digits", "model=conv2", "model.channels=[4,4]", "model.hidden=[8]"]
     exps = _experiments(tmp_path, data_dir, "conv2d", conv2d)
-    with caplog.at_level(logging.INFO, logger="prune_exp.fused.group"):
-        values = run_group(exps[:2], tmp_path / "log")
+    with caplog.at_level(logging.INFO, logger="prune_exp"):
+        values = run_jobs(exps[:2], tmp_path / "log")
     assert "on CPU, N arms' 2-D/3-D convolutions" in caplog.text and len(values) == 2
     for s in STRATEGIES[:2]:
         assert all(r["fused_group"] is None for r in read_records(tmp_path / "conv2d" / s / "records.jsonl"))
 
 
-def test_a_failing_arm_fails_every_arm_of_its_group_and_each_status_says_so(tmp_path: Path, data_dir: Path) -> None:
-    exps = _experiments(tmp_path, data_dir, "boom", ["job_cache=false"])
-
-    def explode(*_):
-        raise RuntimeError("disk on fire")
-
-    exps[1].finish = explode  # type: ignore[method-assign]
-    with pytest.raises(RuntimeError, match="disk on fire"):
-        run_group(exps, tmp_path / "log")
+def test_a_failing_group_fails_every_arm_and_an_arm_that_fails_alone_fails_alone(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(RuntimeError, match="killed"):  # the stacked training fails: every arm with it
+        run_jobs(_experiments(tmp_path, data_dir, "boom", ["job_cache=false"]), tmp_path / "log", [Boom(1)])
     for s in STRATEGIES:
         status = json.loads((tmp_path / "boom" / s / "status.json").read_text())
-        assert status["state"] == "failed" and "disk on fire" in status["error"], s
+        assert status["state"] == "failed" and "killed" in status["error"], s
+    import prune_exp.job.spine as spine
+
+    exps, real = _experiments(tmp_path, data_dir, "late", ["job_cache=false"]), spine.finish
+
+    def finish(arm):  # the second arm's artifacts cannot be written, once all arms have trained
+        if arm.job is exps[1]:
+            raise RuntimeError("disk on fire")
+        return real(arm)
+
+    monkeypatch.setattr(spine, "finish", finish)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        run_jobs(exps, tmp_path / "log2")
+    states = [json.loads((tmp_path / "late" / s / "status.json").read_text()) for s in STRATEGIES]
+    assert states[0]["state"] == "done" and states[0]["value"] == exps[0].status.value  # finished before
+    assert all(st["state"] == "failed" and "disk on fire" in st["error"] for st in states[1:])
 
 
 @pytest.mark.parametrize("algorithm", ["norm", "value"])
@@ -399,12 +400,12 @@ KILLED = ["job_cache=false", "trainer.checkpoint_every_s=0", "retrain.budget=2"]
 
 def _run_cut(tmp: Path, data: Path, boom: Boom) -> None:
     """The killed jobs run again in ``cut/``, with the group's checkpoint in ``cut_log``."""
-    run_group(_experiments(tmp, data, "cut", KILLED), tmp / "cut_log", callbacks=[boom])
+    run_jobs(_experiments(tmp, data, "cut", KILLED), tmp / "cut_log", callbacks=[boom])
 
 
 def _kill(tmp: Path, data: Path, boom: Boom) -> None:
     """The jobs trained whole (in ``whole/``), then again in ``cut/`` until ``boom`` kills them."""
-    run_group(_experiments(tmp, data, "whole", KILLED), tmp / "whole_log")
+    run_jobs(_experiments(tmp, data, "whole", KILLED), tmp / "whole_log")
     with pytest.raises(RuntimeError, match="killed"):
         _run_cut(tmp, data, boom)
 

@@ -8,7 +8,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from prune_exp.data.augment import CropFlip, Normalize
-from prune_exp.data.base import EpochShuffle, TensorBatches, TensorDataset, _identity
+from prune_exp.data.base import TensorBatches, TensorDataset, _identity
+from prune_exp.data.order import EpochShuffle
 from prune_exp.fused.batches import FusedBatches, set_epoch
 
 BATCH = 8

@@ -79,12 +79,12 @@ def test_a_fused_sweep_writes_every_job_dir_and_the_report(tmp_path: Path) -> No
 def test_a_fused_group_that_fails_says_so_in_every_status_and_the_exit_status(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import prune_exp.fused.group as group
+    import prune_exp.job.train as train
 
     def fail(*args, **kwargs):
         raise RuntimeError("the stacked step broke")
 
-    monkeypatch.setattr(group, "fit_group", fail)
+    monkeypatch.setattr(train, "fit_group", fail)
     sweep = tmp_path / "sweep"
     args = ["-m", *FAST, "retrain=finetune,lr_rewind", "hydra/launcher=fused", f"hydra.sweep.dir={sweep}"]
     code, err = run_in_process(tmp_path, args)

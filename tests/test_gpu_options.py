@@ -15,12 +15,13 @@ from torch import nn
 from prune_exp.cache import DenseRun
 from prune_exp.config import MultiStepScheduleConfig, SGDConfig, TrainerConfig
 from prune_exp.data.synthetic import SyntheticDataModule
+from prune_exp.job.rounds import build_rounds, dense_module, fit_rounds
+from prune_exp.lit.trainer import Job
 from prune_exp.pruning.criteria import Magnitude
 from prune_exp.pruning.pruner import Pruner
 from prune_exp.pruning.structure import Unstructured
 from prune_exp.retrain.schedules import LRSchedule
 from prune_exp.retrain.strategies import plan_round, strategy_config
-from prune_exp.stages import Job, build_rounds, fit_rounds
 
 pytestmark = pytest.mark.slow
 
@@ -53,12 +54,11 @@ def conv_job(trainer: TrainerConfig) -> Job:
 def retrain(job: Job, dense: DenseRun, tmp_path: Path, rounds: int):
     sparsities = [1 - 0.5**r for r in range(1, rounds + 1)]
 
-    def factory(net: nn.Module) -> Pruner:
-        return Pruner(net, criterion=Magnitude(), structure=Unstructured(), scope="global", sparsities=sparsities)
-
+    module = dense_module(job, dense)
+    pruner = Pruner(module.net, criterion=Magnitude(), structure=Unstructured(), scope="global", sparsities=sparsities)
     plan = plan_round(strategy_config("lr_rewind", budget=1), dense.epochs, job.steps_per_epoch)
     stage = build_rounds(
-        job, dense, pruner_factory=factory, plan=plan, finetune_lr=None,
+        job, dense, module, pruner, plan=plan, finetune_lr=None,
         log_dir=tmp_path / f"log{rounds}", on_round_end=lambda *a: None,
     )  # fmt: skip
     return stage.module, stage.pruner, fit_rounds(job, stage, log_dir=tmp_path / f"log{rounds}")

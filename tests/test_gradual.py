@@ -7,16 +7,19 @@ from __future__ import annotations
 import itertools
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from helpers import composed, run_in_process, tiny_net
 
 from prune_exp.config import ConfigError
+from prune_exp.job.plan import JobPlan
 from prune_exp.lit.callbacks import MaskEnforcer, RoundResult
-from prune_exp.lit.gradual import GradualCycle
+from prune_exp.lit.cycle import OneNet, RoundCycle
+from prune_exp.lit.gradual import GradualRounds
 from prune_exp.pruning.criteria import Magnitude
-from prune_exp.pruning.gradual import GradualPlan, check_gradual, cubic_sparsity
+from prune_exp.pruning.gradual import GradualPlan, cubic_sparsity
 from prune_exp.pruning.mask import Mask
 from prune_exp.pruning.pruner import Pruner, sparsity_schedule
 from prune_exp.pruning.structure import Unstructured
@@ -67,7 +70,7 @@ def test_the_preflight_check_says_where_the_ramps_steps_come_from() -> None:
     with composed(["debug=fast", "prune.schedule=gradual"]) as cfg:
         rc = to_run_config(cfg, resolve_paths=False)
     with pytest.raises(ConfigError) as e:
-        check_gradual(rc, dense_epochs=2, steps_per_epoch=6)  # debug=fast's data: 6 steps per epoch
+        JobPlan.of(rc, steps_per_epoch=6)  # debug=fast's data: 6 steps per epoch, T = 2
     assert str(e.value) == (
         "prune.every=100 is not allowed with prune.schedule=gradual: its cubic ramp is 18 steps (the first 3 of 4 "
         "rounds of 6 steps: prune.rate=0.2 takes 4 rounds to prune.sparsity=0.5, each of retrain.budget=1 epochs "
@@ -76,19 +79,19 @@ def test_the_preflight_check_says_where_the_ramps_steps_come_from() -> None:
         "longer ramp (retrain.budget)"
     )
     rc.prune.every = 9
-    check_gradual(rc, dense_epochs=2, steps_per_epoch=6)
+    JobPlan.of(rc, steps_per_epoch=6)
     rc.prune.every, rc.retrain.budget = 18, 2  # a longer ramp: 3 rounds of 12 steps
-    check_gradual(rc, dense_epochs=2, steps_per_epoch=6)
+    JobPlan.of(rc, steps_per_epoch=6)
     rc.prune.schedule = "iterative"  # prune.every is gradual's alone
     rc.prune.every = 10**6
-    check_gradual(rc, dense_epochs=2, steps_per_epoch=6)
+    JobPlan.of(rc, steps_per_epoch=6)
 
 
-def cycle_for(plan: GradualPlan, net: torch.nn.Module, log: list) -> tuple[GradualCycle, list[RoundResult]]:
+def cycle_for(plan: GradualPlan, net: torch.nn.Module, log: list) -> tuple[GradualRounds, list[RoundResult]]:
     pruner = Pruner(net, criterion=Magnitude(), structure=Unstructured(), scope="global", sparsities=plan.sparsities)
     results: list[RoundResult] = []
     calls = iter(range(1000))
-    cycle = GradualCycle(
+    cycle = GradualRounds(
         gradual=plan,
         net=net,
         pruner=pruner,
@@ -116,7 +119,7 @@ def test_the_cycle_prunes_to_the_ramp_at_each_update_and_writes_a_row_per_level(
     n = sum(dict(net.named_parameters())[p].numel() for p in names)
     seen, previous = [], cycle.mask
     for step in range(PLAN.total_steps):
-        cycle.step(step)
+        cycle.before_step(step)
         if step in PLAN.update_steps:
             seen.append(prunable_sparsity(cycle.mask, names))
             assert cycle.mask.is_subset_of(previous)  # masks only shrink
@@ -138,32 +141,37 @@ def test_the_cycle_prunes_to_the_ramp_at_each_update_and_writes_a_row_per_level(
 def test_the_cycle_resets_the_optimizer_and_sets_the_lr_at_every_round_start() -> None:
     torch.manual_seed(0)
     net = tiny_net()
-    cycle, _ = cycle_for(PLAN, net, [])
+    arm, _ = cycle_for(PLAN, net, [])
+    cycle = RoundCycle([arm], OneNet(arm.enforcer))  # what GradualCycle is, around its arm
     opt = torch.optim.SGD(net.parameters(), lr=1.0, momentum=0.9)
     net(torch.randn(4, 1, 12)).sum().backward()
     opt.step()
     assert opt.state
-    cycle.start_round(10, [opt])
-    assert not opt.state and cycle.lr_position is not None
-    assert cycle.lr_position.lr(13) == 0.05
+    for step in range(10):  # round 1's steps: its updates and its level's row
+        arm.before_step(step)
+    trainer = SimpleNamespace(current_epoch=1, global_step=10, optimizers=[opt])  # round 2's first epoch
+    cycle.on_train_epoch_start(trainer, None)
+    assert not opt.state and arm.lr_position is not None and arm.lr_position.lr(13) == 0.05
+    cycle.on_train_batch_start(trainer, SimpleNamespace(device=torch.device("cpu")), None, 0)
+    assert opt.param_groups[0]["lr"] == 0.05
 
 
 def test_a_resumed_cycle_goes_on_as_if_it_had_not_stopped() -> None:
     torch.manual_seed(0)
     whole, whole_rows = cycle_for(PLAN, tiny_net(), [])
     for step in range(PLAN.total_steps):
-        whole.step(step)
+        whole.before_step(step)
     whole.record_due(PLAN.total_steps)
     torch.manual_seed(0)
     first, _ = cycle_for(PLAN, tiny_net(), [])
     for step in range(14):  # stopped after step 13: level 1 written, level 2 reached, not written
-        first.step(step)
+        first.before_step(step)
     state = first.state_dict()
     torch.manual_seed(0)
     second, rows = cycle_for(PLAN, tiny_net(), [])
     second.load_state_dict(state)
     for step in range(14, PLAN.total_steps):
-        second.step(step)
+        second.before_step(step)
     second.record_due(PLAN.total_steps)
     assert [(r.round, r.steps, r.mask_digest) for r in rows] == [
         (r.round, r.steps, r.mask_digest) for r in whole_rows[1:]

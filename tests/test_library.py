@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import prune_exp
-from prune_exp.lit.callbacks import PruneRetrainCycle
+from prune_exp.lit.cycle import PruneRetrainCycle
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 SECTION = "### Use the pieces in your own Lightning script"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_report import job_rows, md_table, write_job, write_multirun_yaml
+from report_helpers import job_rows, md_table, write_job, write_multirun_yaml
 
 from prune_exp.jobdir import JobLock
 from prune_exp.report import report_sweep

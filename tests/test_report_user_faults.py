@@ -8,7 +8,7 @@ line it must end in, the exit code, and the files that must be unchanged, byte f
 - a full disk while the report writes: one line naming the file, a non-zero exit (also for the
   ``prune-exp -m`` sweep whose Hydra callback writes the report), and no stale summary.md.
 
-Hand-written job dirs where the records are enough (test_report.py's), small real sweeps
+Hand-written job dirs where the records are enough (report_helpers.py's), small real sweeps
 (debug=fast) otherwise."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 from helpers import REPO, composed, run_in_process, snapshot, tiny_disk
-from test_report import job_rows, write_job
+from report_helpers import job_rows, write_job
 
 from prune_exp.errors import ConfigError
 from prune_exp.jobfiles import MULTIRUN_FILE

@@ -116,8 +116,8 @@ def test_checkpoints_are_written_at_the_first_epoch_end_every_s_after_the_last(
     from lightning.pytorch.callbacks import Callback
 
     from prune_exp.checkpoint import ResumeCheckpoint, load_checkpoint
+    from prune_exp.lit.trainer import make_module, make_trainer
     from prune_exp.retrain.schedules import LRPosition
-    from prune_exp.stages import make_module, make_trainer
 
     clock = [0.0]
     path = tmp_path / "resume.ckpt"

@@ -11,11 +11,11 @@ import pytest
 from helpers import composed
 
 from prune_exp.config import STRATEGY_KEYS, ConfigError, RetrainConfig
+from prune_exp.config.positions import parse_position
 from prune_exp.preflight import check_job
 from prune_exp.report.collect import setting_columns
 from prune_exp.report.styles import PALETTE, StrategyStyles
 from prune_exp.report.tables import pairs
-from prune_exp.retrain.positions import parse_position
 from prune_exp.retrain.strategies import builtin_strategies, plan_round, strategy_config
 from prune_exp.run import to_run_config
 

@@ -12,13 +12,15 @@ from lightning.pytorch.callbacks import Callback
 
 from prune_exp.cache import DenseRun
 from prune_exp.config import AdamConfig, ConstantScheduleConfig, RetrainConfig
+from prune_exp.job.dense import replay_dense
+from prune_exp.job.rounds import build_rounds, dense_module, fit_rounds
 from prune_exp.lit.callbacks import RoundResult
+from prune_exp.lit.trainer import Job
 from prune_exp.pruning.criteria import Magnitude
 from prune_exp.pruning.pruner import Pruner, sparsity_schedule
 from prune_exp.pruning.structure import Channel, Unstructured
 from prune_exp.retrain.schedules import LRSchedule
 from prune_exp.retrain.strategies import plan_round, strategy_config
-from prune_exp.stages import Job, build_rounds, fit_rounds, replay_dense
 
 
 class Probe(Callback):
@@ -35,7 +37,7 @@ class Probe(Callback):
         self.step_states: dict[int, dict[str, torch.Tensor]] = {}  # after each step, by global step
 
     def on_fit_start(self, trainer, pl_module) -> None:
-        from prune_exp.lit.callbacks import PruneRetrainCycle
+        from prune_exp.lit.cycle import PruneRetrainCycle
 
         self.cycle = next((c for c in trainer.callbacks if isinstance(c, PruneRetrainCycle)), None)
 
@@ -76,24 +78,24 @@ def retrain(
     rt = strategy_config(strategy, budget=budget) if isinstance(strategy, str) else strategy
     plan = plan_round(rt, dense.epochs, job.steps_per_epoch)
 
-    def factory(net):
-        return Pruner(
-            net,
-            criterion=Magnitude(),
-            structure=structure or Unstructured(),
-            scope="global",
-            sparsities=list(sparsities),
-        )
-
+    module = dense_module(job, dense)
+    pruner = Pruner(
+        module.net,
+        criterion=Magnitude(),
+        structure=structure or Unstructured(),
+        scope="global",
+        sparsities=list(sparsities),
+    )
     results: list[RoundResult] = []
     rounds = build_rounds(
         job,
         dense,
-        pruner_factory=factory,
+        module,
+        pruner,
         plan=plan,
         finetune_lr=finetune_lr,
         log_dir=tmp_path / "log",
-        on_round_end=lambda result, *_: results.append(result),
+        on_round_end=results.append,
     )
     mask = fit_rounds(job, rounds, log_dir=tmp_path / "log")
     assert mask == results[-1].mask

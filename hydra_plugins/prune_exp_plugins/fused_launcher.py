@@ -18,18 +18,20 @@ from omegaconf import DictConfig
 
 from hydra_plugins.prune_exp_plugins.slurm_launcher import SlurmLauncher
 
+MAX_ARMS = 64  # hydra.launcher.max_arms's default
+
 
 @dataclass
 class FusedLauncherConf:
     _target_: str = "hydra_plugins.prune_exp_plugins.fused_launcher.FusedLauncher"
-    max_arms: int = 64  # the most jobs one group trains together; a larger group is split
+    max_arms: int = MAX_ARMS  # the most jobs one group trains together; a larger group is split
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="prune_exp_fused", node=FusedLauncherConf)
 
 
 class FusedLauncher(Launcher):
-    def __init__(self, max_arms: int = 64) -> None:
+    def __init__(self, max_arms: int = MAX_ARMS) -> None:
         self.max_arms = max_arms
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
@@ -67,7 +69,7 @@ class FusedSlurmLauncher(SlurmLauncher):
     with no other is a task of its own); requeued, a group resumes from its checkpoint. The
     schema is submitit's, closed to new keys: groups have at most FusedLauncherConf.max_arms."""
 
-    max_arms = FusedLauncherConf.max_arms
+    max_arms = MAX_ARMS
 
     def see_job(self, overrides: Sequence[str], cfg: DictConfig, rc: Any) -> None:
         """As FusedLauncher.see_job."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass, fields
 from omegaconf import MISSING
 
 from prune_exp.config.checks import choice, fail, in_range, positive_int
-from prune_exp.retrain.positions import SYNTAX, parse_position
+from prune_exp.config.positions import SYNTAX, parse_position
 
 # A retraining strategy is data (Renda et al. 2020, table in retrain/strategies.py): the weights
 # at round start, the LR during the round and how long it lasts. conf/retrain/*.yaml are the
@@ -22,7 +22,7 @@ DURATIONS = ("budget", "full", "none")  # retrain.budget epochs | dense.epochs |
 class RetrainConfig:
     strategy: str = MISSING  # its name in the records and the report: any name
     weights: str = "current"  # one of WEIGHTS, times the mask
-    rewind_to: str | None = None  # weights=rewind: a position in the dense run (retrain/positions.py)
+    rewind_to: str | None = None  # weights=rewind: a position in the dense run (config/positions.py)
     lr: str = "constant"  # one of LR_MODES
     lr_from: str | None = None  # lr=replay: the position in the dense schedule at round start
     duration: str = "budget"  # one of DURATIONS

@@ -13,11 +13,11 @@ from prune_exp.config.checks import choice, fail, in_range, positive_int
 from prune_exp.config.data import check_data
 from prune_exp.config.model import check_model
 from prune_exp.config.optim import check_optim
+from prune_exp.config.positions import parse_position
 from prune_exp.config.prune import PruneConfig, check_prune
 from prune_exp.config.retrain import RetrainConfig, check_retrain
 from prune_exp.config.task import TaskConfig, check_task, metric_names
 from prune_exp.errors import ConfigError
-from prune_exp.retrain.positions import parse_position
 
 
 @dataclass

@@ -16,7 +16,7 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 
 def set_epoch(loader: object, epoch: int) -> None:
     """What Lightning does to a train loader at every epoch start: its sampler's (and batch
-    sampler's) ``set_epoch``, which draws the epoch's order (data.base.EpochShuffle)."""
+    sampler's) ``set_epoch``, which draws the epoch's order (data.order.EpochShuffle)."""
     for attr in ("sampler", "batch_sampler"):
         sampler = getattr(loader, attr, None)
         if callable(getattr(sampler, "set_epoch", None)):

@@ -4,8 +4,8 @@ that fuses with no other one after another, as Hydra's basic launcher does, sayi
 
 A group's jobs share everything but what an arm may have of its own: its seed, strategy,
 pruning (criterion, structure, scope, sparsity targets, so its masks) and LR (its value and
-schedule); and the same number of rounds of the same length. fused.group checks the built
-jobs again (why_not_fused) and trains them one after another if they still differ.
+schedule); and the same number of rounds of the same length. Where the group runs,
+job/train.lockstep_group has them train one after another if stacking would be slower there.
 """
 
 from __future__ import annotations
@@ -21,16 +21,16 @@ from typing import Any
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from prune_exp.config import RunConfig
+from prune_exp.config import RunConfig, world_size
 from prune_exp.errors import PruneExpError
 from prune_exp.interrupt import signals_interrupt
+from prune_exp.jobfiles import FUSED_DIR
 from prune_exp.pruning.pruner import sparsity_schedule
 
 log = logging.getLogger(__name__)
 
 # What an arm may have of its own; everything else of the job config is its group's.
 ARM_KEYS = ("seed", "retrain", "prune", "structure", "optim.lr", "optim.schedule", "logger", "paths.output_dir")
-FUSED_DIR = ".fused"  # under the sweep dir: each group's Lightning log, <group id>/
 
 
 def fusion_key(cfg: DictConfig, rc: RunConfig) -> tuple[str | None, str]:
@@ -40,7 +40,7 @@ def fusion_key(cfg: DictConfig, rc: RunConfig) -> tuple[str | None, str]:
         return None, f"retrain={rc.retrain.strategy} does not train"
     if rc.prune.schedule == "gradual":
         return None, "prune.schedule=gradual prunes inside the rounds"
-    if rc.trainer.strategy == "ddp" and rc.trainer.devices * rc.trainer.num_nodes > 1:
+    if world_size(rc.trainer) > 1:
         return None, "trainer.strategy=ddp trains the job over several processes"
     for key in ("compile", "channels_last"):  # the stacked forward has neither yet
         if getattr(rc.trainer, key):
@@ -219,7 +219,8 @@ def _run_group(launcher: Any, jobs: list[tuple[Sequence[str], DictConfig]], swee
     """Each job's dir, config files and objects as Hydra's run_job makes them, then the jobs
     trained together. As with run.main, a job that fails returns NaN to Hydra (its status.json
     and the sweep's exit status say it failed), and an interrupt ends the sweep."""
-    from prune_exp.fused.group import group_id, run_group
+    from prune_exp.job.spine import run_jobs
+    from prune_exp.job.train import group_id
 
     built = [_run_job(launcher, cfg, functools.partial(_build, rc=_seen(launcher, o)[1])) for o, cfg in jobs]
     ready = [r for r in built if r.status == JobStatus.COMPLETED and r.return_value is not None]
@@ -232,7 +233,7 @@ def _run_group(launcher: Any, jobs: list[tuple[Sequence[str], DictConfig]], swee
     handlers = _arm_logs(ready)
     try:
         with signals_interrupt():
-            values = run_group(experiments, sweep_dir / FUSED_DIR / group_id(experiments))
+            values = run_jobs(experiments, group_dir=sweep_dir / FUSED_DIR / group_id(experiments))
     except PruneExpError as e:  # the user's input or files: one line (each status.json has it)
         log.error("%s", e)
         values = [math.nan] * len(ready)

@@ -1,14 +1,12 @@
-"""MaskEnforcer keeps pruned weights at zero (torch hooks); the callbacks: PruneRetrainCycle runs
-the rounds, RewindPointSaver keeps the dense run's weights at the epochs rewinding can need.
-
-PruneRetrainCycle saves its state (round, mask, the round's start) in the stage's resume
-checkpoint, so a killed stage resumes mid-round with the same mask and LR position."""
+"""MaskEnforcer keeps pruned weights at zero (torch hooks); RoundResult is what a round measured;
+RewindPointSaver (a callback) keeps the dense run's weights at the epochs rewinding can need.
+The rounds themselves: lit/rounds.py (one arm's) and lit/cycle.py (the callback that runs them)."""
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,12 +15,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import nn
 
-from prune_exp import dist
-from prune_exp.checkpoint import Stopwatch
 from prune_exp.pruning.mask import Mask
-from prune_exp.pruning.pruner import Pruner
-from prune_exp.retrain.schedules import LRPosition, LRSchedule
-from prune_exp.retrain.strategies import RoundPlan
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +30,7 @@ class MaskEnforcer:
     gradient is masked before gradient clipping and any optimizer sees it, in any loop; and the
     optimizer's post-step hook. (An optimizer *pre*-step hook cannot mask the gradients under
     Lightning: its closure, the forward and backward, runs inside ``optimizer.step``.)
-    :meth:`attach` binds the optimizers; PruneRetrainCycle does it when the fit starts."""
+    :meth:`attach` binds the optimizers; lit/cycle.RoundCycle does it when the fit starts."""
 
     def __init__(self, net: nn.Module) -> None:
         self.net = net
@@ -118,137 +111,6 @@ class RoundResult:
     steps: int
     seconds: float
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-Evaluate = Callable[[], dict[str, float]]
-
-
-class PruneRetrainCycle(Callback):
-    """Runs the rounds inside one ``Trainer.fit`` of ``rounds x plan.epochs`` epochs.
-
-    At the first epoch of a round: prune (new mask), measure, put the weights where the
-    strategy says (current, rewound, or fresh init, times the mask), reset the optimizer state,
-    and set the LR position; before every step, set every optimizer's LR from it. At the last
-    epoch of a round: measure and report the round. With ``plan.epochs == 0`` (strategy none)
-    call :meth:`run_without_training` instead. It needs nothing of the LightningModule but
-    its optimizers: any module whose ``net`` is pruned works (the README's library example).
-    """
-
-    def __init__(
-        self,
-        *,
-        net: nn.Module,
-        pruner: Pruner,
-        plan: RoundPlan,
-        enforcer: MaskEnforcer,
-        evaluate: Evaluate,
-        round_start_weights: Callable[[int], Mapping[str, torch.Tensor] | None],
-        lr: LRSchedule | float,
-        steps_per_epoch: int,
-        on_round_end: Callable[[RoundResult], None],
-    ) -> None:
-        self.net = net
-        self.pruner, self.plan, self.enforcer = pruner, plan, enforcer
-        self.evaluate = evaluate
-        self.round_start_weights = round_start_weights
-        self.lr, self.steps_per_epoch = lr, steps_per_epoch
-        self.on_round_end = on_round_end
-        self.mask = pruner.initial_mask()
-        self.mask_digest = ""
-        self.round = 0
-        self.results: list[RoundResult] = []
-        self.lr_position: LRPosition | None = None  # where the round is in the LR schedule
-        self._pruned: dict[str, float] = {}
-        self._start_step = 0
-        self._clock = Stopwatch()
-
-    # ---- the round, independent of Lightning
-    def begin_round(self, global_step: int, optimizers: list[torch.optim.Optimizer]) -> None:
-        self.round += 1
-        self._clock, self._start_step = Stopwatch(), global_step
-        self.mask = self.pruner.prune(self.mask, self.round)
-        self.mask_digest = dist.tensors_digest(dict(self.mask))
-        log.info("round %d: mask sha256 %s (rank %d)", self.round, self.mask_digest, dist.global_rank())
-        dist.check_same_on_every_rank(f"the mask of round {self.round}", self.mask_digest)
-        self.enforcer.set_mask(self.mask)
-        self._pruned = self.evaluate()
-        state = self.round_start_weights(self.round)
-        if state is not None:
-            self.net.load_state_dict(state)
-            self.enforcer.set_mask(self.mask)
-        for opt in optimizers:  # optimizer state is never carried across rounds
-            opt.state.clear()
-        self._set_lr_position()
-
-    def _set_lr_position(self) -> None:
-        self.lr_position = LRPosition(self.lr, self.plan.lr_start_step, self._start_step, self.steps_per_epoch)
-
-    def finish_round(self, global_step: int, epochs: int) -> RoundResult:
-        result = RoundResult(
-            round=self.round,
-            target_sparsity=self.pruner.sparsities[self.round - 1],
-            mask=self.mask,
-            mask_digest=self.mask_digest,
-            pruned=self._pruned,
-            retrained=self.evaluate(),
-            epochs=epochs,
-            steps=global_step - self._start_step,
-            seconds=self._clock.seconds,
-        )
-        self.results.append(result)
-        self.on_round_end(result)
-        return result
-
-    def run_without_training(self) -> list[RoundResult]:
-        """Strategy none: prune and measure every round, no retraining."""
-        while self.round < self.pruner.rounds:
-            self.begin_round(0, [])
-            self.finish_round(0, 0)
-        return self.results
-
-    # ---- resume (Lightning puts this state into the stage's checkpoint)
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "round": self.round,
-            "mask": dict(self.mask),
-            "pruned": dict(self._pruned),
-            "start_step": self._start_step,
-            "clock": self._clock.state_dict(),
-        }
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.round, self._pruned, self._start_step = state_dict["round"], state_dict["pruned"], state_dict["start_step"]
-        self._clock.load_state_dict(state_dict["clock"])
-        self.mask = Mask(state_dict["mask"])
-        self.mask_digest = dist.tensors_digest(state_dict["mask"]) if self.round else ""
-        self.enforcer.set_mask(self.mask)
-        if self.round:
-            self._set_lr_position()
-
-    # ---- Lightning hooks
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.enforcer.attach(list(trainer.optimizers))
-
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.enforcer.detach()
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.current_epoch % self.plan.epochs == 0:
-            self.begin_round(trainer.global_step, list(trainer.optimizers))
-
-    def on_train_batch_start(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
-    ) -> None:
-        """Every optimizer's LR for this step: the strategy's, whatever the LightningModule."""
-        assert self.lr_position is not None, "a round starts before its first batch"
-        lr = self.lr_position.lr(trainer.global_step)
-        for opt in trainer.optimizers:
-            for group in opt.param_groups:
-                group["lr"] = lr
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if (trainer.current_epoch + 1) % self.plan.epochs == 0:
-            self.finish_round(trainer.global_step, self.plan.epochs)
 
 
 class RewindPointSaver(Callback):

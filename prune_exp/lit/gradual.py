@@ -1,10 +1,11 @@
-"""GradualCycle: gradual magnitude pruning (pruning/gradual.py) inside one ``Trainer.fit``.
+"""Gradual magnitude pruning (pruning/gradual.py) as rounds: GradualRounds, and GradualCycle, the
+Lightning callback that runs them inside one ``Trainer.fit``.
 
 The run has the round structure of the iterative arms (rounds x ``plan.epochs`` epochs): at the
-start of every round the optimizer state is reset and the LR position set, exactly as
-PruneRetrainCycle does, and the weights stay the current ones. The mask changes on the ramp's
-steps instead of at round starts, and each level's row is written at its record step. The
-mask, its enforcement, the evaluation and the records are PruneRetrainCycle's.
+start of every round the optimizer state is reset and the LR position set, as for every arm
+(lit/cycle.RoundCycle), and the weights stay the current ones. The mask changes on the ramp's
+steps instead of at round starts, and each level's row is written at its record step. The mask,
+its enforcement, the evaluation and the records are ArmRounds'.
 """
 
 from __future__ import annotations
@@ -12,18 +13,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import lightning.pytorch as pl
-import torch
-
 from prune_exp import dist
-from prune_exp.checkpoint import Stopwatch
-from prune_exp.lit.callbacks import PruneRetrainCycle, RoundResult
+from prune_exp.lit.cycle import OneNet, PruneRetrainCycle, RoundCycle
+from prune_exp.lit.rounds import ArmRounds
 from prune_exp.pruning.gradual import GradualPlan
 
 log = logging.getLogger(__name__)
 
 
-class GradualCycle(PruneRetrainCycle):
+class GradualRounds(ArmRounds):
     """``pruner``'s cumulative targets are ``gradual.sparsities`` (one per update); ``round``
     counts the rows written (one per level)."""
 
@@ -34,26 +32,26 @@ class GradualCycle(PruneRetrainCycle):
         self._pruned_at: dict[int, dict[str, float]] = {}  # level -> metrics right after reaching it
         self._row_step = 0  # the step of the previous row
 
-    # ---- the run, independent of Lightning
-    def start_round(self, global_step: int, optimizers: list[torch.optim.Optimizer]) -> None:
-        for opt in optimizers:  # optimizer state is never carried across rounds
-            opt.state.clear()
+    def begin_round(self, global_step: int) -> None:
+        """No pruning at a round's start: the LR position only (the caller resets the optimizer)."""
         self._start_step = global_step
         self._set_lr_position()
 
-    def step(self, global_step: int) -> None:
+    def before_step(self, global_step: int) -> bool:
         """Before the optimizer step ``global_step``: the rows due, then the update due."""
         self.record_due(global_step)
-        g = self.gradual
+        g, changed = self.gradual, False
         while self.update < len(g.update_steps) and g.update_steps[self.update] <= global_step:
             self._apply_update()
+            changed = True
+        return changed
+
+    def end_epoch(self, global_step: int, round_ends: bool) -> None:
+        self.record_due(global_step)
 
     def _apply_update(self) -> None:
         self.update += 1
-        self.mask = self.pruner.prune(self.mask, self.update)
-        self.mask_digest = dist.tensors_digest(dict(self.mask))
-        dist.check_same_on_every_rank(f"the mask of update {self.update}", self.mask_digest)
-        self.enforcer.set_mask(self.mask)
+        self._set_mask(self.pruner.prune(self.mask, self.update), f"the mask of update {self.update}")
         reached = [k for k, i in enumerate(self.gradual.reached_at) if i == self.update - 1]
         if reached:
             log.info(
@@ -75,21 +73,8 @@ class GradualCycle(PruneRetrainCycle):
         metrics = self.evaluate()
         for k in due:
             steps, self._row_step = global_step - self._row_step, global_step
-            result = RoundResult(
-                round=k + 1,
-                target_sparsity=g.levels[k],
-                mask=self.mask,
-                mask_digest=self.mask_digest,
-                pruned=self._pruned_at.pop(k),
-                retrained=metrics,
-                epochs=steps / self.steps_per_epoch,
-                steps=steps,
-                seconds=self._clock.seconds,
-            )
-            self._clock = Stopwatch()
             self.round = k + 1
-            self.results.append(result)
-            self.on_round_end(result)
+            self._result(k + 1, g.levels[k], self._pruned_at.pop(k), metrics, steps, steps / self.steps_per_epoch)
 
     # ---- resume
     def state_dict(self) -> dict[str, Any]:
@@ -103,16 +88,9 @@ class GradualCycle(PruneRetrainCycle):
         self.mask_digest = dist.tensors_digest(state_dict["mask"]) if self.update else ""
         self._set_lr_position()  # a checkpoint is taken inside a round, whatever rows are written
 
-    # ---- Lightning hooks
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.current_epoch % self.plan.epochs == 0:
-            self.start_round(trainer.global_step, list(trainer.optimizers))
 
-    def on_train_batch_start(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
-    ) -> None:
-        self.step(trainer.global_step)
-        super().on_train_batch_start(trainer, pl_module, batch, batch_idx)
+class GradualCycle(PruneRetrainCycle):
+    """PruneRetrainCycle's arguments and ``gradual``: one arm's gradual rounds in one fit."""
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.record_due(trainer.global_step)
+    def __init__(self, *, gradual: GradualPlan, **kwargs: Any) -> None:
+        RoundCycle.__init__(self, [GradualRounds(gradual=gradual, **kwargs)], OneNet(kwargs["enforcer"]))

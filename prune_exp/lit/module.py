@@ -9,6 +9,7 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
+from prune_exp.columns import log_key
 from prune_exp.config import LOSS, AdamConfig, OptimConfig, SGDConfig, TaskConfig
 from prune_exp.logs import TRAIN_LOSS
 from prune_exp.retrain.schedules import LRPosition
@@ -33,7 +34,7 @@ _PLAIN_ATTRS = frozenset({"_current_fx_name", "_loss_sum", "_loss_count"})
 class PruneModule(pl.LightningModule):
     """Trains ``net`` on ``task`` (default: classification; its loss and its metrics, for
     ``num_classes`` outputs). In the dense stage the LR at every step comes from ``lr_position`` (set by
-    the stage); in the rounds PruneRetrainCycle sets it, as it does for any LightningModule."""
+    the stage); in the rounds lit/cycle.RoundCycle sets it, as it does for any LightningModule."""
 
     def __init__(
         self,
@@ -53,7 +54,7 @@ class PruneModule(pl.LightningModule):
         self.lr_position: LRPosition | None = None
         self._loss_sum = torch.zeros(())
         self._loss_count = 0
-        self.val_metrics = self.task.collection().clone(prefix="val/")
+        self.val_metrics = self.task.collection().clone(prefix=log_key("val"))
         # channels_last: NHWC convolutions (faster with cuDNN under mixed precision); the masks
         # are multiplied elementwise, whatever the layout.
         self.channels_last = channels_last
@@ -87,7 +88,7 @@ class PruneModule(pl.LightningModule):
         return build_optimizer(self.optim_cfg, self.net.parameters())
 
     def on_train_batch_start(self, batch: object, batch_idx: int) -> None:
-        if self.lr_position is None:  # the rounds: PruneRetrainCycle has set the LR
+        if self.lr_position is None:  # the rounds: the RoundCycle has set the LR
             return
         lr = self.lr_position.lr(self.trainer.global_step)
         for opt in self.trainer.optimizers:
@@ -127,7 +128,14 @@ class PruneModule(pl.LightningModule):
         x, y = batch
         logits = self(x)
         # Every rank evaluates the whole split (no sharding), so sync_dist averages equal values.
-        self.log("val/loss", self.task.loss(logits, y), on_epoch=True, prog_bar=True, batch_size=len(y), sync_dist=True)
+        self.log(
+            log_key("val", LOSS),
+            self.task.loss(logits, y),
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=len(y),
+            sync_dist=True,
+        )
         self.val_metrics.update(self.task.preds(logits, y), y)
         self.log_dict(self.val_metrics, on_epoch=True, prog_bar=False, batch_size=len(y))
 

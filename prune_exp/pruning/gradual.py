@@ -14,19 +14,15 @@ round does.
 The records are written at the iterative arms' sparsity checkpoints (its levels): a level's row
 is measured ``Δt`` steps after the first update that reaches it (right before the next update),
 its ``pruned_*`` metrics right after that update; the last level's row at the end of the run.
-Pure Python: the cycle that runs it is lit/callbacks.GradualCycle.
+Pure Python: the cycle that runs it is lit/gradual.GradualCycle; job/plan.JobPlan builds it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING
 
 from prune_exp.errors import ConfigError
-
-if TYPE_CHECKING:
-    from prune_exp.config import RunConfig
 
 LEVEL_TOLERANCE = 1e-9  # a ramp value this close below a level has reached it (float rounding)
 
@@ -109,23 +105,3 @@ def check_every(every: int, rounds: int, steps_per_round: int, how: str = "") ->
         "fits on it and the mask jumps to the target (or past 87.5% of it) at once; allowed: "
         f"{allowed} (two updates or more on the ramp: Zhu & Gupta's n >= 2), or a longer ramp (retrain.budget)"
     )
-
-
-def check_gradual(cfg: RunConfig, dense_epochs: float, steps_per_epoch: int) -> None:
-    """With prune.schedule=gradual, ConfigError if prune.every does not fit the ramp that the
-    data's ``steps_per_epoch`` and T = ``dense_epochs`` give (the preflight runs it: the job
-    itself checks it again in :class:`GradualPlan`, before its dense stage)."""
-    from prune_exp.pruning.pruner import sparsity_schedule
-    from prune_exp.retrain.strategies import plan_round
-
-    pr, rt = cfg.prune, cfg.retrain
-    if pr.schedule != "gradual":
-        return
-    rounds = len(sparsity_schedule(pr.sparsity, pr.schedule, pr.rate))
-    epochs = plan_round(rt, dense_epochs, steps_per_epoch).epochs
-    length = f"retrain.budget={rt.budget}" if rt.duration == "budget" else f"retrain.duration={rt.duration}"
-    how = (
-        f": prune.rate={pr.rate:g} takes {rounds} rounds to prune.sparsity={pr.sparsity:g}, each of {length} "
-        f"epochs of {steps_per_epoch} steps"
-    )
-    check_every(pr.every, rounds, epochs * steps_per_epoch, how)

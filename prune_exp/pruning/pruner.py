@@ -207,13 +207,7 @@ class Pruner:
             self.structure,
         )
         if isinstance(self.structure, NM):  # selection inside each group of m, no ranking of layers
-            new = dict(mask)
-            for ly in self.layers:
-                shape = params[ly.param].shape
-                keep = mask[ly.param]
-                chosen = self.structure.select(scores[ly.param].reshape(shape), keep.to(params[ly.param].device))
-                new[ly.param] = chosen.to(keep.device)
-            return Mask(new)
+            return self._prune_nm(mask, params, scores)
         unit_scores, shapes = {}, {}
         for ly in self.layers:
             s = scores[ly.param].float()
@@ -223,14 +217,7 @@ class Pruner:
             unit_scores[ly.param] = torch.where(alive, s, torch.full_like(s, -math.inf))
             shapes[ly.param] = params[ly.param].shape
 
-        if self.scope == "layerwise":
-            groups = [([ly], self.layer_target(ly, round_)) for ly in self.layers]
-        else:  # one global threshold over the layers at the default rate; scaled ones on their own
-            shared = [ly for ly in self.layers if ly.scale == 1.0]
-            groups = [([ly], self.layer_target(ly, round_)) for ly in self.layers if ly.scale != 1.0]
-            if shared:
-                groups.append((shared, self.sparsities[round_ - 1]))
-
+        groups = self._groups(round_)
         if self.scope == "global" and self.structure.normalize_globally:
             unit_scores = {n: _mean_normalized(s) for n, s in unit_scores.items()}
         new = dict(mask)
@@ -262,3 +249,25 @@ class Pruner:
         out = Mask(new)
         assert out.is_subset_of(mask), "a pruning round must never revive a pruned weight"
         return out
+
+    def _prune_nm(self, mask: Mask, params: dict[str, torch.Tensor], scores: dict[str, torch.Tensor]) -> Mask:
+        """N:M: each layer's new mask from its ``scores``, selected inside each group of m."""
+        new = dict(mask)
+        for ly in self.layers:
+            shape = params[ly.param].shape
+            keep = mask[ly.param]
+            chosen = self.structure.select(scores[ly.param].reshape(shape), keep.to(params[ly.param].device))
+            new[ly.param] = chosen.to(keep.device)
+        return Mask(new)
+
+    def _groups(self, round_: int) -> list[tuple[list[Layer], float]]:
+        """The layers ranked together in round ``round_``, each group with its target sparsity:
+        layerwise, every layer alone; global, the layers at the default rate together."""
+        if self.scope == "layerwise":
+            groups = [([ly], self.layer_target(ly, round_)) for ly in self.layers]
+        else:  # one global threshold over the layers at the default rate; scaled ones on their own
+            shared = [ly for ly in self.layers if ly.scale == 1.0]
+            groups = [([ly], self.layer_target(ly, round_)) for ly in self.layers if ly.scale != 1.0]
+            if shared:
+                groups.append((shared, self.sparsities[round_ - 1]))
+        return groups

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from prune_exp.columns import metric_key
 from prune_exp.errors import ConfigError
 from prune_exp.jobfiles import MASK_FILE, round_mask_file
 from prune_exp.report.arms import check_arms, gradual_arms
@@ -123,7 +124,7 @@ class Statistics:
     @classmethod
     def of(cls, df: pd.DataFrame, m: ReportMetric, sm: ReportMetric, plots: bool) -> Statistics:
         """The statistics of ``df`` for the metric ``m``, budgets chosen on ``sm``."""
-        metric_col, select = f"test_{m.name}", f"val_{sm.name}"
+        metric_col, select = metric_key("test", m.name), metric_key("val", sm.name)
         dense = dense_by_seed(df, metric_col)
         dstats = dense_stats(dense)
         chosen = choose_budgets(df, select, sm.higher_is_better)

@@ -27,10 +27,8 @@ from pathlib import Path
 from prune_exp.atomic import atomic_write, write_json
 from prune_exp.digests import file_sha256
 from prune_exp.errors import ConfigError, PruneExpError
-from prune_exp.jobfiles import JOB_OVERRIDES, MULTIRUN_FILE
+from prune_exp.jobfiles import JOB_OVERRIDES, MULTIRUN_FILE, RESULTS_FILE, SUMMARY_FILE
 
-RESULTS_FILE = "results.csv"
-SUMMARY_FILE = "summary.md"
 SUMMARY_HEADING = "# Sweep report"  # the first line of every summary.md the report wrote
 MANIFEST_FILE = ".prune-exp-report.json"  # {"files": {name: [sha256, ...]}}: what the report wrote
 FIGURE_FORMATS = ("png", "svg")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from prune_exp.columns import metric_key
 from prune_exp.config.task import LOSS
 from prune_exp.errors import ConfigError
 
@@ -26,7 +27,7 @@ class ReportMetric:
     def of(cls, df: pd.DataFrame, name: str) -> ReportMetric:
         """``name`` as the records describe it; ConfigError when the sweep's jobs disagree or
         no record has ``test_<name>``."""
-        if f"test_{name}" not in df:
+        if metric_key("test", name) not in df:
             have = sorted(c.removeprefix("test_") for c in df.columns if c.startswith("test_"))
             raise ConfigError(f"--metric {name!r}: the records have no test_{name}; allowed: {', '.join(have)}")
         builtin = cls(name, name != LOSS, name != LOSS)  # records from before the metrics column

@@ -176,60 +176,76 @@ def search_cost_figure(
     sparsity across budgets); the dense stage's line has gid ``"dense_stage"``."""
     settings = list(costs.index.get_level_values("setting").unique())
     fig, axes = _grid(len(settings))
-    col = f"cum_{cost}"
     for ax, setting in zip(axes, settings, strict=True):
         s = costs.xs(setting, level="setting").reset_index()
-        x_dense = float(dense_costs.loc[setting, cost])
-        d_row = dense.loc[setting]
-        levels = sorted(s[LEVEL].unique())
-        marker = {lv: MARKERS[i % len(MARKERS)] for i, lv in enumerate(levels)}
-        several = bool((s.groupby(["strategy", LEVEL])["budget"].nunique() > 1).any())
-        for strategy in styles.ordered(s["strategy"]):
-            c = styles.color[strategy]
-            st = s[s["strategy"] == strategy]
-            label = f"{styles.label[strategy]} (n={st['n'].max()})"
-            if several:
-                lines = [(f"{strategy}@{lv}", st[st[LEVEL] == lv], marker[lv], False) for lv in levels]
-            else:
-                lines = [(strategy, st, "o", True)]
-            k = metric.scale
-            for gid, d, mk, from_dense in lines:
-                if d.empty:
-                    continue
-                d = d.sort_values([col, LEVEL])
-                x, med, lo, hi = (d[k].to_numpy(dtype=float) for k in (col, "median", "min", "max"))
-                if from_dense:
-                    x = np.concatenate([[x_dense], x])
-                    med, lo, hi = (
-                        np.concatenate([[d_row[k]], v]) for k, v in (("median", med), ("min", lo), ("max", hi))
-                    )
-                ax.plot(x, k * med, marker=mk, ms=3.5, color=c, label=label, gid=gid)
-                label = "_nolegend_"
-                if len(np.unique(x)) > 1:
-                    ax.fill_between(x, k * lo, k * hi, color=c, alpha=0.18, lw=0)
-                else:
-                    ax.vlines(x, k * lo, k * hi, color=c, alpha=0.35, lw=3)
-        if several:
-            for lv in levels:
-                ax.plot([], [], ls="", marker=marker[lv], color="black", label=f"sparsity {100 * lv:.1f}%")
-        _dense_band(ax, d_row, metric)
-        ax.axvline(
-            x_dense,
-            color="black",
-            lw=1,
-            ls=":",
-            gid="dense_stage",
-            label=f"dense stage (counted once): {COST_FORMAT[cost](x_dense)} {COST_UNIT[cost]}",
-        )
-        _cost_axes(ax, cost, x_dense, float(s[col].max()))
-        what = "training FLOPs" if cost == "train_flops" else "epochs (no FLOPs in these records)"
-        ax.set_xlabel(f"search cost: cumulative {what}, dense stage included, log scale")
-        ax.set_ylabel(metric.axis_label())
+        _search_cost_panel(ax, s, float(dense_costs.loc[setting, cost]), dense.loc[setting], cost, metric, styles)
         title = f"Test {metric.name} vs search cost: median over seeds, min–max shaded"
         ax.set_title(_title(title, setting, subtitle), fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
     return fig
+
+
+def _search_cost_panel(
+    ax: plt.Axes,
+    s: pd.DataFrame,
+    x_dense: float,
+    d_row: pd.Series,
+    cost: str,
+    metric: ReportMetric,
+    styles: StrategyStyles,
+) -> None:
+    """One setting's panel of ``search_cost_figure``, but its title, grid and legend: ``s`` is the
+    setting's search costs, ``x_dense`` its dense stage's cost, ``d_row`` its dense model's statistics."""
+    col = f"cum_{cost}"
+    levels = sorted(s[LEVEL].unique())
+    marker = {lv: MARKERS[i % len(MARKERS)] for i, lv in enumerate(levels)}
+    several = bool((s.groupby(["strategy", LEVEL])["budget"].nunique() > 1).any())
+    for strategy in styles.ordered(s["strategy"]):
+        st = s[s["strategy"] == strategy]
+        label = f"{styles.label[strategy]} (n={st['n'].max()})"
+        if several:
+            lines = [(f"{strategy}@{lv}", st[st[LEVEL] == lv], marker[lv], False) for lv in levels]
+        else:
+            lines = [(strategy, st, "o", True)]
+        _cost_lines(ax, lines, col, x_dense, d_row, styles.color[strategy], label, metric.scale)
+    if several:
+        for lv in levels:
+            ax.plot([], [], ls="", marker=marker[lv], color="black", label=f"sparsity {100 * lv:.1f}%")
+    _dense_band(ax, d_row, metric)
+    ax.axvline(
+        x_dense,
+        color="black",
+        lw=1,
+        ls=":",
+        gid="dense_stage",
+        label=f"dense stage (counted once): {COST_FORMAT[cost](x_dense)} {COST_UNIT[cost]}",
+    )
+    _cost_axes(ax, cost, x_dense, float(s[col].max()))
+    what = "training FLOPs" if cost == "train_flops" else "epochs (no FLOPs in these records)"
+    ax.set_xlabel(f"search cost: cumulative {what}, dense stage included, log scale")
+    ax.set_ylabel(metric.axis_label())
+
+
+def _cost_lines(
+    ax: plt.Axes, lines: list[tuple], col: str, x_dense: float, d_row: pd.Series, c: str, label: str, k: float
+) -> None:
+    """One strategy's lines, each (gid, its rows, marker, from the dense model at ``x_dense``?), in
+    colour ``c``, the first one labelled; the min–max over seeds a band, or bars where the costs are one."""
+    for gid, d, mk, from_dense in lines:
+        if d.empty:
+            continue
+        d = d.sort_values([col, LEVEL])
+        x, med, lo, hi = (d[k].to_numpy(dtype=float) for k in (col, "median", "min", "max"))
+        if from_dense:
+            x = np.concatenate([[x_dense], x])
+            med, lo, hi = (np.concatenate([[d_row[k]], v]) for k, v in (("median", med), ("min", lo), ("max", hi)))
+        ax.plot(x, k * med, marker=mk, ms=3.5, color=c, label=label, gid=gid)
+        label = "_nolegend_"
+        if len(np.unique(x)) > 1:
+            ax.fill_between(x, k * lo, k * hi, color=c, alpha=0.18, lw=0)
+        else:
+            ax.vlines(x, k * lo, k * hi, color=c, alpha=0.35, lw=3)
 
 
 def _cost_axes(ax: plt.Axes, cost: str, x_dense: float, x_max: float) -> None:

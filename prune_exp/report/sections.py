@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pandas as pd
 
+from prune_exp.columns import metric_key
 from prune_exp.report.collect import DESCRIPTORS, JobStatus
 from prune_exp.report.files import SEARCH_COST_FIGURE
 from prune_exp.report.metric import ReportMetric
@@ -142,7 +143,7 @@ def _paired_section(
     """A − B for each pair of ``compare`` (e.g. LRR − FT) per target sparsity, over the seeds both have."""
     pair_cols = {}
     for a, b in compare:
-        p = paired(chosen[chosen["setting"] == setting], a, b, f"test_{m.name}", m.higher_is_better)
+        p = paired(chosen[chosen["setting"] == setting], a, b, metric_key("test", m.name), m.higher_is_better)
         p = p.xs(setting, level="setting")
         cols = ["mean_diff", "ci_lo", "ci_hi", "a_wins", "b_wins", "ties"]
         pair_cols[f"{styles.short[a]} − {styles.short[b]}"] = pd.Series(

@@ -15,7 +15,7 @@ reinit         fresh random init * m            full dense schedule             
 none           current weights                  (no training)                        0
 =============  ===============================  ===================================  ======
 
-Positions (``rewind_to``, ``lr_from``) are in epochs or iterations (retrain/positions.py), and
+Positions (``rewind_to``, ``lr_from``) are in epochs or iterations (config/positions.py), and
 a plan holds them as optimizer steps of the dense run. Past T a replayed schedule holds its
 final LR.
 """
@@ -28,7 +28,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from prune_exp.config import ConfigError, RetrainConfig, check_retrain, conf_dir
-from prune_exp.retrain.positions import parse_position
+from prune_exp.config.positions import parse_position
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class RoundPlan:
 
     def dense_epochs_needed(self, steps_per_epoch: int) -> set[int]:
         """The dense run's epoch files this plan reads: the rewind point's, or epoch 0 when the
-        point is inside an epoch (stages.replay_dense starts from the init)."""
+        point is inside an epoch (job/dense.replay_dense starts from the init)."""
         if self.rewind_step is None:
             return set()
         return {self.rewind_step // steps_per_epoch if self.rewind_step % steps_per_epoch == 0 else 0}
