@@ -1,5 +1,5 @@
 """``python -m prune_exp`` is the same Hydra app as ``prune-exp``."""
 
-from prune_exp.run import cli
+from prune_exp.app.run import cli
 
 cli()

@@ -70,7 +70,7 @@ def sweeps(side: Path, code: Path) -> None:
     for name, args in SWEEPS.items():
         base = FAST if name != "regression" else FAST[1:]  # debug=fast's constant LR has no milestones
         run(side, code, name, [*base, *args], env)
-    from prune_exp.records import read_records
+    from prune_exp.store.records import read_records
 
     dense_hash = read_records(side / "strategies" / "0" / "records.jsonl")[0]["dense_hash"]
     weights = side / "cache" / "dense" / dense_hash / "epoch_0002.safetensors"  # debug=fast's final weights
@@ -85,8 +85,8 @@ def sweeps(side: Path, code: Path) -> None:
 
 
 def compare(old: Path, new: Path) -> None:
-    from prune_exp.columns import VOLATILE
-    from prune_exp.records import read_records
+    from prune_exp.store.columns import VOLATILE
+    from prune_exp.store.records import read_records
 
     skip = {*VOLATILE, "job_dir"}
 

@@ -11,12 +11,12 @@ A. CIFAR ResNet-20 / ResNet-56 (3x32x32, 10 classes), channel-pruned by the real
    (dense kernels: the dense model's speed) and the compacted model; the measured speedup
    dense / compacted next to the theoretical one, dense FLOPs / compacted FLOPs
    (``flop_profile``: the compacted model's exact FLOPs).
-B. CSR vs dense linear layers on CPU (prune_exp/csr.py's ``CSRLinear``: ``addmm`` on a CSR
+B. CSR vs dense linear layers on CPU (prune_exp/measure/csr.py's ``CSRLinear``: ``addmm`` on a CSR
    weight, int32 indices): one ``--width`` x ``--width`` Linear, and the whole LeNet-300-100
    (784-300-100-10; every linear layer CSR), at 90 / 95 / 98% unstructured (layerwise
    magnitude) sparsity, batch 1 and ``--batch``: dense ms, CSR ms, dense / CSR.
 
-Every timing is ``prune_exp.efficiency.measure_speed`` (what a job records: eval mode, no
+Every timing is ``prune_exp.measure.efficiency.measure_speed`` (what a job records: eval mode, no
 grad, median after warm-up); the variants of a row are measured in turn, ``--reps`` times,
 and the median is printed, so a ratio compares timings taken side by side.
 
@@ -34,9 +34,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from prune_exp.compact import compact
-from prune_exp.csr import csr_model
-from prune_exp.efficiency import flop_profile, measure_speed
+from prune_exp.measure.compact import compact
+from prune_exp.measure.csr import csr_model
+from prune_exp.measure.efficiency import flop_profile, measure_speed
 from prune_exp.models.mlp import MLP
 from prune_exp.models.resnet_cifar import ResNetCIFAR
 from prune_exp.pruning.criteria import Magnitude

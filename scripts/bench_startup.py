@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 HEAVY = ("torch", "lightning", "torchmetrics", "torchvision", "torch_pruning")
 
-# Runs `prune_exp.run.main` with argv, then reports which heavy modules got imported.
+# Runs `prune_exp.app.run.main` with argv, then reports which heavy modules got imported.
 IMPORTS_PROBE = """
 import sys
 sys.argv = ["prune-exp", *sys.argv[1:]]
@@ -52,7 +52,7 @@ def first_step(self, batch, batch_idx):
 
 module.PruneModule.on_train_batch_start = first_step
 sys.argv = ["prune-exp", *sys.argv[1:]]
-from prune_exp.run import main
+from prune_exp.app.run import main
 main()
 """
 
@@ -108,9 +108,9 @@ def main() -> None:
     commands = {
         "python -c pass (the interpreter alone)": [py, "-c", "pass"],
         "python -c 'import lightning.pytorch' (imports + teardown)": [py, "-c", "import lightning.pytorch"],
-        "prune-exp --help": probe("prune_exp.run", "", "--help"),
-        "prune-exp --cfg job": probe("prune_exp.run", "", "--cfg", "job"),
-        "prune-exp experiment=compare --cfg job": probe("prune_exp.run", "", "experiment=compare", "--cfg", "job"),
+        "prune-exp --help": probe("prune_exp.app.run", "", "--help"),
+        "prune-exp --cfg job": probe("prune_exp.app.run", "", "--cfg", "job"),
+        "prune-exp experiment=compare --cfg job": probe("prune_exp.app.run", "", "experiment=compare", "--cfg", "job"),
         "prune-exp-report --help": probe("prune_exp.report.cli", "['--help']"),
     }
     times: dict[str, list[float]] = {k: [] for k in commands}

@@ -25,7 +25,7 @@ def small_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[tu
 
     from helpers import run_in_process
 
-    from prune_exp.records import read_records
+    from prune_exp.store.records import read_records
 
     root = tmp_path_factory.mktemp("small_sweep")
     sweep = root / "sweep"

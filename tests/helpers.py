@@ -19,14 +19,14 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from prune_exp.cache import DenseCache, DenseRun, dense_spec
+from prune_exp.app.run import _exit_status, conf_dir
 from prune_exp.config import MultiStepScheduleConfig, SGDConfig, TrainerConfig
 from prune_exp.data.synthetic import SyntheticDataModule
 from prune_exp.job.dense import dense_stage
 from prune_exp.lit.trainer import Job
 from prune_exp.models.mlp import MLP
 from prune_exp.retrain.schedules import LRSchedule
-from prune_exp.run import _exit_status, conf_dir
+from prune_exp.store.dense_cache import DenseCache, DenseRun, dense_spec
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -14,14 +14,14 @@ from helpers import job_config, run_cli, run_in_process
 from hydra.utils import instantiate
 from safetensors.torch import load_file
 
-from prune_exp.columns import COLUMNS, all_names, markdown_table
-from prune_exp.compact import load_compacted
+from prune_exp.app.run import run
 from prune_exp.lit.module import PruneModule
+from prune_exp.measure.compact import load_compacted
 from prune_exp.models.init import build_net
 from prune_exp.pruning.mask import Mask
-from prune_exp.records import VOLATILE, read_records
 from prune_exp.retrain.strategies import builtin_strategies
-from prune_exp.run import run
+from prune_exp.store.columns import COLUMNS, all_names, markdown_table
+from prune_exp.store.records import VOLATILE, read_records
 
 pytestmark = pytest.mark.slow
 
@@ -228,7 +228,7 @@ def test_commands_that_train_nothing_do_not_import_torch(tmp_path: Path, args: l
     code = (
         "import sys\n"
         "sys.argv = ['prune-exp', *sys.argv[1:]]\n"
-        "from prune_exp.run import main\n"
+        "from prune_exp.app.run import main\n"
         "try:\n"
         "    main()\n"
         "except SystemExit as e:\n"

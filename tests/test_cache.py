@@ -14,11 +14,11 @@ from filelock import FileLock
 from helpers import composed, fake_mnist, job_config
 from safetensors.torch import save_file
 
-from prune_exp.cache import NON_TRAINING_DATA_KEYS, DenseCache, meta_sha256, spec_hash
+from prune_exp.app.preflight import check_job
+from prune_exp.app.run import dense_spec_of, run
 from prune_exp.config import ConfigError, CorruptFileError
-from prune_exp.preflight import check_job
-from prune_exp.records import read_records
-from prune_exp.run import dense_spec_of, run
+from prune_exp.store.dense_cache import NON_TRAINING_DATA_KEYS, DenseCache, meta_sha256, spec_hash
+from prune_exp.store.records import read_records
 
 
 def hash_of(*overrides: str, digest: str = "the data") -> str:
@@ -171,7 +171,7 @@ def test_concurrent_requests_train_once(tmp_path: Path, monkeypatch: pytest.Monk
             if not self.is_locked:  # one failed try: another holds the lock and this thread waits
                 blocked.add(threading.get_ident())
 
-    monkeypatch.setattr("prune_exp.cache.FileLock", SpyLock)
+    monkeypatch.setattr("prune_exp.store.dense_cache.FileLock", SpyLock)
     cache, calls, results, seen_blocked = DenseCache(tmp_path), [], [], []
     start = threading.Barrier(4)
 

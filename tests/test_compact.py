@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from prune_exp.compact import compact, load_compacted, save_compacted
-from prune_exp.efficiency import flop_profile
+from prune_exp.measure.compact import compact, load_compacted, save_compacted
+from prune_exp.measure.efficiency import flop_profile
 from prune_exp.models.cnn1d import CNN1D
 from prune_exp.models.resnet_cifar import ResNetCIFAR
 from prune_exp.models.vgg_cifar import VGGCIFAR

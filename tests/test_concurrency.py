@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from prune_exp.records import read_records
+from prune_exp.store.records import read_records
 
 pytestmark = pytest.mark.slow
 

@@ -10,10 +10,10 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
+from prune_exp.app.preflight import check_job
+from prune_exp.app.run import conf_dir, to_run_config
 from prune_exp.config import ConfigError, RunConfig
-from prune_exp.preflight import check_job
-from prune_exp.run import conf_dir, to_run_config
-from prune_exp.sweep import sweep_job_overrides
+from prune_exp.store.sweep import sweep_job_overrides
 
 CONF = Path(conf_dir())
 SCHEMA_GROUPS = ["data", "model", "optim", "optim/schedule", "prune/criterion", "structure", "retrain", "trainer"]

@@ -15,14 +15,14 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from prune_exp.cache import save_state
-from prune_exp.csr import CSRLinear, csr_linear_names, csr_model, export_csr, load_csr, save_csr
+from prune_exp.measure.csr import CSRLinear, csr_linear_names, csr_model, export_csr, load_csr, save_csr
 from prune_exp.models.cnn1d import CNN1D
 from prune_exp.models.mlp import MLP
 from prune_exp.pruning.criteria import Magnitude
 from prune_exp.pruning.mask import Mask
 from prune_exp.pruning.pruner import Pruner
 from prune_exp.pruning.structure import NM, Unstructured
+from prune_exp.store.dense_cache import save_state
 
 MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "mlp": (lambda: MLP((1, 12), 4, hidden=[16, 16], batch_norm=True), (1, 12)),
@@ -119,7 +119,9 @@ def test_load_refuses_other_files_and_broken_csr_structure(tmp_path: Path) -> No
     tensors, meta = export_csr(net.state_dict(), mask)
     tensors["fc1.weight.col_indices"][0] = 10_000  # a column index past the matrix
     save_file(
-        tensors, str(tmp_path / "bad.safetensors"), metadata={"format": "prune_exp.csr/1", "csr": json.dumps(meta)}
+        tensors,
+        str(tmp_path / "bad.safetensors"),
+        metadata={"format": "prune_exp.csr/1", "csr": json.dumps(meta)},
     )
     with pytest.raises(RuntimeError, match="col_indices"):
         load_csr(tmp_path / "bad.safetensors")

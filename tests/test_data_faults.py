@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 from helpers import composed, fake_cifar, fake_image_folder, fake_mnist, run_in_process, write_idx
 
+from prune_exp.app.preflight import check_job
 from prune_exp.config import ConfigError
 from prune_exp.errors import CorruptFileError, DataError
-from prune_exp.preflight import check_job
 
 MNIST = ["data=mnist", "model=mlp", "data.download=false"]
 CIFAR = ["data=cifar10", "model=mlp", "data.download=false", "data.verify=false"]

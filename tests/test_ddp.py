@@ -11,7 +11,7 @@ from helpers import run_cli
 from safetensors.torch import load_file
 
 from prune_exp.dist import tensors_digest
-from prune_exp.records import VOLATILE, read_records
+from prune_exp.store.records import VOLATILE, read_records
 
 pytestmark = pytest.mark.slow
 

@@ -29,7 +29,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader, TensorDataset
 
-from prune_exp.checkpoint import ResumeCheckpoint, SafeCheckpointIO, load_checkpoint
+from prune_exp.store.checkpoint import ResumeCheckpoint, SafeCheckpointIO, load_checkpoint
 
 out = Path(sys.argv[1])
 path = out / "resume.ckpt"

@@ -11,14 +11,14 @@ import torch
 from helpers import composed, run_in_process, tiny_job
 from lightning.pytorch.callbacks import Callback
 
-from prune_exp.cache import DenseCache
+from prune_exp.app.preflight import check_job
+from prune_exp.app.run import dense_spec_of
 from prune_exp.config import ConfigError, DenseConfig, TrainerConfig, dense_length
 from prune_exp.job.dense import dense_stage
-from prune_exp.preflight import check_job
-from prune_exp.records import read_records
 from prune_exp.retrain.schedules import LRSchedule
 from prune_exp.retrain.strategies import plan_round, strategy_config
-from prune_exp.run import dense_spec_of
+from prune_exp.store.dense_cache import DenseCache
+from prune_exp.store.records import read_records
 
 
 def test_t_is_the_iterations_in_epochs_and_positions_are_its_steps() -> None:

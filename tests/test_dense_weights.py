@@ -13,14 +13,14 @@ from helpers import composed, run_in_process
 from hydra.utils import instantiate
 from safetensors.torch import load_file, save_file
 
-from prune_exp.cache import DenseCache
+from prune_exp.app.preflight import check_job
+from prune_exp.app.run import dense_spec_of
 from prune_exp.config import ConfigError
 from prune_exp.errors import DataError
 from prune_exp.lit.module import PruneModule
 from prune_exp.models.init import build_net
-from prune_exp.preflight import check_job
-from prune_exp.records import read_records
-from prune_exp.run import dense_spec_of
+from prune_exp.store.dense_cache import DenseCache
+from prune_exp.store.records import read_records
 
 
 def trained_file(root: Path, name: str = "mine.safetensors", seed: int = 5, **model) -> Path:

@@ -92,7 +92,7 @@ def test_a_job_that_fills_the_disk_ends_in_one_line_and_a_failed_status(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The job's first write of the dense run fails as safetensors fails on a full disk."""
-    import prune_exp.cache as cache
+    import prune_exp.store.dense_cache as cache
 
     def full(*args: object, **kwargs: object) -> None:
         raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")

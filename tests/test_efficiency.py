@@ -13,12 +13,12 @@ from helpers import job_config
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from prune_exp.csr import load_csr
-from prune_exp.efficiency import effective_flops, flop_profile, measure_speed, param_bytes
+from prune_exp.app.run import run
+from prune_exp.measure.csr import load_csr
+from prune_exp.measure.efficiency import effective_flops, flop_profile, measure_speed, param_bytes
 from prune_exp.models.cnn1d import CNN1D
 from prune_exp.pruning.mask import Mask
-from prune_exp.records import read_records
-from prune_exp.run import run
+from prune_exp.store.records import read_records
 
 
 def cnn() -> CNN1D:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from helpers import composed, fake_cifar, fake_image_folder, fake_mnist, job_config
 
-from prune_exp.records import read_records
-from prune_exp.run import run
+from prune_exp.app.run import run
+from prune_exp.store.records import read_records
 
 RENDA_CIFAR = {
     "data": "CIFAR10DataModule",

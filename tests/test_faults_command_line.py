@@ -30,7 +30,7 @@ def test_keys_of_a_free_dict_are_the_users_not_typos() -> None:
 def test_the_readme_names_every_column_that_differs_between_reruns() -> None:
     from helpers import REPO
 
-    from prune_exp.records import VOLATILE
+    from prune_exp.store.records import VOLATILE
 
     readme = (REPO / "README.md").read_text()
     start = readme.index("Only these columns differ between two runs of one")
@@ -43,7 +43,7 @@ def test_two_commands_started_in_the_same_second_get_different_dirs(tmp_path: Pa
     code = (
         "import os\n"
         "from hydra import compose, initialize_config_dir\n"
-        "from prune_exp.run import conf_dir\n"  # (no torch: composing is all this needs)
+        "from prune_exp.app.run import conf_dir\n"  # (no torch: composing is all this needs)
         "with initialize_config_dir(config_dir=conf_dir(), version_base='1.3'):\n"
         "    cfg = compose('run', return_hydra_config=True)\n"
         "    print(os.getpid(), cfg.hydra.run.dir, cfg.hydra.sweep.dir)\n"
@@ -74,7 +74,7 @@ def test_the_command_lines_rounds_win_over_a_config_files_sparsity(
     the log says so; a config file's prune.rounds gives way to prune.sparsity the same way."""
     from helpers import composed
 
-    from prune_exp.run import _note_once, to_run_config
+    from prune_exp.app.run import _note_once, to_run_config
 
     _note_once.cache_clear()
     with composed(args) as cfg, caplog.at_level("INFO", logger="prune_exp"):

@@ -1,6 +1,6 @@
 """The fault suite: bad input, bad files and busy dirs, each as a row of (fault, the one-line
 error it must give, what must stay unchanged). Every row runs the real command in process
-(``prune_exp.run``'s exit path, as ``prune-exp`` runs it) in a root that already holds earlier
+(``prune_exp.app.run``'s exit path, as ``prune-exp`` runs it) in a root that already holds earlier
 results, and checks that the command exits non-zero with one line naming the key or file, no
 traceback, and every file of the root byte for byte as it was (nothing new written either).
 

@@ -10,39 +10,28 @@ every step, the weights placed at round start, the zeros at pruned positions."""
 from __future__ import annotations
 
 import copy
-import csv
 import itertools
-import json
-import logging
-from pathlib import Path
 
 import pytest
 import torch
-from helpers import job_config, tiny_dense, tiny_job
+from helpers import tiny_dense, tiny_job
 from lightning.pytorch.callbacks import Callback
-from safetensors.torch import load_file
 from test_training import Probe, retrain
 
-from prune_exp.columns import VOLATILE
 from prune_exp.config import AdamConfig, SGDConfig
 from prune_exp.fused.cycle import FusedCycle
 from prune_exp.fused.group import fit_group
 from prune_exp.fused.optim import build_stacked_optimizer
 from prune_exp.fused.stack import StackedNets
 from prune_exp.job.rounds import build_rounds, dense_module
-from prune_exp.job.spine import run_job, run_jobs
-from prune_exp.jobfiles import MASK_FILE, RETRAIN_LOG_DIR, WEIGHTS_FILE
 from prune_exp.lit.callbacks import MaskEnforcer
 from prune_exp.lit.module import build_optimizer
-from prune_exp.logs import TRAIN_LOSS
 from prune_exp.models.cnn1d import CNN1D
 from prune_exp.pruning.criteria import Magnitude
 from prune_exp.pruning.mask import Mask
 from prune_exp.pruning.pruner import Pruner
 from prune_exp.pruning.structure import Unstructured
-from prune_exp.records import read_records
 from prune_exp.retrain.strategies import plan_round, strategy_config
-from prune_exp.run import experiment_of
 
 ATOL, RTOL = 1e-6, 1e-5
 OPTIMIZERS = {
@@ -231,109 +220,11 @@ def test_the_fused_weight_rewinding_arm_starts_every_round_at_theta_T_minus_t_ti
     assert not torch.equal(probe.round_start[2][ft]["fc1.weight"], probe.round_start[1][ft]["fc1.weight"])
 
 
-SWEEP = ["debug=fast", "efficiency.measure_speed=false", "prune.schedule=iterative", "prune.rate=0.5"]
-SWEEP += ["prune.sparsity=0.75"]
-
-
-def _experiments(tmp: Path, data: Path, prefix: str, extra=()):
-    return [
-        experiment_of(job_config(tmp, data, [*SWEEP, *extra, f"retrain={s}", f"seed={i}"], job=f"{prefix}/{s}"))
-        for i, s in enumerate(STRATEGIES)
-    ]
-
-
-def _epoch_log(job_dir: Path) -> list[dict[str, str]]:
-    with open(job_dir / RETRAIN_LOG_DIR / "metrics.csv") as f:
-        return list(csv.DictReader(f))
-
-
-def _records(tmp: Path, prefix: str) -> dict[str, list[dict]]:
-    return {s: read_records(tmp / prefix / s / "records.jsonl") for s in STRATEGIES}
-
-
-class SeesBatches(Callback):
-    def on_fit_start(self, trainer, pl_module) -> None:
-        self.shared = pl_module.batches._shared
-
-
-def test_a_fused_group_writes_each_jobs_dir_as_alone_and_is_as_deterministic(tmp_path: Path, data_dir: Path) -> None:
-    seen = SeesBatches()
-    values = run_jobs(_experiments(tmp_path, data_dir, "fused", ["job_cache=false"]), tmp_path / "log", [seen])
-    assert seen.shared is not None  # a real job's loaders take the one-index-op path (fused/batches.py)
-    again = run_jobs(_experiments(tmp_path, data_dir, "again", ["job_cache=false"]), tmp_path / "log2")
-    alone = [run_job(e) for e in _experiments(tmp_path, data_dir, "alone", ["job_cache=false"])]
-    assert values == again and values == pytest.approx(alone, abs=1e-6)
-    fused, rerun, single = _records(tmp_path, "fused"), _records(tmp_path, "again"), _records(tmp_path, "alone")
-    skip = {*VOLATILE, "overrides", "dense_cached"}  # the first group trained the dense runs
-    for s in STRATEGIES:
-        assert [{k: v for k, v in r.items() if k not in skip} for r in fused[s]] == [
-            {k: v for k, v in r.items() if k not in skip} for r in rerun[s]
-        ], s  # the same seeds give identical records
-        assert len({r["fused_group"] for r in fused[s]}) == 1 and fused[s][0]["fused_group"] is not None
-        assert all(r["fused_group"] is None for r in single[s])
-        assert [r["mask_sha256"] for r in fused[s]] == [r["mask_sha256"] for r in single[s]]
-        for f, a in zip(fused[s], single[s], strict=True):
-            assert f["test_loss"] == pytest.approx(a["test_loss"], rel=1e-4)
-        status = json.loads((tmp_path / "fused" / s / "status.json").read_text())
-        assert status["state"] == "done"
-        files = {f.relative_to(tmp_path / "fused" / s) for f in (tmp_path / "fused" / s).rglob("*")}
-        assert files == {f.relative_to(tmp_path / "alone" / s) for f in (tmp_path / "alone" / s).rglob("*")}
-        # the per-epoch log: the same epochs, steps and train loss; validation at round ends only
-        fused_log, alone_log = (_epoch_log(tmp_path / d / s) for d in ("fused", "alone"))
-        assert [(r["epoch"], r["step"]) for r in fused_log] == [(r["epoch"], r["step"]) for r in alone_log]
-        assert [float(r[TRAIN_LOSS]) for r in fused_log] == pytest.approx(
-            [float(r[TRAIN_LOSS]) for r in alone_log], rel=1e-4
-        )
-        mask = Mask.load(tmp_path / "fused" / s / MASK_FILE)
-        assert mask == Mask.load(tmp_path / "alone" / s / MASK_FILE)
-        weights = load_file(tmp_path / "fused" / s / WEIGHTS_FILE)
-        assert all(not bool(weights[n][~m].any()) for n, m in mask.items())
-    # a finished group is done: run again in the same dirs, nothing trains and the values stand
-    assert run_jobs(_experiments(tmp_path, data_dir, "fused", ["job_cache=false"]), tmp_path / "log") == values
-
-
-def test_conv2d_networks_on_cpu_train_one_after_another_and_the_log_says_why(
-    tmp_path: Path, data_dir: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    conv2d = ["job_cache=false", "data=digits", "model=conv2", "model.channels=[4,4]", "model.hidden=[8]"]
-    exps = _experiments(tmp_path, data_dir, "conv2d", conv2d)
-    with caplog.at_level(logging.INFO, logger="prune_exp"):
-        values = run_jobs(exps[:2], tmp_path / "log")
-    assert "on CPU, N arms' 2-D/3-D convolutions" in caplog.text and len(values) == 2
-    for s in STRATEGIES[:2]:
-        assert all(r["fused_group"] is None for r in read_records(tmp_path / "conv2d" / s / "records.jsonl"))
-
-
-def test_a_failing_group_fails_every_arm_and_an_arm_that_fails_alone_fails_alone(
-    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    with pytest.raises(RuntimeError, match="killed"):  # the stacked training fails: every arm with it
-        run_jobs(_experiments(tmp_path, data_dir, "boom", ["job_cache=false"]), tmp_path / "log", [Boom(1)])
-    for s in STRATEGIES:
-        status = json.loads((tmp_path / "boom" / s / "status.json").read_text())
-        assert status["state"] == "failed" and "killed" in status["error"], s
-    import prune_exp.job.spine as spine
-
-    exps, real = _experiments(tmp_path, data_dir, "late", ["job_cache=false"]), spine.finish
-
-    def finish(arm):  # the second arm's artifacts cannot be written, once all arms have trained
-        if arm.job is exps[1]:
-            raise RuntimeError("disk on fire")
-        return real(arm)
-
-    monkeypatch.setattr(spine, "finish", finish)
-    with pytest.raises(RuntimeError, match="disk on fire"):
-        run_jobs(exps, tmp_path / "log2")
-    states = [json.loads((tmp_path / "late" / s / "status.json").read_text()) for s in STRATEGIES]
-    assert states[0]["state"] == "done" and states[0]["value"] == exps[0].status.value  # finished before
-    assert all(st["state"] == "failed" and "disk on fire" in st["error"] for st in states[1:])
-
-
 @pytest.mark.parametrize("algorithm", ["norm", "value"])
 def test_gradient_clipping_clips_each_arm_as_its_own_job_would(algorithm: str) -> None:
     from prune_exp.fused.batches import FusedBatches
     from prune_exp.fused.module import FusedModule
-    from prune_exp.task import Task
+    from prune_exp.lit.task import Task
 
     nets = [torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2)) for _ in range(3)]
     stacked = StackedNets(nets)
@@ -375,72 +266,3 @@ def test_the_im2col_conv1d_of_stacked_arms_computes_torchs_convolution(kwargs: d
     torch.testing.assert_close(got, want)
     torch.testing.assert_close([x.grad, conv.weight.grad], grads)
     assert im2col_conv1d(torch.nn.Conv1d(4, 4, 3, groups=2)) == 0  # grouped: torch's own kernel
-
-
-class Boom(Callback):
-    """Fails the fit at the start of ``epoch`` (after the previous epoch's checkpoint), or with
-    ``at_end`` at its end (after its log rows, before its checkpoint)."""
-
-    def __init__(self, epoch: int, at_end: bool = False) -> None:
-        self.epoch, self.at_end = epoch, at_end
-
-    def _boom(self, trainer, at_end: bool) -> None:
-        if trainer.current_epoch == self.epoch and at_end == self.at_end:
-            raise RuntimeError("killed")
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self._boom(trainer, at_end=False)
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self._boom(trainer, at_end=True)
-
-
-KILLED = ["job_cache=false", "trainer.checkpoint_every_s=0", "retrain.budget=2"]
-
-
-def _run_cut(tmp: Path, data: Path, boom: Boom) -> None:
-    """The killed jobs run again in ``cut/``, with the group's checkpoint in ``cut_log``."""
-    run_jobs(_experiments(tmp, data, "cut", KILLED), tmp / "cut_log", callbacks=[boom])
-
-
-def _kill(tmp: Path, data: Path, boom: Boom) -> None:
-    """The jobs trained whole (in ``whole/``), then again in ``cut/`` until ``boom`` kills them."""
-    run_jobs(_experiments(tmp, data, "whole", KILLED), tmp / "whole_log")
-    with pytest.raises(RuntimeError, match="killed"):
-        _run_cut(tmp, data, boom)
-
-
-def _assert_cut_like_whole(tmp: Path) -> None:
-    """Each arm's records (but their volatile columns) and epoch log, as the uninterrupted run's."""
-    skip = {*VOLATILE, "overrides", "dense_cached"}
-    whole, cut = _records(tmp, "whole"), _records(tmp, "cut")
-    for s in STRATEGIES:
-        assert [r["round"] for r in cut[s]] == [0, 1, 2]
-        assert [{k: v for k, v in r.items() if k not in skip} for r in cut[s]] == [
-            {k: v for k, v in r.items() if k not in skip} for r in whole[s]
-        ], s
-        assert _epoch_log(tmp / "cut" / s) == _epoch_log(tmp / "whole" / s), s  # each arm's log
-
-
-def test_a_fused_group_killed_between_an_epochs_log_and_its_checkpoint_logs_every_epoch_once(
-    tmp_path: Path, data_dir: Path
-) -> None:
-    _kill(tmp_path, data_dir, Boom(2, at_end=True))
-    for s in STRATEGIES:  # epoch 2's row reached the log (the failed fit flushes it); its checkpoint did not
-        assert [int(r["epoch"]) for r in _epoch_log(tmp_path / "cut" / s)] == [0, 1, 2], s
-    _run_cut(tmp_path, data_dir, Boom(1))  # resumed after epoch 1: epoch 2 trained and logged again, once
-    _assert_cut_like_whole(tmp_path)
-
-
-def test_a_fused_group_killed_mid_run_resumes_to_the_records_of_an_uninterrupted_one(
-    tmp_path: Path, data_dir: Path
-) -> None:
-    _kill(tmp_path, data_dir, Boom(3))
-    for s in STRATEGIES:  # killed in round 2: round 1's rows are there, the statuses say failed
-        assert json.loads((tmp_path / "cut" / s / "status.json").read_text())["state"] == "failed"
-        assert [r["round"] for r in read_records(tmp_path / "cut" / s / "records.jsonl")] == [0, 1]
-    assert len(list((tmp_path / "cut_log").glob("*/resume.ckpt"))) == 1
-    # resumed at epoch 3: a fit that started again from any earlier epoch would fail at epoch 2
-    _run_cut(tmp_path, data_dir, Boom(2))
-    _assert_cut_like_whole(tmp_path)
-    assert not list((tmp_path / "cut_log").glob("*/resume.ckpt"))  # the finished group keeps no checkpoint

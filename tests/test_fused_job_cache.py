@@ -12,11 +12,11 @@ import pytest
 from helpers import job_config
 from lightning.pytorch.callbacks import Callback
 
-from prune_exp.columns import VOLATILE
+from prune_exp.app.run import experiment_of
 from prune_exp.job.spine import run_jobs
-from prune_exp.jobfiles import RECORDS_FILE, STATUS_FILE
-from prune_exp.records import read_records
-from prune_exp.run import experiment_of
+from prune_exp.store.columns import VOLATILE
+from prune_exp.store.files import RECORDS_FILE, STATUS_FILE
+from prune_exp.store.records import read_records
 
 SWEEP = ["debug=fast", "efficiency.measure_speed=false", "prune.schedule=iterative", "prune.rate=0.5"]
 SWEEP += ["prune.sparsity=0.75", "retrain=lr_rewind"]
@@ -67,7 +67,7 @@ def test_a_group_takes_its_keys_locks_in_sorted_order(
     tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from prune_exp.job import spine
-    from prune_exp.job_cache import JobCache
+    from prune_exp.store.job_cache import JobCache
 
     taken: list[str] = []
     real = JobCache.lock

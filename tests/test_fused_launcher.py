@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from helpers import composed, run_in_process
 
-from prune_exp.fused.launch import fusion_key, plan_groups
-from prune_exp.jobfiles import STATUS_FILE
-from prune_exp.records import read_records
-from prune_exp.run import to_run_config
+from prune_exp.app.fused_launch import fusion_key, plan_groups
+from prune_exp.app.run import to_run_config
+from prune_exp.store.files import STATUS_FILE
+from prune_exp.store.records import read_records
 
 FAST = ["debug=fast", "efficiency.measure_speed=false", "prune.schedule=iterative", "prune.rate=0.5"]
 
@@ -97,7 +97,7 @@ def test_a_fused_group_that_fails_says_so_in_every_status_and_the_exit_status(
 def test_a_fused_arms_tracker_gets_its_step_loss_its_epoch_loss_and_every_round(tmp_path: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from prune_exp.logs import STEP_LOSS, TRAIN_LOSS
+    from prune_exp.store.logs import STEP_LOSS, TRAIN_LOSS
 
     sweep = tmp_path / "sweep"
     args = ["-m", *FAST, "logger=tensorboard", "trainer.log_every_n_steps=2", "job_cache=false"]

@@ -12,7 +12,6 @@ import torch
 from helpers import tiny_dense
 from torch import nn
 
-from prune_exp.cache import DenseRun
 from prune_exp.config import MultiStepScheduleConfig, SGDConfig, TrainerConfig
 from prune_exp.data.synthetic import SyntheticDataModule
 from prune_exp.job.rounds import build_rounds, dense_module, fit_rounds
@@ -22,6 +21,7 @@ from prune_exp.pruning.pruner import Pruner
 from prune_exp.pruning.structure import Unstructured
 from prune_exp.retrain.schedules import LRSchedule
 from prune_exp.retrain.strategies import plan_round, strategy_config
+from prune_exp.store.dense_cache import DenseRun
 
 pytestmark = pytest.mark.slow
 

@@ -13,6 +13,7 @@ import pytest
 import torch
 from helpers import composed, run_in_process, tiny_net
 
+from prune_exp.app.run import to_run_config
 from prune_exp.config import ConfigError
 from prune_exp.job.plan import JobPlan
 from prune_exp.lit.callbacks import MaskEnforcer, RoundResult
@@ -23,9 +24,8 @@ from prune_exp.pruning.gradual import GradualPlan, cubic_sparsity
 from prune_exp.pruning.mask import Mask
 from prune_exp.pruning.pruner import Pruner, sparsity_schedule
 from prune_exp.pruning.structure import Unstructured
-from prune_exp.records import read_records
 from prune_exp.retrain.strategies import RoundPlan
-from prune_exp.run import to_run_config
+from prune_exp.store.records import read_records
 
 LEVELS = (0.2, 0.36, 0.4)  # sparsity_schedule(0.4, "iterative", 0.2)
 PLAN = GradualPlan(LEVELS, steps_per_round=10, every=3)  # the ramp: the first 20 of 30 steps

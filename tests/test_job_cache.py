@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from helpers import run_in_process, snapshot
 
-from prune_exp.columns import VOLATILE
-from prune_exp.job_cache import JobCache, job_key
-from prune_exp.records import read_records
+from prune_exp.store.columns import VOLATILE
+from prune_exp.store.job_cache import JobCache, job_key
+from prune_exp.store.records import read_records
 
 SWEEP = ["-m", "debug=fast", "retrain=finetune", "efficiency.measure_speed=false"]
 

@@ -20,9 +20,9 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from prune_exp.app.job_configs import ComposedLoader, JobConfigs
+from prune_exp.app.run import conf_dir, to_run_config
 from prune_exp.config import ConfigError
-from prune_exp.job_configs import ComposedLoader, JobConfigs
-from prune_exp.run import conf_dir, to_run_config
 
 JOBS = [
     [],
@@ -188,7 +188,7 @@ def test_the_preflights_run_config_with_the_jobs_paths_is_the_jobs_own(tmp_path:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from prune_exp.run import with_paths
+    from prune_exp.app.run import with_paths
 
     with sweep([f"hydra.sweep.dir={tmp_path}"]) as (loader, master):
         jobs = JobConfigs(loader, master)

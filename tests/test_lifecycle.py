@@ -20,8 +20,8 @@ import torch
 from helpers import RESUMABLE_JOB, run_cli, tiny_disk
 from safetensors.torch import load_file
 
-from prune_exp.jobdir import LOCK_FILE, holder
-from prune_exp.records import VOLATILE, read_records
+from prune_exp.store.jobdir import LOCK_FILE, holder
+from prune_exp.store.records import VOLATILE, read_records
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,7 @@ QUICK = ["debug=fast", "dense.epochs=2", "retrain.budget=1", "trainer.checkpoint
 def start(root: Path, args: list[str], code: str | None = None) -> subprocess.Popen:
     """``prune-exp ARGS`` in ``root``; with ``code``, that Python runs first (to plant a kill)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PRUNE_EXP_ROOT": str(root)}
-    head = ["-c", f"{code}\nfrom prune_exp.run import cli\ncli()"] if code else ["-m", "prune_exp"]
+    head = ["-c", f"{code}\nfrom prune_exp.app.run import cli\ncli()"] if code else ["-m", "prune_exp"]
     return subprocess.Popen(
         [sys.executable, *head, *args], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from helpers import run_cli
 
-from prune_exp.records import read_records
+from prune_exp.store.records import read_records
 
 pytestmark = pytest.mark.slow
 

@@ -343,7 +343,7 @@ def test_model_init_default_is_pytorchs_own_and_a_user_model_takes_it_too() -> N
 
 
 def test_model_init_is_in_the_dense_spec_only_when_it_is_not_the_default() -> None:
-    from prune_exp.run import config_fingerprint, dense_spec_of
+    from prune_exp.app.run import config_fingerprint, dense_spec_of
 
     specs, prints = {}, {}
     for init in ("default", "kaiming_normal"):

@@ -16,10 +16,10 @@ from helpers import run_in_process, snapshot
 from prune_exp.config import ConfigError
 from prune_exp.data.base import split_indices
 from prune_exp.data.synthetic import SyntheticDataModule
-from prune_exp.jobfiles import RETRAIN_LOG_DIR
-from prune_exp.logs import TRAIN_LOSS
-from prune_exp.records import read_records
 from prune_exp.report.tables import choose_budgets
+from prune_exp.store.files import RETRAIN_LOG_DIR
+from prune_exp.store.logs import TRAIN_LOSS
+from prune_exp.store.records import read_records
 
 TINY = ["debug=fast", "data.val_fraction=0", "retrain=finetune,lr_rewind", "seed=0,1"]
 

@@ -14,8 +14,8 @@ import torch
 from helpers import run_cli
 from safetensors.torch import load_file
 
-from prune_exp.columns import all_names
-from prune_exp.records import read_records
+from prune_exp.store.columns import all_names
+from prune_exp.store.records import read_records
 
 pytestmark = pytest.mark.slow
 

@@ -348,7 +348,7 @@ def test_nm_keeps_the_n_largest_of_every_m_along_the_input_dim() -> None:
 def test_nm_needs_its_own_sparsity_one_shot() -> None:
     from helpers import composed
 
-    from prune_exp.run import to_run_config
+    from prune_exp.app.run import to_run_config
 
     with composed(["structure=nm", "prune.schedule=one_shot", "prune.sparsity=0.5"]) as cfg:
         to_run_config(cfg, resolve_paths=False)

@@ -11,20 +11,20 @@ import pytest
 import torch
 from helpers import composed, run_in_process
 
-from prune_exp.artifacts import load_round
+from prune_exp.app.preflight import check_job
+from prune_exp.app.run import dense_spec_of
 from prune_exp.config import ConfigError, TaskConfig
 from prune_exp.data.base import TensorDataModule
 from prune_exp.data.diabetes import DiabetesDataModule
 from prune_exp.errors import DataError
+from prune_exp.job.artifacts import load_round
+from prune_exp.lit.task import Task
 from prune_exp.models.mlp import MLP
-from prune_exp.preflight import check_job
 from prune_exp.pruning.criteria import Taylor
 from prune_exp.pruning.mask import Mask
 from prune_exp.pruning.pruner import Pruner
 from prune_exp.pruning.structure import Unstructured
-from prune_exp.records import read_records
-from prune_exp.run import dense_spec_of
-from prune_exp.task import Task
+from prune_exp.store.records import read_records
 
 REGRESSION = Task.of(TaskConfig(name="regression"), 1)
 

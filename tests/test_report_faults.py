@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 from report_helpers import job_rows, md_table, write_job, write_multirun_yaml
 
-from prune_exp.jobdir import JobLock
 from prune_exp.report import report_sweep
 from prune_exp.report.cli import main
 from prune_exp.report.collect import load_sweep
+from prune_exp.store.jobdir import JobLock
 
 JOBS = [("finetune", 0), ("finetune", 1), ("lr_rewind", 0), ("lr_rewind", 1)]  # the sweep's order
 DAMAGED = 2  # the job dir a fault damages: lr_rewind, seed 0
@@ -158,7 +158,7 @@ def test_a_running_job_whose_holder_died_is_killed(tmp_path: Path) -> None:
         [
             sys.executable,
             "-c",
-            "import sys, time\nfrom prune_exp.jobdir import JobLock\n"
+            "import sys, time\nfrom prune_exp.store.jobdir import JobLock\n"
             "JobLock(sys.argv[1]).acquire()\nprint('held', flush=True)\ntime.sleep(120)\n",
             str(sweep / "2"),
         ],

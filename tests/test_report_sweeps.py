@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from report_helpers import job_rows, md_table, write_job, write_multirun_yaml
 
-from prune_exp.records import read_records
 from prune_exp.report import report_sweep
+from prune_exp.store.records import read_records
 
 
 def test_a_partial_sweep_reports_what_is_there_and_lists_the_rest(tmp_path: Path) -> None:

@@ -24,13 +24,13 @@ import yaml
 from helpers import REPO, composed, run_in_process, snapshot, tiny_disk
 from report_helpers import job_rows, write_job
 
+from prune_exp.app.preflight import check_strategy_names
+from prune_exp.app.run import to_run_config
 from prune_exp.errors import ConfigError
-from prune_exp.jobfiles import MULTIRUN_FILE
-from prune_exp.preflight import check_strategy_names
 from prune_exp.report.cli import main
 from prune_exp.report.files import MANIFEST_FILE, REPORT_FILES, SUMMARY_FILE
 from prune_exp.retrain.strategies import builtin_strategies, strategy_config
-from prune_exp.run import to_run_config
+from prune_exp.store.files import MULTIRUN_FILE
 
 ALLOWED_FIX = (
     "allowed: one strategy config per name: give one of them its own `strategy:` name (retrain.strategy), "

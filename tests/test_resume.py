@@ -16,7 +16,7 @@ import torch
 from helpers import RESUMABLE_JOB
 from safetensors.torch import load_file
 
-from prune_exp.records import VOLATILE, read_records
+from prune_exp.store.records import VOLATILE, read_records
 
 pytestmark = pytest.mark.slow
 
@@ -115,9 +115,9 @@ def test_checkpoints_are_written_at_the_first_epoch_end_every_s_after_the_last(
     from helpers import tiny_job
     from lightning.pytorch.callbacks import Callback
 
-    from prune_exp.checkpoint import ResumeCheckpoint, load_checkpoint
     from prune_exp.lit.trainer import make_module, make_trainer
     from prune_exp.retrain.schedules import LRPosition
+    from prune_exp.store.checkpoint import ResumeCheckpoint, load_checkpoint
 
     clock = [0.0]
     path = tmp_path / "resume.ckpt"

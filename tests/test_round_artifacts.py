@@ -12,13 +12,13 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-from prune_exp.artifacts import load_round
 from prune_exp.dist import tensors_digest
-from prune_exp.jobfiles import MASK_FILE, WEIGHTS_FILE, round_mask_file
+from prune_exp.job.artifacts import load_round
 from prune_exp.lit.module import PruneModule
 from prune_exp.models.init import build_net
 from prune_exp.pruning.mask import Mask
-from prune_exp.records import read_records
+from prune_exp.store.files import MASK_FILE, WEIGHTS_FILE, round_mask_file
+from prune_exp.store.records import read_records
 
 
 def test_a_packed_mask_is_one_bit_per_entry_and_reads_back_equal(tmp_path: Path) -> None:

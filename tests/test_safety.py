@@ -11,9 +11,9 @@ import pytest
 import torch
 from helpers import composed, finished_root, run_in_process, snapshot
 
-from prune_exp.cache import DenseCache, spec_hash
-from prune_exp.preflight import check_job
-from prune_exp.run import dense_spec_of
+from prune_exp.app.preflight import check_job
+from prune_exp.app.run import dense_spec_of
+from prune_exp.store.dense_cache import DenseCache, spec_hash
 
 pytestmark = pytest.mark.slow
 

@@ -21,7 +21,7 @@ from helpers import RESUMABLE_JOB
 from safetensors.torch import load_file
 from slurm_cluster import SlurmCluster, require_slurm, slurm_cluster
 
-from prune_exp.records import VOLATILE, read_records
+from prune_exp.store.records import VOLATILE, read_records
 
 pytestmark = pytest.mark.slow
 

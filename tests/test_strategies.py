@@ -10,14 +10,14 @@ import pandas as pd
 import pytest
 from helpers import composed
 
+from prune_exp.app.preflight import check_job
+from prune_exp.app.run import to_run_config
 from prune_exp.config import STRATEGY_KEYS, ConfigError, RetrainConfig
 from prune_exp.config.positions import parse_position
-from prune_exp.preflight import check_job
 from prune_exp.report.collect import setting_columns
 from prune_exp.report.styles import PALETTE, StrategyStyles
 from prune_exp.report.tables import pairs
 from prune_exp.retrain.strategies import builtin_strategies, plan_round, strategy_config
-from prune_exp.run import to_run_config
 
 SCHEMA_HEADER = "defaults:\n  - /schema_retrain_default@_here_\n  - _self_\n"
 
@@ -201,7 +201,7 @@ def test_every_builtin_strategy_is_a_file_over_the_schema() -> None:
 
 
 def test_the_reports_names_for_a_strategy_are_not_part_of_a_jobs_fingerprint() -> None:
-    from prune_exp.run import config_fingerprint
+    from prune_exp.app.run import config_fingerprint
 
     def fingerprint(*overrides: str) -> str:
         with composed(["retrain=weight_rewind", *overrides]) as cfg:

@@ -14,7 +14,7 @@ from helpers import run_in_process, snapshot, tiny_disk
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
 
 from prune_exp.config import conf_dir
-from prune_exp.records import read_records
+from prune_exp.store.records import read_records
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassCohenKappa
 
 from prune_exp.config import TaskConfig
 from prune_exp.lit.module import PruneModule
-from prune_exp.task import Task
+from prune_exp.lit.task import Task
 
 KAPPA = {"_target_": "torchmetrics.classification.MulticlassCohenKappa"}
 

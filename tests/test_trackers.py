@@ -11,10 +11,10 @@ import pytest
 from conftest import TRACKERS
 from helpers import composed
 
+from prune_exp.app.run import config_fingerprint
 from prune_exp.config import ConfigError
-from prune_exp.records import read_records
-from prune_exp.run import config_fingerprint
-from prune_exp.tracking import check_available
+from prune_exp.job.tracking import check_available
+from prune_exp.store.records import read_records
 
 LOGGERS = TRACKERS
 

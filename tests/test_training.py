@@ -10,7 +10,6 @@ import torch
 from helpers import tiny_dense, tiny_job
 from lightning.pytorch.callbacks import Callback
 
-from prune_exp.cache import DenseRun
 from prune_exp.config import AdamConfig, ConstantScheduleConfig, RetrainConfig
 from prune_exp.job.dense import replay_dense
 from prune_exp.job.rounds import build_rounds, dense_module, fit_rounds
@@ -21,6 +20,7 @@ from prune_exp.pruning.pruner import Pruner, sparsity_schedule
 from prune_exp.pruning.structure import Channel, Unstructured
 from prune_exp.retrain.schedules import LRSchedule
 from prune_exp.retrain.strategies import plan_round, strategy_config
+from prune_exp.store.dense_cache import DenseRun
 
 
 class Probe(Callback):

@@ -17,8 +17,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from prune_exp.checkpoint import load_checkpoint, read_weights
 from prune_exp.errors import CorruptFileError, DataError
+from prune_exp.store.checkpoint import load_checkpoint, read_weights
 
 ALLOWED = "allowed: safetensors, or a state dict saved with torch.save (tensors only)"
 PICKLED = "it holds pickled objects besides tensors, which torch.load(weights_only=True) refuses"

@@ -1,7 +1,7 @@
 """``hydra/launcher=fused``: the jobs of a sweep that share a round structure train together.
 
 Hydra imports every plugin module when it starts, so this one stays light: the launcher's
-schema and the class Hydra instantiates; the work is in prune_exp.fused.launch. (No
+schema and the class Hydra instantiates; the work is in prune_exp.app.fused_launch. (No
 ``from __future__ import annotations``: Hydra executes this module outside sys.modules,
 where dataclasses cannot resolve string annotations.)
 """
@@ -52,12 +52,12 @@ class FusedLauncher(Launcher):
 
     def see_job(self, overrides: Sequence[str], cfg: DictConfig, rc: Any) -> None:
         """The preflight's view of a job (hydra/sweeper=prune_exp): kept, not made again."""
-        from prune_exp.fused.launch import see_job
+        from prune_exp.app.fused_launch import see_job
 
         see_job(self, overrides, cfg, rc)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from prune_exp.fused.launch import launch
+        from prune_exp.app.fused_launch import launch
 
         assert self.config is not None and self.hydra_context is not None and self.task_function is not None
         return launch(self, job_overrides, initial_job_idx)
@@ -73,16 +73,16 @@ class FusedSlurmLauncher(SlurmLauncher):
 
     def see_job(self, overrides: Sequence[str], cfg: DictConfig, rc: Any) -> None:
         """As FusedLauncher.see_job."""
-        from prune_exp.fused.launch import see_job
+        from prune_exp.app.fused_launch import see_job
 
         see_job(self, overrides, cfg, rc)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:  # one array task (on the node)
-        from prune_exp.fused.launch import run_task
+        from prune_exp.app.fused_launch import run_task
 
         return run_task(self, *args, **kwargs)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from prune_exp.fused.launch import submit
+        from prune_exp.app.fused_launch import submit
 
         return submit(self, job_overrides, initial_job_idx, super().launch)

@@ -32,7 +32,7 @@ def execute_composed(
     singleton_state: dict[Any, Any],
 ) -> JobReturn:
     """In a worker: the job, as Hydra's joblib ``execute_job`` runs it once it has composed it."""
-    from prune_exp.run import atomic_hydra_files
+    from prune_exp.app.run import atomic_hydra_files
 
     atomic_hydra_files()
     setup_globals()

@@ -37,7 +37,7 @@ class SlurmTask:
         self.shared = shared
 
     def __call__(self, sweep_overrides: list[str], job_dir_key: str, job_num: int, job_id: str) -> Any:
-        from prune_exp.run import atomic_hydra_files
+        from prune_exp.app.run import atomic_hydra_files
 
         atomic_hydra_files()  # as on the machine that submitted it
         if self.shared not in _LOADED:

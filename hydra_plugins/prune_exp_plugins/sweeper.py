@@ -4,7 +4,7 @@ Hydra's basic sweeper composes every job to check that it can (``validate_batch_
 then its launcher composes it again to run it: ~0.1 s a job, minutes for a sweep of a thousand.
 This one expands the sweep as the basic sweeper does (the same override grammar,
 ``hydra.sweeper.params``, ``max_batch_size``), composes and checks every job in the preflight
-(prune_exp.sweep_preflight) before the first starts, and hands the composed configs to the
+(prune_exp.app.sweep_preflight) before the first starts, and hands the composed configs to the
 launcher through the config loader it composes with (job_configs.ComposedLoader). With
 ``dry_run`` (``prune-exp -m ... --cfg job``) it lists the jobs and stops: nothing is trained
 or written.
@@ -46,7 +46,7 @@ class PruneExpSweeper(BasicSweeper):
         self.jobs: Any = None  # job_configs.JobConfigs: the sweep's jobs, composed once
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        from prune_exp.job_configs import ComposedLoader, JobConfigs
+        from prune_exp.app.job_configs import ComposedLoader, JobConfigs
 
         self.jobs = JobConfigs(hydra_context.config_loader, config)
         composed = HydraContext(ComposedLoader(hydra_context.config_loader, self.jobs), hydra_context.callbacks)
@@ -55,8 +55,8 @@ class PruneExpSweeper(BasicSweeper):
     def sweep(self, arguments: List[str]) -> Any:  # noqa: UP006
         """The preflight of every job; then (unless a dry run) the basic sweeper's loop: the
         sweep's config saved, each batch of jobs handed to the launcher."""
-        from prune_exp.sweep import expand
-        from prune_exp.sweep_preflight import check_sweep, print_dry_run, run_batches
+        from prune_exp.app.sweep_preflight import check_sweep, print_dry_run, run_batches
+        from prune_exp.store.sweep import expand
 
         assert self.config is not None and self.hydra_context is not None and self.launcher is not None
         self._check_settings()
@@ -65,7 +65,7 @@ class PruneExpSweeper(BasicSweeper):
         see = getattr(self.launcher, "see_job", None)  # the fused launchers keep their view of each job
         planned = check_sweep(self.config, jobs, self.jobs, dry_run=self.dry_run, on_job=see)
         if self.dry_run:
-            from prune_exp.session import SESSION
+            from prune_exp.app.session import SESSION
 
             SESSION.dry_run = True  # (the report callback writes nothing)
             print_dry_run(planned, str(self.config.hydra.sweep.dir))
@@ -75,8 +75,8 @@ class PruneExpSweeper(BasicSweeper):
     def _check_settings(self) -> None:
         """The sweeper's and the launcher's own settings (a launcher's ``check``), before any job:
         one line naming the key."""
+        from prune_exp.app.preflight import preflight_errors
         from prune_exp.errors import ConfigError
-        from prune_exp.preflight import preflight_errors
 
         with preflight_errors():
             size = self.max_batch_size

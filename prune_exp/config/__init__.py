@@ -89,6 +89,7 @@ from prune_exp.config.retrain import (
 )
 from prune_exp.config.run_config import (
     ACCELERATORS,
+    OUTSIDE_IDENTITY,
     PRECISIONS,
     TRAINER_STRATEGIES,
     ArtifactsConfig,
@@ -142,6 +143,7 @@ __all__ = [
     "INITS",
     "LOSS",
     "LR_MODES",
+    "OUTSIDE_IDENTITY",
     "PRECISIONS",
     "PRUNE_SCHEDULES",
     "SCHEMAS",

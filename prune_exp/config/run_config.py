@@ -115,6 +115,11 @@ class RunConfig:
     job_cache: bool = True
 
 
+# The top-level keys of a job's config that never change its results: where it writes, Hydra's
+# settings, the experiment tracker, whether the job cache is used (run.config_fingerprint).
+OUTSIDE_IDENTITY = ("hydra", "paths", "logger", "job_cache")
+
+
 def world_size(cfg: TrainerConfig) -> int:
     """Processes that train together: devices x nodes under DDP, else 1."""
     return cfg.devices * cfg.num_nodes if cfg.strategy == "ddp" else 1

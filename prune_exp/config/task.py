@@ -23,7 +23,7 @@ DIRECTION_KEY = "higher_is_better"
 
 @dataclass(frozen=True)
 class BuiltinTask:
-    loss: str  # a key of prune_exp.task.LOSSES
+    loss: str  # a key of prune_exp.lit.task.LOSSES
     metrics: dict[str, dict[str, Any]]  # name -> the metric's config (_target_ and its arguments)
 
 

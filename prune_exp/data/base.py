@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from prune_exp.columns import SPLITS
 from prune_exp.data.order import EpochShuffle, epoch_steps
 from prune_exp.dist import tensors_digest
 from prune_exp.errors import ConfigError, DataError
+from prune_exp.store.columns import SPLITS
 
 BatchTransform = Callable[[torch.Tensor], torch.Tensor]
 SEARCH_LIMIT = 10**6  # the largest value tried when looking for the smallest size that leaves no split empty

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from prune_exp.atomic import atomic_write
 from prune_exp.data.base import TensorDataModule
 from prune_exp.errors import CorruptFileError
+from prune_exp.store.atomic import atomic_write
 
 
 class MNIST1DDataModule(TensorDataModule):

@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import Logger
 
-from prune_exp.logs import STEP_LOSS, TRAIN_LOSS
+from prune_exp.store.logs import STEP_LOSS, TRAIN_LOSS
 
 
 class ArmLosses:

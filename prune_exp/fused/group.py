@@ -19,7 +19,6 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import Logger
 from torch import nn
 
-from prune_exp.checkpoint import ResumeCheckpoint
 from prune_exp.fused.batches import FusedBatches
 from prune_exp.fused.curves import ArmCurves
 from prune_exp.fused.cycle import FusedCycle
@@ -27,9 +26,10 @@ from prune_exp.fused.module import FusedModule
 from prune_exp.fused.stack import StackedNets
 from prune_exp.lit.module import PruneModule
 from prune_exp.lit.rounds import ArmRounds
+from prune_exp.lit.task import Task
 from prune_exp.lit.trainer import Job, make_trainer
-from prune_exp.logs import ResumableCSVLogger
-from prune_exp.task import Task
+from prune_exp.store.checkpoint import ResumeCheckpoint
+from prune_exp.store.logs import ResumableCSVLogger
 
 log = logging.getLogger(__name__)
 

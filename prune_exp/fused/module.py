@@ -13,7 +13,7 @@ from prune_exp.fused.batches import FusedBatches
 from prune_exp.fused.curves import ArmLosses
 from prune_exp.fused.optim import StackedOptimizer, build_stacked_optimizer
 from prune_exp.fused.stack import StackedNets
-from prune_exp.task import Task
+from prune_exp.lit.task import Task
 
 
 class FusedModule(pl.LightningModule):

@@ -9,18 +9,18 @@ import logging
 import time
 from dataclasses import dataclass
 
-from prune_exp.artifacts import save_artifacts
-from prune_exp.cache import DenseCache
-from prune_exp.checkpoint import ResumeCheckpoint
 from prune_exp.dist import is_main
+from prune_exp.job.artifacts import save_artifacts
 from prune_exp.job.dense import dense_metrics, dense_stage
 from prune_exp.job.experiment import Experiment, job_value
+from prune_exp.job.recorder import RoundRecorder
 from prune_exp.job.rounds import Rounds, build_rounds, dense_module
-from prune_exp.jobfiles import RESUME_FILE, RETRAIN_LOG_DIR
+from prune_exp.job.tracking import Tracker
 from prune_exp.lit.trainer import Job
-from prune_exp.recorder import RoundRecorder
-from prune_exp.records import RecordWriter
-from prune_exp.tracking import Tracker
+from prune_exp.store.checkpoint import ResumeCheckpoint
+from prune_exp.store.dense_cache import DenseCache
+from prune_exp.store.files import RESUME_FILE, RETRAIN_LOG_DIR
+from prune_exp.store.records import RecordWriter
 
 log = logging.getLogger("prune_exp")
 

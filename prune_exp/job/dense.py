@@ -19,15 +19,15 @@ import torch
 from torch import nn
 
 from prune_exp import dist
-from prune_exp.cache import DenseCache, DenseRun, epoch_file, save_state, spec_hash
-from prune_exp.checkpoint import Persist, ResumeCheckpoint, Stopwatch, read_weights
-from prune_exp.columns import metric_key
-from prune_exp.jobfiles import DENSE_REPLAY_DIR, RESUME_FILE
 from prune_exp.lit.callbacks import RewindPointSaver
 from prune_exp.lit.module import PruneModule
+from prune_exp.lit.task import Task
 from prune_exp.lit.trainer import Job, StopAtStep, evaluate_splits, make_module, make_trainer
 from prune_exp.retrain.schedules import LRPosition
-from prune_exp.task import Task
+from prune_exp.store.checkpoint import Persist, ResumeCheckpoint, Stopwatch, read_weights
+from prune_exp.store.columns import metric_key
+from prune_exp.store.dense_cache import DenseCache, DenseRun, epoch_file, save_state, spec_hash
+from prune_exp.store.files import DENSE_REPLAY_DIR, RESUME_FILE
 
 log = logging.getLogger(__name__)
 

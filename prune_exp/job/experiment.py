@@ -17,22 +17,22 @@ from typing import Any
 import torch
 from torch import nn
 
-from prune_exp.cache import DenseRun, spec_hash
-from prune_exp.columns import metric_key
 from prune_exp.config import RunConfig, world_size
 from prune_exp.data.base import TensorDataModule
-from prune_exp.efficiency import RoundMeter
 from prune_exp.job.plan import JobPlan, PrunerSpec
 from prune_exp.job.status import JobStatus
-from prune_exp.job_cache import JobCache, job_key
+from prune_exp.job.tracking import Tracker
+from prune_exp.lit.task import Task
 from prune_exp.lit.trainer import Job
+from prune_exp.measure.efficiency import RoundMeter
 from prune_exp.pruning.criteria import Criterion
 from prune_exp.pruning.pruner import Pruner
 from prune_exp.pruning.structure import Structure
-from prune_exp.records import JobInfo, slurm_job_id
 from prune_exp.retrain.schedules import LRSchedule
-from prune_exp.task import Task
-from prune_exp.tracking import Tracker
+from prune_exp.store.columns import metric_key
+from prune_exp.store.dense_cache import DenseRun, spec_hash
+from prune_exp.store.job_cache import JobCache, job_key
+from prune_exp.store.records import JobInfo, slurm_job_id
 
 log = logging.getLogger("prune_exp")
 

@@ -18,8 +18,6 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import Logger
 
-from prune_exp.cache import DenseRun
-from prune_exp.checkpoint import ResumeCheckpoint
 from prune_exp.job.dense import rewound_weights
 from prune_exp.lit.callbacks import MaskEnforcer, RoundResult
 from prune_exp.lit.cycle import PruneRetrainCycle
@@ -32,6 +30,8 @@ from prune_exp.pruning.pruner import Pruner
 from prune_exp.retrain.schedules import LRSchedule
 from prune_exp.retrain.strategies import RoundPlan
 from prune_exp.seeds import derive_seed
+from prune_exp.store.checkpoint import ResumeCheckpoint
+from prune_exp.store.dense_cache import DenseRun
 
 log = logging.getLogger(__name__)
 

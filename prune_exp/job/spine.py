@@ -21,8 +21,8 @@ from prune_exp.dist import is_main
 from prune_exp.job.arm import finish, prepare
 from prune_exp.job.experiment import Experiment, job_value
 from prune_exp.job.train import lockstep_group, train
-from prune_exp.job_cache import JobCache
-from prune_exp.jobfiles import RESUME_FILE
+from prune_exp.store.files import RESUME_FILE
+from prune_exp.store.job_cache import JobCache
 
 log = logging.getLogger("prune_exp")
 

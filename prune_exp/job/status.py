@@ -16,14 +16,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from prune_exp.atomic import write_json
-from prune_exp.checkpoint import load_checkpoint
 from prune_exp.config import ConfigError
 from prune_exp.dist import is_main
 from prune_exp.interrupt import Interrupted
-from prune_exp.jobdir import JobLock
-from prune_exp.jobfiles import RECORDS_FILE, RESUME_FILE, STATUS_FILE, finished
-from prune_exp.records import read_records
+from prune_exp.store.atomic import write_json
+from prune_exp.store.checkpoint import load_checkpoint
+from prune_exp.store.files import RECORDS_FILE, RESUME_FILE, STATUS_FILE, finished
+from prune_exp.store.jobdir import JobLock
+from prune_exp.store.records import read_records
 
 log = logging.getLogger("prune_exp")
 

@@ -13,12 +13,12 @@ from pathlib import Path
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from prune_exp.checkpoint import Persist, ResumeCheckpoint
 from prune_exp.fused.group import fit_group, slower_fused_here
 from prune_exp.job.arm import Arm
 from prune_exp.job.experiment import Experiment
 from prune_exp.job.rounds import fit_rounds
-from prune_exp.jobfiles import RESUME_FILE, RETRAIN_LOG_DIR
+from prune_exp.store.checkpoint import Persist, ResumeCheckpoint
+from prune_exp.store.files import RESUME_FILE, RETRAIN_LOG_DIR
 
 log = logging.getLogger("prune_exp")
 

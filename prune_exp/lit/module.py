@@ -9,11 +9,11 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
-from prune_exp.columns import log_key
 from prune_exp.config import LOSS, AdamConfig, OptimConfig, SGDConfig, TaskConfig
-from prune_exp.logs import TRAIN_LOSS
+from prune_exp.lit.task import Task
 from prune_exp.retrain.schedules import LRPosition
-from prune_exp.task import Task
+from prune_exp.store.columns import log_key
+from prune_exp.store.logs import TRAIN_LOSS
 
 
 def build_optimizer(cfg: OptimConfig, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:

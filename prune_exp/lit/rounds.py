@@ -18,12 +18,12 @@ import torch
 from torch import nn
 
 from prune_exp import dist
-from prune_exp.checkpoint import Stopwatch
 from prune_exp.lit.callbacks import MaskEnforcer, RoundResult
 from prune_exp.pruning.mask import Mask
 from prune_exp.pruning.pruner import Pruner
 from prune_exp.retrain.schedules import LRPosition, LRSchedule
 from prune_exp.retrain.strategies import RoundPlan
+from prune_exp.store.checkpoint import Stopwatch
 
 log = logging.getLogger(__name__)
 

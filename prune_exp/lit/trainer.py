@@ -20,13 +20,13 @@ from lightning.pytorch.loggers import Logger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from torch import nn
 
-from prune_exp.checkpoint import Persist, ResumeCheckpoint, RNGState, SafeCheckpointIO
-from prune_exp.columns import metric_key
 from prune_exp.config import OptimConfig, TaskConfig, TrainerConfig
 from prune_exp.data.base import TensorDataModule
 from prune_exp.lit.module import PruneModule
-from prune_exp.logs import ResumableCSVLogger
 from prune_exp.retrain.schedules import LRSchedule
+from prune_exp.store.checkpoint import Persist, ResumeCheckpoint, RNGState, SafeCheckpointIO
+from prune_exp.store.columns import metric_key
+from prune_exp.store.logs import ResumableCSVLogger
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from prune_exp import bitpack
-from prune_exp.atomic import atomic_write
+from prune_exp.store import bitpack
+from prune_exp.store.atomic import atomic_write
 
 
 class Mask(Mapping[str, torch.Tensor]):

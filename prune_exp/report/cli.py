@@ -15,9 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from prune_exp.columns import metric_key
 from prune_exp.errors import ConfigError
-from prune_exp.jobfiles import MASK_FILE, round_mask_file
 from prune_exp.report.arms import check_arms, gradual_arms
 from prune_exp.report.collect import Sweep, load_sweep, setting_columns
 from prune_exp.report.files import (
@@ -44,6 +42,8 @@ from prune_exp.report.tables import (
     search_costs,
     with_setting,
 )
+from prune_exp.store.columns import metric_key
+from prune_exp.store.files import MASK_FILE, round_mask_file
 
 
 def report_sweep(

@@ -11,8 +11,8 @@ import pandas as pd
 import yaml
 
 from prune_exp.config import STRATEGY_KEYS
-from prune_exp.jobdir import holder
-from prune_exp.jobfiles import JOB_OVERRIDES, MULTIRUN_FILE, RECORDS_FILE, STATUS_FILE, all_rounds_recorded
+from prune_exp.store.files import JOB_OVERRIDES, MULTIRUN_FILE, RECORDS_FILE, STATUS_FILE, all_rounds_recorded
+from prune_exp.store.jobdir import holder
 
 # Config keys that are the axes of a comparison, not part of the setting being compared: what a
 # strategy is (its name, parts and report style), the budget, the seed, the target sparsity.
@@ -35,7 +35,7 @@ REQUIRED = ("round", "seed", "strategy", "budget", "target_sparsity", "sparsity"
 
 
 @dataclass
-class JobStatus:
+class JobProgress:
     """One job of the sweep: where it is, what it was asked to do, how far it got."""
 
     overrides: list[str]
@@ -54,7 +54,7 @@ class JobStatus:
 class Sweep:
     dir: Path
     results: pd.DataFrame  # one row per job x round: the records plus the job's flattened config
-    jobs: list[JobStatus] = field(default_factory=list)
+    jobs: list[JobProgress] = field(default_factory=list)
     unknown_jobs: str = ""  # why the sweep's own list of jobs could not be read ("": read, or none kept)
 
     @property
@@ -137,9 +137,9 @@ def _read_yaml(path: Path, kind: type, what: str) -> Any:
 
 def _job_status(
     job_dir: Path, overrides: list[str], rows: list[dict[str, Any]], status: dict[str, Any], sweep_dir: Path
-) -> JobStatus:
+) -> JobProgress:
     """The state of a readable job dir (see STATES), from its status, records and lock."""
-    st = JobStatus(overrides=overrides, dir=job_dir)
+    st = JobProgress(overrides=overrides, dir=job_dir)
     state = status.get("state")
     st.rounds = rows[-1].get("rounds") if rows else None
     st.rounds_done = max((r["round"] for r in rows), default=0)
@@ -183,7 +183,7 @@ def expected_jobs(sweep_dir: Path) -> list[list[str]] | None:
     from omegaconf import DictConfig, OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from prune_exp.sweep import sweep_job_overrides
+    from prune_exp.store.sweep import sweep_job_overrides
 
     try:
         config = OmegaConf.load(path)
@@ -216,14 +216,14 @@ def _resolved_retrain(cfg: dict[str, Any]) -> dict[str, Any]:
     return {**cfg, "retrain": retrain}
 
 
-def _load_job(job_dir: Path, sweep_dir: Path, overrides: list[str]) -> tuple[JobStatus, pd.DataFrame | None]:
+def _load_job(job_dir: Path, sweep_dir: Path, overrides: list[str]) -> tuple[JobProgress, pd.DataFrame | None]:
     """One job dir: its status and its rows with its config; an unreadable job has no rows."""
     try:
         rows = read_records_checked(job_dir / RECORDS_FILE)
         status = _job_status(job_dir, overrides, rows, _read_json(job_dir / STATUS_FILE), sweep_dir)
         cfg = _resolved_retrain(_read_yaml(job_dir / ".hydra" / "config.yaml", dict, "a config (a mapping)") or {})
     except (Unreadable, OSError) as e:
-        return JobStatus(overrides=overrides, dir=job_dir, state="unreadable", detail=_short(e)), None
+        return JobProgress(overrides=overrides, dir=job_dir, state="unreadable", detail=_short(e)), None
     if not rows or status.state == "unreadable":
         return status, None
     df = pd.DataFrame(rows)
@@ -261,7 +261,7 @@ def load_sweep(sweep_dir: str | Path) -> Sweep:
         job_dir = ov_file.parent.parent
         overrides, problem = _overrides(ov_file, expected)
         if problem:
-            status, df = JobStatus(overrides=overrides, dir=job_dir, state="unreadable", detail=problem), None
+            status, df = JobProgress(overrides=overrides, dir=job_dir, state="unreadable", detail=problem), None
         else:
             status, df = _load_job(job_dir, sweep_dir, overrides)
         found[tuple(sorted(overrides)) if overrides else ("?", str(job_dir))] = status
@@ -270,7 +270,7 @@ def load_sweep(sweep_dir: str | Path) -> Sweep:
     jobs = list(found.values())
     if expected is not None:
         keys = {tuple(sorted(ov)) for ov in expected}
-        jobs = [found.get(tuple(sorted(ov)), JobStatus(overrides=ov)) for ov in expected]
+        jobs = [found.get(tuple(sorted(ov)), JobProgress(overrides=ov)) for ov in expected]
         jobs += [s for key, s in found.items() if key not in keys]
     results = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     return Sweep(dir=sweep_dir, results=results, jobs=jobs, unknown_jobs=unknown)

@@ -24,10 +24,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from prune_exp.atomic import atomic_write, write_json
-from prune_exp.digests import file_sha256
 from prune_exp.errors import ConfigError, PruneExpError
-from prune_exp.jobfiles import JOB_OVERRIDES, MULTIRUN_FILE, RESULTS_FILE, SUMMARY_FILE
+from prune_exp.store.atomic import atomic_write, write_json
+from prune_exp.store.digests import file_sha256
+from prune_exp.store.files import JOB_OVERRIDES, MULTIRUN_FILE, RESULTS_FILE, SUMMARY_FILE
 
 SUMMARY_HEADING = "# Sweep report"  # the first line of every summary.md the report wrote
 MANIFEST_FILE = ".prune-exp-report.json"  # {"files": {name: [sha256, ...]}}: what the report wrote

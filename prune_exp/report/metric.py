@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from prune_exp.columns import metric_key
 from prune_exp.config.task import LOSS
 from prune_exp.errors import ConfigError
+from prune_exp.store.columns import metric_key
 
 
 @dataclass(frozen=True)

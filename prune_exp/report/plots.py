@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter, NullLocator
 
-from prune_exp import bitpack
 from prune_exp.report.files import (
     BUDGET_FIGURE,
     COMPRESSION_FIGURE,
@@ -26,6 +25,7 @@ from prune_exp.report.files import (
 from prune_exp.report.metric import ReportMetric
 from prune_exp.report.styles import StrategyStyles
 from prune_exp.report.tables import COST_FORMAT, COST_UNIT, LEVEL
+from prune_exp.store import bitpack
 
 
 def _save(fig: plt.Figure, files: ReportFiles, name: str) -> list[Path]:

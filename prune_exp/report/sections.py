@@ -7,8 +7,7 @@ from collections.abc import Iterator
 
 import pandas as pd
 
-from prune_exp.columns import metric_key
-from prune_exp.report.collect import DESCRIPTORS, JobStatus
+from prune_exp.report.collect import DESCRIPTORS, JobProgress
 from prune_exp.report.files import SEARCH_COST_FIGURE
 from prune_exp.report.metric import ReportMetric
 from prune_exp.report.styles import StrategyStyles
@@ -20,9 +19,10 @@ from prune_exp.report.tables import (
     paired,
     pairs,
 )
+from prune_exp.store.columns import metric_key
 
 
-def jobs_section(jobs: list[JobStatus], unknown_jobs: str = "") -> list[str]:
+def jobs_section(jobs: list[JobProgress], unknown_jobs: str = "") -> list[str]:
     """How many jobs are in each state, and a table of those not done (``unknown_jobs``: why the
     sweep's list of jobs is unknown, so that these are only the jobs found)."""
     counts = pd.Series([j.state for j in jobs]).value_counts()

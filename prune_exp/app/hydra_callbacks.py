@@ -10,10 +10,10 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from prune_exp.app.preflight import check_job, check_launch, check_outputs, output_dir, preflight_errors
+from prune_exp.app.session import SESSION
 from prune_exp.errors import ConfigError
-from prune_exp.preflight import check_job, check_launch, check_outputs, output_dir, preflight_errors
-from prune_exp.session import SESSION
-from prune_exp.sweep import PRUNE_EXP_SWEEPER, sweep_job_overrides
+from prune_exp.store.sweep import PRUNE_EXP_SWEEPER, sweep_job_overrides
 
 log = logging.getLogger("prune_exp")
 
@@ -36,8 +36,8 @@ class Preflight(Callback):
     def on_multirun_start(self, config: DictConfig, config_name: str | None = None, **kwargs: Any) -> None:
         from hydra.core.global_hydra import GlobalHydra
 
-        from prune_exp.job_configs import JobConfigs
-        from prune_exp.sweep_preflight import check_sweep
+        from prune_exp.app.job_configs import JobConfigs
+        from prune_exp.app.sweep_preflight import check_sweep
 
         SESSION.dir_key, SESSION.dir = "hydra.sweep.dir", str(config.hydra.sweep.dir)
         if OmegaConf.select(config, "hydra.sweeper._target_") == PRUNE_EXP_SWEEPER:

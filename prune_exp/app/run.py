@@ -23,8 +23,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from prune_exp.app.session import resume_hint, sweep_status
 from prune_exp.config import (
     DEFAULT_INIT,
+    OUTSIDE_IDENTITY,
     STYLE_KEYS,
     TASKS,
     ConfigError,
@@ -42,7 +44,6 @@ from prune_exp.config import (
 )
 from prune_exp.errors import disk_full
 from prune_exp.interrupt import Interrupted, exit_with_parent, signals_interrupt
-from prune_exp.session import resume_hint, sweep_status
 
 if TYPE_CHECKING:
     from prune_exp.job.experiment import Experiment
@@ -161,7 +162,7 @@ def dense_spec_of(cfg: DictConfig, data_digest: str) -> dict:
 
     ``data_digest`` is the loaded datamodule's ``data_digest()``: the identity of the data
     itself, which the config that names it does not fix (files in ``paths.data_dir`` change)."""
-    from prune_exp.cache import dense_spec, file_sha256
+    from prune_exp.store.dense_cache import dense_spec, file_sha256
 
     def container(key: str) -> dict:
         out = OmegaConf.to_container(cfg[key], resolve=True)
@@ -197,7 +198,7 @@ def config_fingerprint(cfg: DictConfig) -> str:
     import hashlib
     import json
 
-    keep = [k for k in cfg if k not in ("hydra", "paths", "logger", "job_cache")]
+    keep = [k for k in cfg if k not in OUTSIDE_IDENTITY]
     tree = OmegaConf.to_container(OmegaConf.masked_copy(cfg, keep), resolve=True)
     assert isinstance(tree, dict)
     tree.get("trainer", {}).pop("progress_bar", None)
@@ -230,7 +231,7 @@ def experiment_of(cfg: DictConfig, rc: RunConfig | None = None) -> Experiment:
     dm = instantiate_at("data", cfg.data, data_dir=rc.paths.data_dir, shuffle_seed=rc.seed)
     tracker = None
     if OmegaConf.select(cfg, "logger._target_"):
-        from prune_exp.tracking import Tracker, flat_config
+        from prune_exp.job.tracking import Tracker, flat_config
 
         hparams = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
         assert isinstance(hparams, dict)
@@ -339,7 +340,7 @@ def atomic_hydra_files() -> None:
     function of its module, in ``run_job``.)"""
     import hydra.core.utils
 
-    from prune_exp.atomic import write_text
+    from prune_exp.store.atomic import write_text
 
     def save_config(cfg: Any, filename: str, output_dir: Path) -> None:
         write_text(Path(output_dir) / filename, OmegaConf.to_yaml(cfg))

@@ -19,9 +19,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from prune_exp.errors import ConfigError, PruneExpError
-from prune_exp.jobfiles import MULTIRUN_FILE, STATUS_FILE
-from prune_exp.preflight import (
+from prune_exp.app.preflight import (
     check_job,
     check_launch,
     check_outputs,
@@ -31,6 +29,8 @@ from prune_exp.preflight import (
     preflight_errors,
     where_in_sweep,
 )
+from prune_exp.errors import ConfigError, PruneExpError
+from prune_exp.store.files import MULTIRUN_FILE, STATUS_FILE
 
 log = logging.getLogger("prune_exp")
 
@@ -135,9 +135,9 @@ def sweep_job_dirs(config: DictConfig, composer: Any, jobs: list[list[str]], swe
 def _found(job_cfg: DictConfig, rc: Any, job_dir: Path | None, digest: str, dense_hash: str) -> tuple[bool, ...]:
     """Whether the dense cache holds the job's dense run, the job cache the job, and its job dir
     the job done."""
-    from prune_exp.cache import DenseCache
-    from prune_exp.job_cache import DamagedEntry, JobCache, job_key
-    from prune_exp.run import config_fingerprint
+    from prune_exp.app.run import config_fingerprint
+    from prune_exp.store.dense_cache import DenseCache
+    from prune_exp.store.job_cache import DamagedEntry, JobCache, job_key
 
     cache_dir = str(OmegaConf.select(job_cfg, "paths.cache_dir"))
     dense = DenseCache(cache_dir).entry(dense_hash).is_dir()
@@ -193,8 +193,8 @@ def run_batches(config: DictConfig, batches: list[list[list[str]]], launcher: An
     """Hydra's basic sweeper's loop after its check: ``multirun.yaml`` saved (atomically), each
     batch handed to ``launcher``, a failed job's exception raised. A full disk ends the sweep
     with one line (run.atomic_hydra_files keeps Hydra's own job files whole)."""
-    from prune_exp.atomic import write_text
     from prune_exp.errors import disk_full
+    from prune_exp.store.atomic import write_text
 
     sweep_dir = Path(str(config.hydra.sweep.dir))
     returns, first = [], 0

@@ -1,7 +1,7 @@
 """Every column of a record row, defined once: what it means, when a row has it, and whether it
 differs between two runs of one config.
 
-``VOLATILE``, the table in docs/records.md (``python -m prune_exp.columns`` prints it; a test
+``VOLATILE``, the table in docs/records.md (``python -m prune_exp.store.columns`` prints it; a test
 compares) and the tests' expected keys all come from here; a test checks every column a real
 job writes against it. Metric columns are templates over the splits and the task's metric
 names (the built-in classification task's unless told others). No torch: the report imports it.

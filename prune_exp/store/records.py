@@ -7,9 +7,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from prune_exp.atomic import write_text
-from prune_exp.columns import PRUNED, VOLATILE  # noqa: F401  (the record schema: columns.py)
-from prune_exp.jobfiles import RECORDS_FILE
+from prune_exp.store.atomic import write_text
+from prune_exp.store.columns import PRUNED, VOLATILE  # noqa: F401  (the record schema: columns.py)
+from prune_exp.store.files import RECORDS_FILE
 
 if TYPE_CHECKING:  # records are read by the report, which should not pay for importing torch
     from prune_exp.pruning.mask import Mask

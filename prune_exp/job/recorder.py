@@ -15,14 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prune_exp.artifacts import save_round
-from prune_exp.columns import metric_key
 from prune_exp.dist import is_main, tensors_digest
-from prune_exp.efficiency import RoundMeter
+from prune_exp.job.artifacts import save_round
 from prune_exp.lit.callbacks import RoundResult
 from prune_exp.lit.module import PruneModule
+from prune_exp.measure.efficiency import RoundMeter
 from prune_exp.pruning.pruner import Pruner
-from prune_exp.records import JobInfo, ParamCounts, RecordWriter, make_row
+from prune_exp.store.columns import metric_key
+from prune_exp.store.records import JobInfo, ParamCounts, RecordWriter, make_row
 
 log = logging.getLogger("prune_exp")
 

@@ -19,9 +19,9 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 
-from prune_exp.columns import JOB_COLUMNS
 from prune_exp.errors import ConfigError
-from prune_exp.logs import STEP_LOSS
+from prune_exp.store.columns import JOB_COLUMNS
+from prune_exp.store.logs import STEP_LOSS
 
 ROUND_PREFIX = "round/"
 EXTRA = "trackers"  # the optional dependencies (pyproject) that hold the heavier clients

@@ -27,8 +27,8 @@ import torch
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.callbacks import Callback, Checkpoint
 
-from prune_exp.atomic import atomic_write
 from prune_exp.config import CorruptFileError, DataError
+from prune_exp.store.atomic import atomic_write
 
 
 class SafeCheckpointIO(CheckpointIO):

@@ -22,7 +22,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
-from prune_exp.atomic import write_text
+from prune_exp.store.atomic import write_text
 
 TRAIN_LOSS = "train/loss"  # the epoch's mean training loss, a row per epoch
 STEP_LOSS = "train/loss_step"  # the loss every trainer.log_every_n_steps steps, to trackers only

@@ -24,8 +24,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from prune_exp.config import RunConfig, world_size
 from prune_exp.errors import PruneExpError
 from prune_exp.interrupt import signals_interrupt
-from prune_exp.jobfiles import FUSED_DIR
 from prune_exp.pruning.pruner import sparsity_schedule
+from prune_exp.store.files import FUSED_DIR
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +81,8 @@ def plan_groups(keys: Sequence[tuple[str | None, str]], max_arms: int) -> list[t
 def _checked(launcher: Any, overrides: Sequence[str]) -> tuple[DictConfig, RunConfig]:
     """The job's config and RunConfig: the preflight's composition (hydra/sweeper=prune_exp),
     else Hydra's."""
-    from prune_exp.job_configs import ComposedLoader
-    from prune_exp.run import to_run_config
+    from prune_exp.app.job_configs import ComposedLoader
+    from prune_exp.app.run import to_run_config
 
     loader = launcher.hydra_context.config_loader
     if isinstance(loader, ComposedLoader):
@@ -204,7 +204,7 @@ def _run_job(launcher: Any, cfg: DictConfig, task_function: Any) -> JobReturn:
 def _build(cfg: DictConfig, rc: RunConfig | None = None) -> Any:
     """The job's Experiment (run.experiment_of; ``rc``: its RunConfig from the preflight), or None
     when its config fails to build: the error logged, as the unfused job's task function does."""
-    from prune_exp.run import experiment_of
+    from prune_exp.app.run import experiment_of
 
     try:
         return experiment_of(cfg, rc)

@@ -21,9 +21,9 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from prune_exp.compact import compact
 from prune_exp.config import EfficiencyConfig
-from prune_exp.csr import csr_linear_names, csr_model
+from prune_exp.measure.compact import compact
+from prune_exp.measure.csr import csr_linear_names, csr_model
 from prune_exp.pruning.mask import Mask
 
 

@@ -28,10 +28,10 @@ from typing import Any
 
 from filelock import FileLock
 
-from prune_exp.atomic import atomic_write, write_text
-from prune_exp.digests import canonical_sha256, file_sha256
-from prune_exp.jobfiles import JOB_CACHE_DIR, RECORDS_FILE, RESULT_FILES
-from prune_exp.records import read_records
+from prune_exp.store.atomic import atomic_write, write_text
+from prune_exp.store.digests import canonical_sha256, file_sha256
+from prune_exp.store.files import JOB_CACHE_DIR, RECORDS_FILE, RESULT_FILES
+from prune_exp.store.records import read_records
 
 log = logging.getLogger("prune_exp")
 

@@ -30,12 +30,12 @@ from filelock import FileLock
 from safetensors.torch import load as load_bytes
 from safetensors.torch import save_file
 
-from prune_exp import digests
-from prune_exp.atomic import atomic_write
 from prune_exp.config import ConfigError, CorruptFileError
 from prune_exp.config.task import DEFAULT_LOSS
-from prune_exp.digests import canonical_sha256
-from prune_exp.jobfiles import DENSE_CACHE_DIR
+from prune_exp.store import digests
+from prune_exp.store.atomic import atomic_write
+from prune_exp.store.digests import canonical_sha256
+from prune_exp.store.files import DENSE_CACHE_DIR
 
 CACHE_VERSION = 3  # bump when the entry format or what determines a dense run changes
 META = "meta.json"

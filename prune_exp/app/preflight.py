@@ -23,7 +23,9 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from prune_exp.app.session import SESSION
 from prune_exp.config import (
+    OUTSIDE_IDENTITY,
     ConfigError,
     PruneExpError,
     check_accelerator,
@@ -31,7 +33,6 @@ from prune_exp.config import (
     task_metrics,
     world_size,
 )
-from prune_exp.session import SESSION
 
 log = logging.getLogger("prune_exp")
 
@@ -71,14 +72,14 @@ def check_job(cfg: DictConfig, _seen: dict[str, Any] | None = None, rc: Any = No
     files, counts, labels, split sizes) and the strategy's positions in steps of that data, so
     that a bad value fails before any data is made. ``_seen``: a sweep's memo, so that each
     data set and each model is checked once; ``rc``: the job's RunConfig, if the caller has it."""
+    from prune_exp.app.run import to_run_config
     from prune_exp.data.order import epoch_steps
     from prune_exp.job.plan import JobPlan
-    from prune_exp.run import to_run_config
 
     if rc is None:  # a single run: its config has the hydra node (its command line)
         rc = to_run_config(cfg, resolve_paths=False, overrides=OmegaConf.select(cfg, "hydra.overrides.task") or ())
     if OmegaConf.select(cfg, "logger._target_"):
-        from prune_exp.tracking import check_available
+        from prune_exp.job.tracking import check_available
 
         check_available(str(cfg.logger._target_))
     parts = [OmegaConf.to_container(cfg[k], resolve=True) for k in ("data", "model", "prune", "structure", "task")]
@@ -98,8 +99,8 @@ def check_model(cfg: DictConfig, rc: Any) -> None:
     match, the task's metrics (each built once), and a select_metric the data can have. The
     data's shape and classes come from its config (no data loaded)."""
     from prune_exp.job.plan import PrunerSpec
+    from prune_exp.lit.task import Task
     from prune_exp.models.init import build_net
-    from prune_exp.task import Task
 
     dm = instantiate_at("data", cfg.data, data_dir=str(OmegaConf.select(cfg, "paths.data_dir")))
     if dm.task != rc.task.name:
@@ -127,7 +128,7 @@ def check_model(cfg: DictConfig, rc: Any) -> None:
 
 def check_weights_fit(net: Any, path: Path, key: str = "dense.weights") -> None:
     """The file ``key`` names is readable and is a state dict of exactly this model (names and shapes)."""
-    from prune_exp.checkpoint import read_weights
+    from prune_exp.store.checkpoint import read_weights
 
     state = read_weights(path, key)
     own = net.state_dict()
@@ -166,11 +167,11 @@ def check_outputs(
     (found by its data's digest) are intact; the hash of that dense run. ``_seen``: a sweep's
     memo, so that each directory is tried and each cache entry read and verified once, however
     many jobs share it."""
-    from prune_exp.cache import DenseCache, spec_hash
+    from prune_exp.app.run import config_fingerprint, dense_spec_of
     from prune_exp.dist import is_main
     from prune_exp.job.status import check_job_dir
-    from prune_exp.jobdir import busy, holder
-    from prune_exp.run import config_fingerprint, dense_spec_of
+    from prune_exp.store.dense_cache import DenseCache, spec_hash
+    from prune_exp.store.jobdir import busy, holder
 
     seen: dict[Any, Any] = {} if _seen is None else _seen
     if job_dir is not None:
@@ -258,7 +259,7 @@ def check_selection(configs: list[DictConfig]) -> None:
             continue
         tree = OmegaConf.to_container(cfg, resolve=False)
         assert isinstance(tree, dict)
-        for key in ("hydra", "paths", "seed", "logger", "job_cache"):
+        for key in (*OUTSIDE_IDENTITY, "seed"):
             tree.pop(key, None)
         budget = tree.get("retrain", {}).pop("budget", None)
         budgets.setdefault(json.dumps(tree, sort_keys=True, default=str), set()).add(budget)

@@ -26,11 +26,11 @@ import torch_pruning as tp
 from safetensors.torch import load_file
 from torch import nn
 
-from prune_exp.atomic import write_json
-from prune_exp.cache import save_state
-from prune_exp.jobfiles import COMPACT_FILE, COMPACT_PLAN_FILE
 from prune_exp.pruning.mask import Mask
 from prune_exp.pruning.structure import PRUNABLE_TYPES
+from prune_exp.store.atomic import write_json
+from prune_exp.store.dense_cache import save_state
+from prune_exp.store.files import COMPACT_FILE, COMPACT_PLAN_FILE
 
 Plan = list[tuple[str, list[int]]]  # (root layer, its output channels removed), in order
 

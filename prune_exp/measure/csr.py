@@ -30,8 +30,8 @@ from safetensors import safe_open
 from safetensors.torch import save
 from torch import nn
 
-from prune_exp.atomic import atomic_write
 from prune_exp.pruning.mask import Mask
+from prune_exp.store.atomic import atomic_write
 
 FORMAT = "prune_exp.csr/1"  # the safetensors metadata "format" of a CSR file
 PARTS = ("crow_indices", "col_indices", "values")

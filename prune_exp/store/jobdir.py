@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from prune_exp.errors import JobDirBusyError
-from prune_exp.jobfiles import LOCK_FILE
+from prune_exp.store.files import LOCK_FILE
 
 # A reader's probe (holder) takes the lock shared for a few microseconds; a job that starts
 # at that moment retries for this long before it calls the dir taken.

@@ -75,7 +75,7 @@ class JobConfigs:
     def checked(self, overrides: Sequence[str]) -> tuple[DictConfig, RunConfig]:
         """The job's config without ``hydra`` and its typed, checked RunConfig; or the job's
         first error (as Hydra's composition or config.check_config raises it)."""
-        from prune_exp.run import finish_run_config, typed_run_config
+        from prune_exp.app.run import finish_run_config, typed_run_config
 
         job = self._job(overrides)
         base = self._base(job.composed)
@@ -131,7 +131,7 @@ class JobConfigs:
         return parsed
 
     def _base(self, composed: tuple[str, ...]) -> _Base:
-        from prune_exp.run import typed_run_config
+        from prune_exp.app.run import typed_run_config
 
         base = self._bases.get(composed)
         if base is None:

@@ -11,12 +11,12 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from prune_exp.cache import save_state
-from prune_exp.compact import compact, save_compacted
-from prune_exp.csr import save_csr
-from prune_exp.efficiency import SPARSE_STRUCTURES
-from prune_exp.jobfiles import CSR_FILE, MASK_FILE, WEIGHTS_FILE, round_mask_file, round_weights_file
+from prune_exp.measure.compact import compact, save_compacted
+from prune_exp.measure.csr import save_csr
+from prune_exp.measure.efficiency import SPARSE_STRUCTURES
 from prune_exp.pruning.mask import Mask
+from prune_exp.store.dense_cache import save_state
+from prune_exp.store.files import CSR_FILE, MASK_FILE, WEIGHTS_FILE, round_mask_file, round_weights_file
 
 
 def save_round(job_dir: Path, round_: int, mask: Mask, net: nn.Module | None, prunable: list[str]) -> None:
