@@ -8,29 +8,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import lightning.pytorch as pl
-import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import Logger
 
 from prune_exp.store.logs import STEP_LOSS, TRAIN_LOSS
-
-
-class ArmLosses:
-    """Every arm's loss at the last step and summed over the epoch so far (``[N]`` tensors)."""
-
-    def __init__(self) -> None:
-        self.last: torch.Tensor | None = None
-        self.sum: torch.Tensor | None = None
-        self.count = 0
-
-    def reset(self) -> None:
-        self.last, self.sum, self.count = None, None, 0
-
-    def add(self, losses: torch.Tensor, batch_size: int) -> None:
-        losses = losses.detach().float()  # summed in float32, as the unfused module does, at any precision
-        self.last = losses
-        self.sum = losses * batch_size if self.sum is None else self.sum + losses * batch_size
-        self.count += batch_size
 
 
 class ArmCurves(Callback):
@@ -59,7 +40,7 @@ class ArmCurves(Callback):
         losses = pl_module.losses
         if not losses.count or not self.loggers:
             return
-        means = (losses.sum / losses.count).tolist()
+        means = losses.mean().tolist()
         for mean, loggers in zip(means, self.loggers, strict=True):
             for logger in loggers:
                 logger.log_metrics({TRAIN_LOSS: mean, "epoch": trainer.current_epoch}, step=trainer.global_step - 1)

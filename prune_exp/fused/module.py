@@ -10,9 +10,9 @@ from torch.func import vmap
 
 from prune_exp.config import OptimConfig
 from prune_exp.fused.batches import FusedBatches
-from prune_exp.fused.curves import ArmLosses
 from prune_exp.fused.optim import StackedOptimizer, build_stacked_optimizer
 from prune_exp.fused.stack import StackedNets
+from prune_exp.lit.module import EpochLoss
 from prune_exp.lit.task import Task
 
 
@@ -27,7 +27,7 @@ class FusedModule(pl.LightningModule):
         self.stacked = stacked
         self.optim_cfg, self.task, self.batches = optim, task, batches
         self._arm_loss = vmap(task.loss)
-        self.losses = ArmLosses()
+        self.losses = EpochLoss()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.stacked(x)

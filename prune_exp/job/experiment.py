@@ -29,10 +29,10 @@ from prune_exp.pruning.criteria import Criterion
 from prune_exp.pruning.pruner import Pruner
 from prune_exp.pruning.structure import Structure
 from prune_exp.retrain.schedules import LRSchedule
-from prune_exp.store.columns import metric_key
+from prune_exp.store.columns import JobInfo, metric_key
 from prune_exp.store.dense_cache import DenseRun, spec_hash
 from prune_exp.store.job_cache import JobCache, job_key
-from prune_exp.store.records import JobInfo, slurm_job_id
+from prune_exp.store.records import slurm_job_id
 
 log = logging.getLogger("prune_exp")
 

@@ -21,8 +21,8 @@ from prune_exp.lit.callbacks import RoundResult
 from prune_exp.lit.module import PruneModule
 from prune_exp.measure.efficiency import RoundMeter
 from prune_exp.pruning.pruner import Pruner
-from prune_exp.store.columns import metric_key
-from prune_exp.store.records import JobInfo, ParamCounts, RecordWriter, make_row
+from prune_exp.store.columns import JobInfo, metric_key
+from prune_exp.store.records import ParamCounts, RecordWriter, make_row
 
 log = logging.getLogger("prune_exp")
 

@@ -27,8 +27,31 @@ def build_optimizer(cfg: OptimConfig, params: Iterable[nn.Parameter]) -> torch.o
     raise TypeError(f"unknown optimizer config {type(cfg).__name__}")
 
 
-# Attributes Lightning or the module set often that are never a Parameter, buffer or submodule.
-_PLAIN_ATTRS = frozenset({"_current_fx_name", "_loss_sum", "_loss_count"})
+class EpochLoss:
+    """The training loss at the last step and summed over the epoch so far, weighted by the
+    batch size: a scalar for one network, ``[N]`` for N stacked arms (fused/), one tensor op a step."""
+
+    def __init__(self) -> None:
+        self.last: torch.Tensor | None = None
+        self.sum: torch.Tensor | None = None
+        self.count = 0
+
+    def mean(self) -> torch.Tensor:
+        assert self.sum is not None and self.count, "no step this epoch"
+        return self.sum / self.count
+
+    def reset(self) -> None:
+        self.last, self.sum, self.count = None, None, 0
+
+    def add(self, losses: torch.Tensor, batch_size: int) -> None:
+        losses = losses.detach().float()  # summed in float32, at any precision
+        self.last = losses
+        self.sum = losses * batch_size if self.sum is None else self.sum + losses * batch_size
+        self.count += batch_size
+
+
+# Attributes Lightning sets often that are never a Parameter, buffer or submodule.
+_PLAIN_ATTRS = frozenset({"_current_fx_name"})
 
 
 class PruneModule(pl.LightningModule):
@@ -52,8 +75,7 @@ class PruneModule(pl.LightningModule):
         self.num_classes = num_classes
         self.task = Task.of(task, num_classes)
         self.lr_position: LRPosition | None = None
-        self._loss_sum = torch.zeros(())
-        self._loss_count = 0
+        self.losses = EpochLoss()
         self.val_metrics = self.task.collection().clone(prefix=log_key("val"))
         # channels_last: NHWC convolutions (faster with cuDNN under mixed precision); the masks
         # are multiplied elementwise, whatever the layout.
@@ -100,13 +122,11 @@ class PruneModule(pl.LightningModule):
         loss = self.task.loss(self(x), y)
         # Summed here and logged once per epoch: self.log on every step costs ~20% of a small
         # model's step time.
-        self._loss_sum += loss.detach() * len(y)
-        self._loss_count += len(y)
+        self.losses.add(loss, len(y))
         return loss
 
     def on_train_epoch_start(self) -> None:
-        self._loss_sum = torch.zeros((), device=self.device)
-        self._loss_count = 0
+        self.losses.reset()
 
     def on_validation_epoch_end(self) -> None:
         # The epoch's train loss goes into the row of its validation, which Lightning logs before
@@ -120,9 +140,9 @@ class PruneModule(pl.LightningModule):
             self._log_train_loss()  # (still before the checkpoint, which Lightning calls last)
 
     def _log_train_loss(self) -> None:
-        if self._loss_count:
+        if self.losses.count:
             # (DDP) averaged over the ranks, each of which saw its share of the epoch
-            self.log(TRAIN_LOSS, self._loss_sum / self._loss_count, prog_bar=True, sync_dist=True)
+            self.log(TRAIN_LOSS, self.losses.mean(), prog_bar=True, sync_dist=True)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from prune_exp.config.task import TaskConfig, metric_names
 
@@ -101,34 +102,53 @@ _EFFICIENCY = [
     Column("latency_ms_csr", "latency with CSR linear layers", "unstructured or nm, measure_speed", True),
     Column("throughput_csr", "throughput with CSR linear layers", "unstructured or nm, measure_speed", True),
 ]
-_JOB = [  # records.JobInfo: the same in every row of a job
-    Column("strategy", "retrain.strategy"),
-    Column("criterion", "the criterion's name"),
-    Column("structure", "the structure's name"),
-    Column("scope", "prune.scope"),
-    Column("schedule", "prune.schedule"),
-    Column("rate", "prune.rate"),
-    Column("target", "prune.sparsity, the final target"),
-    Column("rounds", "rounds the job runs: a job with a row for the last one is complete"),
-    Column("budget", "retraining epochs per round"),
-    Column("seed", "seed"),
-    Column("dataset", "the data option"),
-    Column("model", "the model option"),
-    Column("optimizer", "optim.name"),
-    Column("select_metric", "select_metric"),
-    Column("metrics", "each measured metric's direction and scale: {name: {higher_is_better, percent}}"),
-    Column("dense_hash", "the dense run's cache entry"),
-    Column("dense_cached", "whether the dense run came from the cache when the job first got it"),
-    Column("dense_epochs", "dense.epochs (T)"),
-    Column("dense_steps", "optimizer steps of the dense run"),
-    Column("dense_seconds", "wall seconds of the dense run", volatile=True),
-    Column("job_dir", "the job dir", volatile=True),
-    Column("overrides", "the job's command-line overrides"),
-    Column("host", "the machine it ran on", volatile=True),
-    Column("slurm_job_id", "the SLURM job id (array jobs: job id, _, task id), else null", volatile=True),
-    Column("world_size", "processes training together (DDP)"),
-    Column("fused_group", "the fused group the job trained in, with its other arms (hydra/launcher=fused), else null"),
-]
+
+
+def _col(meaning: str, volatile: bool = False) -> dict[str, Any]:
+    """A JobInfo field's metadata: its column's meaning and volatility, for the table."""
+    return {"meaning": meaning, "volatile": volatile}
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """The record's job columns, the same in every row of a job: each field is its column."""
+
+    strategy: str = field(metadata=_col("retrain.strategy"))
+    criterion: str = field(metadata=_col("the criterion's name"))
+    structure: str = field(metadata=_col("the structure's name"))
+    scope: str = field(metadata=_col("prune.scope"))
+    schedule: str = field(metadata=_col("prune.schedule"))
+    rate: float = field(metadata=_col("prune.rate"))
+    target: float = field(metadata=_col("prune.sparsity, the final target"))
+    rounds: int = field(metadata=_col("rounds the job runs: a job with a row for the last one is complete"))
+    budget: int = field(metadata=_col("retraining epochs per round"))
+    seed: int = field(metadata=_col("seed"))
+    dataset: str = field(metadata=_col("the data option"))
+    model: str = field(metadata=_col("the model option"))
+    optimizer: str = field(metadata=_col("optim.name"))
+    select_metric: str = field(metadata=_col("select_metric"))
+    metrics: dict[str, dict[str, bool]] = field(
+        metadata=_col("each measured metric's direction and scale: {name: {higher_is_better, percent}}")
+    )
+    dense_hash: str = field(metadata=_col("the dense run's cache entry"))
+    dense_cached: bool = field(metadata=_col("whether the dense run came from the cache when the job first got it"))
+    dense_epochs: float = field(metadata=_col("dense.epochs (T)"))
+    dense_steps: int = field(metadata=_col("optimizer steps of the dense run"))
+    dense_seconds: float = field(metadata=_col("wall seconds of the dense run", volatile=True))
+    job_dir: str = field(metadata=_col("the job dir", volatile=True))
+    overrides: list[str] = field(default_factory=list, metadata=_col("the job's command-line overrides"))
+    host: str = field(default="", metadata=_col("the machine it ran on", volatile=True))
+    slurm_job_id: str | None = field(
+        default=None, metadata=_col("the SLURM job id (array jobs: job id, _, task id), else null", volatile=True)
+    )
+    world_size: int = field(default=1, metadata=_col("processes training together (DDP)"))
+    fused_group: str | None = field(
+        default=None,
+        metadata=_col("the fused group the job trained in, with its other arms (hydra/launcher=fused), else null"),
+    )
+
+
+_JOB = [Column(f.name, f.metadata["meaning"], volatile=f.metadata["volatile"]) for f in fields(JobInfo)]
 COLUMNS: tuple[Column, ...] = (*_ROUND, *_EFFICIENCY, *_JOB)
 JOB_COLUMNS: tuple[str, ...] = tuple(c.name for c in _JOB)  # the same in every row of a job
 # Columns that differ between two runs of the same config: wall times and where the job ran.

@@ -3,48 +3,16 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prune_exp.store.atomic import write_text
-from prune_exp.store.columns import PRUNED, VOLATILE  # noqa: F401  (the record schema: columns.py)
+from prune_exp.store.columns import PRUNED, VOLATILE, JobInfo  # noqa: F401  (the record schema: columns.py)
 from prune_exp.store.files import RECORDS_FILE
 
 if TYPE_CHECKING:  # records are read by the report, which should not pay for importing torch
     from prune_exp.pruning.mask import Mask
-
-
-@dataclass(frozen=True)
-class JobInfo:
-    """Columns that are the same in every row of a job."""
-
-    strategy: str
-    criterion: str
-    structure: str
-    scope: str
-    schedule: str
-    rate: float
-    target: float  # the final target sparsity
-    rounds: int  # rounds the job will run; a job with a row for the last one is complete
-    budget: int  # retrain epochs per round
-    seed: int
-    dataset: str
-    model: str
-    optimizer: str
-    select_metric: str
-    metrics: dict[str, dict[str, bool]]  # each measured metric's direction and scale (task.Task.describe)
-    dense_hash: str
-    dense_cached: bool
-    dense_epochs: float  # T: a fraction with dense.iterations
-    dense_steps: int
-    dense_seconds: float
-    job_dir: str
-    overrides: list[str] = field(default_factory=list)
-    host: str = ""  # where the job ran
-    slurm_job_id: str | None = None  # "<array job>_<task>" or "<job>" under SLURM, else None
-    world_size: int = 1  # processes training together (DDP)
-    fused_group: str | None = None  # the fused group it trained in (fused/group.py), else None
 
 
 def slurm_job_id() -> str | None:
