@@ -26,8 +26,8 @@ from prune_exp.lit.trainer import Job, StopAtStep, evaluate_splits, make_module,
 from prune_exp.retrain.schedules import LRPosition
 from prune_exp.store.checkpoint import Persist, ResumeCheckpoint, Stopwatch, read_weights
 from prune_exp.store.columns import metric_key
-from prune_exp.store.dense_cache import DenseCache, DenseRun, epoch_file, save_state, spec_hash
-from prune_exp.store.files import DENSE_REPLAY_DIR, RESUME_FILE
+from prune_exp.store.dense_cache import DenseCache, DenseRun, save_state, spec_hash
+from prune_exp.store.files import DENSE_REPLAY_DIR, RESUME_FILE, epoch_file
 
 log = logging.getLogger(__name__)
 

@@ -35,10 +35,10 @@ from prune_exp.config.task import DEFAULT_LOSS
 from prune_exp.store import digests
 from prune_exp.store.atomic import atomic_write
 from prune_exp.store.digests import canonical_sha256
-from prune_exp.store.files import DENSE_CACHE_DIR
+from prune_exp.store.files import DENSE_CACHE_DIR, DENSE_META_FILE, cache_lock_file, dense_partial_dir, epoch_file
 
 CACHE_VERSION = 3  # bump when the entry format or what determines a dense run changes
-META = "meta.json"
+META = DENSE_META_FILE
 META_SHA = "meta_sha256"  # meta.json's own checksum: the sha256 of the canonical JSON of the rest
 # Data config keys that leave the training unchanged: where the files come from and whether they
 # are checked (download, verify), how evaluation is batched, how many loader processes run.
@@ -124,10 +124,6 @@ def meta_sha256(meta: dict) -> str:
     return canonical_sha256({k: v for k, v in meta.items() if k != META_SHA})
 
 
-def epoch_file(epoch: int) -> str:
-    return f"epoch_{epoch:04d}.safetensors"
-
-
 @dataclass(frozen=True)
 class DenseRun:
     """A finished, published dense run."""
@@ -190,7 +186,7 @@ class DenseCache:
 
     def partial(self, h: str) -> Path:
         """Where the run of ``h`` is trained; it stays there (resumable) until published."""
-        return self.dir / f".{h}.partial"
+        return self.dir / dense_partial_dir(h)
 
     def load(self, h: str) -> DenseRun | None:
         """The published run of ``h`` (None if there is none), its meta.json verified: an entry
@@ -214,7 +210,7 @@ class DenseCache:
     @contextmanager
     def lock(self, h: str) -> Iterator[None]:
         self.dir.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(self.dir / f"{h}.lock")):
+        with FileLock(str(self.dir / cache_lock_file(h))):
             yield
 
     def get_or_train(

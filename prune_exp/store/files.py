@@ -29,6 +29,8 @@ RESULTS_FILE = "results.csv"  # in a sweep dir: the report's tidy table (report/
 SUMMARY_FILE = "summary.md"  # in a sweep dir: the report (report/)
 DENSE_CACHE_DIR = "dense"  # under paths.cache_dir: the dense runs, <spec hash>/epoch_0000.safetensors, ... (cache.py)
 JOB_CACHE_DIR = "jobs"  # under paths.cache_dir: finished jobs, <key>/ (job_cache.py)
+DENSE_META_FILE = "meta.json"  # in a dense cache entry: what trained it, each epoch file's sha256
+JOB_MANIFEST_FILE = "manifest.json"  # in a job cache entry: {"key", "files": {relative path: sha256}, ...}
 # What a finished job produced: the job cache (job_cache.py) keeps these and gives them to a rerun.
 RESULT_FILES = (
     RECORDS_FILE,
@@ -40,6 +42,26 @@ RESULT_FILES = (
     ROUNDS_DIR,
     RETRAIN_LOG_DIR,
 )
+
+
+def epoch_file(epoch: int) -> str:
+    """A dense cache entry's weights and buffers at the start of dense epoch ``epoch`` (0: init, T: final)."""
+    return f"epoch_{epoch:04d}.safetensors"
+
+
+def cache_lock_file(key: str) -> str:
+    """The lock of a dense run's (its hash) or a job's (its key) cache entry, beside the entry."""
+    return f"{key}.lock"
+
+
+def dense_partial_dir(spec_hash: str) -> str:
+    """Where a dense run trains before it is published (a killed run resumes there)."""
+    return f".{spec_hash}.partial"
+
+
+def job_partial_dir(key: str) -> str:
+    """Where a finished job's files are copied before its entry is published."""
+    return f"{key}.partial"
 
 
 def round_mask_file(round_: int) -> str:

@@ -30,12 +30,19 @@ from filelock import FileLock
 
 from prune_exp.store.atomic import atomic_write, write_text
 from prune_exp.store.digests import canonical_sha256, file_sha256
-from prune_exp.store.files import JOB_CACHE_DIR, RECORDS_FILE, RESULT_FILES
+from prune_exp.store.files import (
+    JOB_CACHE_DIR,
+    JOB_MANIFEST_FILE,
+    RECORDS_FILE,
+    RESULT_FILES,
+    cache_lock_file,
+    job_partial_dir,
+)
 from prune_exp.store.records import read_records
 
 log = logging.getLogger("prune_exp")
 
-MANIFEST = "manifest.json"  # {"key", "files": {relative path: sha256}, MANIFEST_SHA}
+MANIFEST = JOB_MANIFEST_FILE  # {"key", "files": {relative path: sha256}, MANIFEST_SHA}
 MANIFEST_SHA = "manifest_sha256"  # the sha256 of the canonical JSON of the rest of the manifest
 MANIFEST_VERSION = 1
 
@@ -62,7 +69,7 @@ class JobCache:
     def lock(self, key: str) -> Iterator[None]:
         """Hold the key's file lock: restore and publish of one key run under it."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(self.dir / f"{key}.lock")):
+        with FileLock(str(self.dir / cache_lock_file(key))):
             yield
 
     def restore(self, key: str, job_dir: Path, overrides: list[str]) -> list[dict[str, Any]] | None:
@@ -112,7 +119,7 @@ class JobCache:
                 return
             except DamagedEntry as e:
                 self._discard(key, str(e))
-        partial = self.dir / f"{key}.partial"
+        partial = self.dir / job_partial_dir(key)
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
         _copy_results(job_dir, partial)
