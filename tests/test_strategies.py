@@ -65,7 +65,7 @@ def test_the_builtin_strategy_files_give_the_papers_plans(
 def test_a_rewind_point_inside_an_epoch_reads_the_init_to_replay_from() -> None:
     p = plan_round(strategy_config("weight_rewind", rewind_to="5it", lr_from="5it", duration="full"), 10, 4)
     assert (p.rewind_step, p.lr_start_step, p.epochs) == (5, 5, 10)
-    assert p.dense_epochs_needed(4) == {0}  # stages.replay_dense starts from epoch 0
+    assert p.dense_epochs_needed(4) == {0}  # job/dense.replay_dense starts from epoch 0
     assert plan_round(strategy_config("lottery", rewind_to="8it", lr_from="8it"), 10, 4).dense_epochs_needed(4) == {2}
 
 

@@ -1,5 +1,5 @@
 """The dense stage: the (shared, cached) dense run a job prunes, trained once per config and
-data (cache.py), or read from given weights; and the dense run's weights at any step, for
+data (store/dense_cache.py), or read from given weights; and the dense run's weights at any step, for
 rewinding.
 
 The stage checkpoints itself at every epoch end and, started again after a kill, resumes from
