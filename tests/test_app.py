@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from prune_exp.measure.compact import load_compacted
 from prune_exp.models.init import build_net
 from prune_exp.pruning.mask import Mask
 from prune_exp.retrain.strategies import builtin_strategies
-from prune_exp.store.columns import COLUMNS, all_names, markdown_table
+from prune_exp.store.columns import COLUMNS, JOB_COLUMNS, RoundInfo, all_names, markdown_table
 from prune_exp.store.records import VOLATILE, read_records
 
 pytestmark = pytest.mark.slow
@@ -55,6 +56,7 @@ def test_every_strategy_runs_and_records_every_round(tmp_path: Path, data_dir: P
     for r in rows:
         assert RECORD_KEYS <= r.keys(), RECORD_KEYS - r.keys()
         assert r.keys() <= all_names(), r.keys() - all_names()  # every column is defined in columns.py
+        assert {f.name for f in fields(RoundInfo)} | set(JOB_COLUMNS) <= r.keys()  # its round and job columns
         assert r["strategy"] == strategy and r["dataset"] == "synthetic" and r["model"] == "mlp"
         assert r["compression"] == pytest.approx(r["total_params"] / r["nonzero_params"])
     assert all(f"pruned_{k}" in rows[1] for k in ("val_acc", "test_acc", "val_loss", "test_loss"))

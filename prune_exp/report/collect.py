@@ -30,7 +30,7 @@ IGNORED_PREFIXES = ("paths.", "logger.", "trainer.progress_bar", "trainer.num_th
 #   unreadable   a damaged file: records.jsonl, status.json or the job's .hydra config
 #   missing      the sweep meant to run it, but it has no job dir
 STATES = ("done", "failed", "interrupted", "running", "killed", "no records", "unreadable", "missing")
-# Columns the report needs in every record (records.make_row always writes them).
+# Columns the report needs in every record (columns.RoundInfo and JobInfo: every row has them).
 REQUIRED = ("round", "seed", "strategy", "budget", "target_sparsity", "sparsity", "compression")
 
 

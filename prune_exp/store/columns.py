@@ -46,17 +46,45 @@ class Column:
         return [self.name.format(split=s, metric=m) for s, m in itertools.product(SPLITS, metrics)]
 
 
+def _col(meaning: str, volatile: bool = False) -> dict[str, Any]:
+    """A field's metadata: its column's meaning and whether it differs between reruns."""
+    return {"meaning": meaning, "volatile": volatile}
+
+
+def _columns_of(cls: type) -> list[Column]:
+    """A dataclass's fields as columns (each field is one, in every row)."""
+    return [Column(f.name, f.metadata["meaning"], volatile=f.metadata["volatile"]) for f in fields(cls)]
+
+
+@dataclass(frozen=True)
+class RoundInfo:
+    """The record's round columns that every row has: each field is its column. (A row also has
+    the metrics, templates below, and the efficiency columns.)"""
+
+    round: int = field(metadata=_col("0 for the dense model, then 1, 2, ... for each pruning round"))
+    target_sparsity: float = field(
+        metadata=_col("the round's target: the fraction of prunable weights pruned after it")
+    )
+    sparsity: float = field(metadata=_col("the fraction of prunable weights that are zero"))
+    sparsity_all: float = field(metadata=_col("the fraction of all parameters that are zero"))
+    compression: float = field(metadata=_col("all parameters / non-zero parameters"))
+    total_params: int = field(metadata=_col("every parameter of the model"))
+    nonzero_params: int = field(metadata=_col("parameters not masked to zero"))
+    prunable_params: int = field(metadata=_col("the prunable weights"))
+    prunable_nonzero: int = field(metadata=_col("prunable weights not masked to zero"))
+    mask_sha256: str = field(metadata=_col("a digest of the round's mask: equal digests, equal masks"))
+    retrain_epochs: float = field(metadata=_col("epochs of retraining in the round"))
+    retrain_steps: int = field(metadata=_col("optimizer steps of retraining in the round"))
+    retrain_seconds: float = field(metadata=_col("wall seconds of retraining in the round", volatile=True))
+    cum_epochs: float = field(
+        metadata=_col("epochs so far, the dense stage included (also when it came from the cache)")
+    )
+    cum_steps: int = field(metadata=_col("optimizer steps so far, the dense stage included"))
+    cum_seconds: float = field(metadata=_col("wall seconds so far, the dense stage included", volatile=True))
+
+
 _ROUND = [
-    Column("round", "0 for the dense model, then 1, 2, ... for each pruning round"),
-    Column("target_sparsity", "the round's target: the fraction of prunable weights pruned after it"),
-    Column("sparsity", "the fraction of prunable weights that are zero"),
-    Column("sparsity_all", "the fraction of all parameters that are zero"),
-    Column("compression", "all parameters / non-zero parameters"),
-    Column("total_params", "every parameter of the model"),
-    Column("nonzero_params", "parameters not masked to zero"),
-    Column("prunable_params", "the prunable weights"),
-    Column("prunable_nonzero", "prunable weights not masked to zero"),
-    Column("mask_sha256", "a digest of the round's mask: equal digests, equal masks"),
+    *_columns_of(RoundInfo),
     Column(
         metric_key("{split}", "{metric}", pruned=True),
         "measured right after pruning, before retraining",
@@ -67,12 +95,6 @@ _ROUND = [
         "measured after the round's retraining (round 0: the dense model)",
         "val: data.val_fraction > 0",
     ),
-    Column("retrain_epochs", "epochs of retraining in the round"),
-    Column("retrain_steps", "optimizer steps of retraining in the round"),
-    Column("retrain_seconds", "wall seconds of retraining in the round", volatile=True),
-    Column("cum_epochs", "epochs so far, the dense stage included (also when it came from the cache)"),
-    Column("cum_steps", "optimizer steps so far, the dense stage included"),
-    Column("cum_seconds", "wall seconds so far, the dense stage included", volatile=True),
 ]
 _EFFICIENCY = [
     Column("flops_dense", "forward FLOPs of one example (torch.utils.flop_counter, 2 per multiply-add)"),
@@ -102,11 +124,6 @@ _EFFICIENCY = [
     Column("latency_ms_csr", "latency with CSR linear layers", "unstructured or nm, measure_speed", True),
     Column("throughput_csr", "throughput with CSR linear layers", "unstructured or nm, measure_speed", True),
 ]
-
-
-def _col(meaning: str, volatile: bool = False) -> dict[str, Any]:
-    """A JobInfo field's metadata: its column's meaning and volatility, for the table."""
-    return {"meaning": meaning, "volatile": volatile}
 
 
 @dataclass(frozen=True)
@@ -148,7 +165,7 @@ class JobInfo:
     )
 
 
-_JOB = [Column(f.name, f.metadata["meaning"], volatile=f.metadata["volatile"]) for f in fields(JobInfo)]
+_JOB = _columns_of(JobInfo)
 COLUMNS: tuple[Column, ...] = (*_ROUND, *_EFFICIENCY, *_JOB)
 JOB_COLUMNS: tuple[str, ...] = tuple(c.name for c in _JOB)  # the same in every row of a job
 # Columns that differ between two runs of the same config: wall times and where the job ran.

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prune_exp.store.atomic import write_text
-from prune_exp.store.columns import PRUNED, VOLATILE, JobInfo  # noqa: F401  (the record schema: columns.py)
+from prune_exp.store.columns import PRUNED, VOLATILE, JobInfo, RoundInfo  # noqa: F401  (the record schema: columns.py)
 from prune_exp.store.files import RECORDS_FILE
 
 if TYPE_CHECKING:  # records are read by the report, which should not pay for importing torch
@@ -63,27 +63,29 @@ def make_row(
     """One record row. Metric keys are ``<split>_<metric>``; ``pruned_`` ones are measured right
     after pruning, the others after the round's retraining. Costs are cumulative over the job,
     the dense stage included (also when it came from the cache)."""
-    row: dict[str, Any] = {
-        "round": round_,
-        "target_sparsity": target_sparsity,
-        "sparsity": 1.0 - counts.prunable_kept / counts.prunable,
-        "sparsity_all": 1.0 - counts.kept / counts.total,
-        "compression": counts.total / max(counts.kept, 1),
-        "nonzero_params": counts.kept,
-        "total_params": counts.total,
-        "prunable_params": counts.prunable,
-        "prunable_nonzero": counts.prunable_kept,
-        "mask_sha256": mask_sha256,
-        **{PRUNED + k: v for k, v in pruned.items()},
-        **retrained,
-        "retrain_epochs": epochs,
-        "retrain_steps": steps,
-        "retrain_seconds": seconds,
-        "cum_epochs": cum_epochs,
-        "cum_steps": cum_steps,
-        "cum_seconds": cum_seconds,
-        **(efficiency or {}),
-    }
+    kept, total = counts.kept, counts.total
+    columns = RoundInfo(
+        round=round_,
+        target_sparsity=target_sparsity,
+        sparsity=1.0 - counts.prunable_kept / counts.prunable,
+        sparsity_all=1.0 - kept / total,
+        compression=total / max(kept, 1),
+        total_params=total,
+        nonzero_params=kept,
+        prunable_params=counts.prunable,
+        prunable_nonzero=counts.prunable_kept,
+        mask_sha256=mask_sha256,
+        retrain_epochs=epochs,
+        retrain_steps=steps,
+        retrain_seconds=seconds,
+        cum_epochs=cum_epochs,
+        cum_steps=cum_steps,
+        cum_seconds=cum_seconds,
+    )
+    row = asdict(columns)
+    row.update({PRUNED + k: v for k, v in pruned.items()})
+    row.update(retrained)
+    row.update(efficiency or {})
     row.update(asdict(info))
     return row
 
