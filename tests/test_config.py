@@ -30,7 +30,10 @@ def test_every_group_has_options() -> None:
     for group in [*SCHEMA_GROUPS, "experiment", "debug", "logger"]:
         assert options(group), group
     assert options("logger") == ["csv", "mlflow", "tensorboard", "wandb"]
-    assert options("retrain") == ["finetune", "lottery", "lr_rewind", "none", "reinit", "weight_rewind"]
+    assert options("retrain") == [
+        *("allr", "clr", "finetune", "llr", "lottery", "lr_rewind", "none", "reinit", "scyc", "slr"),
+        "weight_rewind",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -176,6 +179,19 @@ def test_experiment_compare_sweeps_the_three_strategies_over_seeds() -> None:
     strategies = {o.split("=")[1] for job in jobs for o in job if o.startswith("retrain=")}
     assert strategies == {"finetune", "weight_rewind", "lr_rewind"} and len(jobs) == 9
     assert rc.prune.sparsity >= 0.9 and rc.prune.schedule == "iterative"
+
+
+def test_experiment_compare_retraining_sweeps_six_strategies_on_the_main_jobs_setting() -> None:
+    with composed(["experiment=compare_retraining"], hydra=True) as cfg:
+        jobs = sweep_job_overrides(cfg)
+        rc = to_run_config(cfg, resolve_paths=False)
+    with composed(["experiment=compare"], hydra=True) as main:
+        main_rc = to_run_config(main, resolve_paths=False)
+    strategies = [o.split("=")[1] for job in jobs for o in job if o.startswith("retrain=")]
+    assert sorted(set(strategies)) == ["allr", "clr", "finetune", "llr", "lr_rewind", "slr"] and len(jobs) == 18
+    assert rc.retrain.budget == 5 and main_rc.retrain.budget == 45
+    for section in ("data", "model", "optim", "dense", "prune"):  # the main job's, so its dense runs are shared
+        assert getattr(rc, section) == getattr(main_rc, section), section
 
 
 def test_a_group_file_states_only_what_differs_from_its_schema() -> None:

@@ -15,6 +15,9 @@ from prune_exp.store.records import VOLATILE, read_records
 
 pytestmark = pytest.mark.slow
 
+# diagnostics computed from the weights' values, which DDP's all-reduce changes at float rounding
+WEIGHT_FUNCTIONS = ("norm_drop", "norm_drop_all", "pruned_loss_increase")
+
 # 576 training examples = 9 batches of 64: each rank's 32 + 32 are the one-process batch.
 ARGS = [
     "debug=fast",
@@ -54,7 +57,7 @@ def test_two_process_ddp_prunes_identically_on_every_rank_and_matches_one_proces
         for k, v in r.items():
             if k in (*VOLATILE, "world_size", "overrides", "dense_hash"):
                 continue
-            if k.endswith("_loss"):
+            if k.endswith("_loss") or k in WEIGHT_FUNCTIONS:
                 assert v == pytest.approx(o[k], rel=1e-5), k
             else:
                 assert v == o[k], k

@@ -15,6 +15,7 @@ from prune_exp.app.preflight import check_job
 from prune_exp.app.run import dense_spec_of
 from prune_exp.config import ConfigError, DenseConfig, TrainerConfig, dense_length
 from prune_exp.job.dense import dense_stage
+from prune_exp.retrain.lr import DenseLR
 from prune_exp.retrain.schedules import LRSchedule
 from prune_exp.retrain.strategies import plan_round, strategy_config
 from prune_exp.store.dense_cache import DenseCache
@@ -34,7 +35,7 @@ def test_t_is_the_iterations_in_epochs_and_positions_are_its_steps() -> None:
         plan_round(strategy_config("lottery"), 17 / 6, 6)
     assert plan_round(strategy_config("lottery"), 18 / 6, 6).epochs == 3
     schedule = LRSchedule(0.1, 17 / 6, _multistep([2.5]))
-    assert schedule.last_step_lr(6) == pytest.approx(0.01)  # step 16 is epoch 2.67, past the milestone
+    assert DenseLR.of(schedule, 6).anchor("last") == pytest.approx(0.01)  # step 16 is epoch 2.67, past the milestone
 
 
 def _multistep(milestones: list[float]):

@@ -31,6 +31,7 @@ from prune_exp.pruning.criteria import Magnitude
 from prune_exp.pruning.mask import Mask
 from prune_exp.pruning.pruner import Pruner
 from prune_exp.pruning.structure import Unstructured
+from prune_exp.retrain.lr import StrategyLR
 from prune_exp.retrain.strategies import plan_round, strategy_config
 
 ATOL, RTOL = 1e-6, 1e-5
@@ -131,7 +132,9 @@ class ArmProbe(Callback):
         cycle = next(c for c in trainer.callbacks if isinstance(c, FusedCycle))
         if batch_idx == 0 and trainer.current_epoch % cycle.epochs == 0:
             state = pl_module.stacked.holder.state_dict()
-            self.round_start[cycle.arms[0].round] = [{k: v[i].clone() for k, v in state.items()} for i in range(3)]
+            self.round_start[cycle.arms[0].round] = [
+                {k: v[i].clone() for k, v in state.items()} for i in range(len(cycle.arms))
+            ]
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         cycle = next(c for c in trainer.callbacks if isinstance(c, FusedCycle))
@@ -143,17 +146,20 @@ class ArmProbe(Callback):
                 self.violations += bool(params[n][i][~m].any()) + (buf is not None and bool(buf[i][~m].any()))
 
 
-STRATEGIES = ("finetune", "weight_rewind", "lr_rewind")
+# the 2020 strategies, and LR shapes with a warmup and a rule's per-arm peak (the LRs of a fused
+# step are a float32 tensor: each arm's equals its job's alone, rounded to float32)
+STRATEGIES = ("finetune", "weight_rewind", "lr_rewind", "clr", "allr")
 
 
 @pytest.fixture(scope="module")
 def fused_and_alone(tmp_path_factory):
-    """Three arms (FT seed 0, WR seed 1, LRR seed 2) fused, and each of them alone with the
+    """The arms of STRATEGIES (arm i: seed i) fused, and each of them alone with the
     Probe of test_training; both from the same dense runs."""
     tmp = tmp_path_factory.mktemp("fused")
-    jobs = [tiny_job(seed=s) for s in range(3)]
+    jobs = [tiny_job(seed=s) for s in range(len(STRATEGIES))]
     denses = [tiny_dense(job, tmp / "cache") for job in jobs]
-    plans = [plan_round(strategy_config(s, budget=2), 4, jobs[0].steps_per_epoch) for s in STRATEGIES]
+    strategies = [strategy_config(s, budget=2) for s in STRATEGIES]
+    plans = [plan_round(rt, 4, jobs[0].steps_per_epoch) for rt in strategies]
     fused_results: list[list] = [[] for _ in jobs]
     modules = [dense_module(job, dense) for job, dense in zip(jobs, denses, strict=True)]
     rounds = [
@@ -163,11 +169,11 @@ def fused_and_alone(tmp_path_factory):
             module,
             _pruner(module.net),
             plan=plan,
-            finetune_lr=None,
+            lr=StrategyLR.of(rt, plan, job.schedule, job.steps_per_epoch),
             log_dir=tmp / f"arm{i}",
             on_round_end=fused_results[i].append,
         )
-        for i, (job, dense, module, plan) in enumerate(zip(jobs, denses, modules, plans, strict=True))
+        for i, (job, dense, module, plan, rt) in enumerate(zip(jobs, denses, modules, plans, strategies, strict=True))
     ]
     probe = ArmProbe()
     arms = [r.cycle.arm for r in rounds]

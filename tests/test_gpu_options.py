@@ -19,6 +19,7 @@ from prune_exp.lit.trainer import Job
 from prune_exp.pruning.criteria import Magnitude
 from prune_exp.pruning.pruner import Pruner
 from prune_exp.pruning.structure import Unstructured
+from prune_exp.retrain.lr import StrategyLR
 from prune_exp.retrain.schedules import LRSchedule
 from prune_exp.retrain.strategies import plan_round, strategy_config
 from prune_exp.store.dense_cache import DenseRun
@@ -56,9 +57,10 @@ def retrain(job: Job, dense: DenseRun, tmp_path: Path, rounds: int):
 
     module = dense_module(job, dense)
     pruner = Pruner(module.net, criterion=Magnitude(), structure=Unstructured(), scope="global", sparsities=sparsities)
-    plan = plan_round(strategy_config("lr_rewind", budget=1), dense.epochs, job.steps_per_epoch)
+    rt = strategy_config("lr_rewind", budget=1)
+    plan = plan_round(rt, dense.epochs, job.steps_per_epoch)
     stage = build_rounds(
-        job, dense, module, pruner, plan=plan, finetune_lr=None,
+        job, dense, module, pruner, plan=plan, lr=StrategyLR.of(rt, plan, job.schedule, job.steps_per_epoch),
         log_dir=tmp_path / f"log{rounds}", on_round_end=lambda *a: None,
     )  # fmt: skip
     return stage.module, stage.pruner, fit_rounds(job, stage, log_dir=tmp_path / f"log{rounds}")

@@ -151,7 +151,7 @@ def test_the_cycle_resets_the_optimizer_and_sets_the_lr_at_every_round_start() -
         arm.before_step(step)
     trainer = SimpleNamespace(current_epoch=1, global_step=10, optimizers=[opt])  # round 2's first epoch
     cycle.on_train_epoch_start(trainer, None)
-    assert not opt.state and arm.lr_position is not None and arm.lr_position.lr(13) == 0.05
+    assert not opt.state and arm.round_lr is not None and arm.lr(13) == 0.05
     cycle.on_train_batch_start(trainer, SimpleNamespace(device=torch.device("cpu")), None, 0)
     assert opt.param_groups[0]["lr"] == 0.05
 

@@ -7,6 +7,7 @@ import math
 import pytest
 
 from prune_exp.config import ConstantScheduleConfig, CosineScheduleConfig, MultiStepScheduleConfig
+from prune_exp.retrain.lr import DenseLR
 from prune_exp.retrain.schedules import LRPosition, LRSchedule
 
 
@@ -32,9 +33,15 @@ def test_constant() -> None:
     assert {s(e) for e in (0, 3.3, 9.99)} == {0.3}
 
 
-def test_last_step_lr_is_the_dense_runs_final_lr() -> None:
+def test_the_dense_runs_anchors_are_its_last_max_and_min_after_warmup() -> None:
     s = LRSchedule(0.1, 60, MultiStepScheduleConfig(milestones=[30, 45], gamma=0.1))
-    assert s.last_step_lr(25) == pytest.approx(0.001)
+    dense = DenseLR.of(s, 25)
+    assert (dense.steps, dense.warmup_steps) == (1500, 0)
+    assert dense.anchor("last") == s(1499 / 25) == pytest.approx(0.001)
+    assert (dense.anchor("max"), dense.anchor("min")) == (s(0), s(1499 / 25))
+    warm = DenseLR.of(LRSchedule(0.1, 4, ConstantScheduleConfig(warmup_epochs=1.5, warmup_start_factor=0.1)), 4)
+    assert warm.warmup_steps == 6  # steps 0..5 are before epoch 1.5
+    assert (warm.anchor("max"), warm.anchor("min"), warm.anchor("last")) == (0.1, 0.1, 0.1)  # min skips the warmup
 
 
 def test_position_replays_the_schedule_from_an_offset_bit_for_bit() -> None:

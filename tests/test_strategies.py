@@ -83,7 +83,27 @@ def test_a_rewind_point_inside_an_epoch_reads_the_init_to_replay_from() -> None:
         ({"lr": "replay"}, r"retrain\.lr_from=None .*retrain\.lr=replay needs it"),
         ({"lr_from": "0"}, r"retrain\.lr_from='0' .*null unless retrain\.lr=replay"),
         ({"weights": "theta0"}, r"retrain\.weights='theta0' .*one of current, rewind, reinit"),
-        ({"lr": "cosine"}, r"retrain\.lr='cosine' .*one of constant, replay"),
+        ({"lr": "exponential"}, r"retrain\.lr='exponential' .*one of constant, replay, scaled, cosine, linear"),
+        # the LR vocabulary: a shape without its anchor, keys its shape does not have, bad values
+        ({"lr": "cosine"}, r"retrain\.lr_peak=None .*one of max, min, last or a number: retrain\.lr=cosine needs it"),
+        ({"lr": "cosine", "lr_peak": "max"}, r"retrain\.lr_end=None .*retrain\.lr=cosine needs it"),
+        ({"lr": "scaled"}, r"retrain\.lr_peak=None .*retrain\.lr=scaled needs it"),
+        ({"lr": "replay", "lr_from": "0", "lr_peak": "max"}, r"retrain\.lr_peak='max' .*null unless retrain\.lr"),
+        ({"lr": "linear", "lr_peak": 0.1, "lr_end": "median"}, r"retrain\.lr_end='median' .*one of max, min, last"),
+        ({"lr": "linear", "lr_peak": -0.1}, r"retrain\.lr_peak=-0\.1 .*a number >= 0"),
+        ({"lr_end": 0.0}, r"retrain\.lr_end=0\.0 .*null unless retrain\.lr is one of cosine, linear"),
+        ({"lr_warmup": 1.0}, r"retrain\.lr_warmup=1\.0 .*a number in \[0\.0, 1\.0\)"),
+        ({"lr_warmup": -0.1}, r"retrain\.lr_warmup=-0\.1 .*a number in \[0\.0, 1\.0\)"),
+        ({"lr_warmup_shape": "exp"}, r"retrain\.lr_warmup_shape='exp' .*one of linear, cosine"),
+        ({"lr": "linear", "lr_rule": {"norms": "all"}}, r"retrain\.lr_rule=.* a mapping with a _target_"),
+        (
+            {"lr": "linear", "lr_peak": "max", "lr_rule": {"_target_": "prune_exp.retrain.rules.ALLR"}},
+            r"retrain\.lr_peak='max' .*null with a retrain\.lr_rule",
+        ),
+        (
+            {"lr": "replay", "lr_from": "0", "lr_rule": {"_target_": "prune_exp.retrain.rules.ALLR"}},
+            r"retrain\.lr_rule=.*null unless retrain\.lr is one of constant, scaled, cosine, linear",
+        ),
         ({"duration": "T"}, r"retrain\.duration='T' .*one of budget, full, none"),
         ({"lr": "replay", "lr_from": "T+1"}, r"retrain\.lr_from='T\+1' .*a position in \[0, T\] \(dense\.epochs=10\)"),
         ({"lr": "replay", "lr_from": "soon"}, r"retrain\.lr_from='soon' .*a sum of T, t, N"),
@@ -102,7 +122,7 @@ def test_parts_that_do_not_fit_are_refused_naming_the_key(values: dict, message:
 
 
 def test_an_unknown_strategy_name_lists_the_builtins() -> None:
-    with pytest.raises(ConfigError, match="allowed: finetune, lottery, lr_rewind, none, reinit, weight_rewind"):
+    with pytest.raises(ConfigError, match="allowed: " + ", ".join(builtin_strategies())):
         strategy_config("finetuning")
 
 
@@ -194,7 +214,10 @@ def test_paired_differences_are_every_pair_or_each_against_the_baseline() -> Non
 
 
 def test_every_builtin_strategy_is_a_file_over_the_schema() -> None:
-    assert builtin_strategies() == ["finetune", "lottery", "lr_rewind", "none", "reinit", "weight_rewind"]
+    assert builtin_strategies() == [
+        *("allr", "clr", "finetune", "llr", "lottery", "lr_rewind", "none", "reinit", "scyc", "slr"),
+        "weight_rewind",
+    ]
     for name in builtin_strategies():
         rt = strategy_config(name)
         assert rt.strategy == name and rt.label and rt.short and rt.color
@@ -211,3 +234,35 @@ def test_the_reports_names_for_a_strategy_are_not_part_of_a_jobs_fingerprint() -
     assert fingerprint("retrain.label=WR", "retrain.short=W", "retrain.color=black") == plain
     assert fingerprint("retrain.lr=constant", "retrain.lr_from=null") != plain
     assert fingerprint("retrain.rewind_to=500it") != plain
+
+
+# Each built-in strategy's fingerprint in the main job (experiment=compare), as the code before
+# the LR vocabulary (retrain.lr_peak, lr_end, lr_warmup, lr_warmup_shape, lr_rule) computed it.
+FINGERPRINTS_BEFORE_THE_LR_VOCABULARY = {
+    "finetune": "9e90daa30daba08a",
+    "lottery": "6c957e6cac144f7d",
+    "lr_rewind": "8b47f308c92d74da",
+    "none": "c5c4702895b2f075",
+    "reinit": "b7c0f7ca933e606f",
+    "weight_rewind": "4a04978c0f455218",
+}
+
+
+@pytest.mark.parametrize("strategy", sorted(FINGERPRINTS_BEFORE_THE_LR_VOCABULARY))
+def test_a_strategy_without_the_new_lr_keys_keeps_its_fingerprint(strategy: str) -> None:
+    """Job dirs and job-cache entries from before the LR vocabulary stay valid."""
+    from prune_exp.app.run import config_fingerprint
+
+    with composed([f"retrain={strategy}", "experiment=compare"]) as cfg:
+        assert config_fingerprint(cfg) == FINGERPRINTS_BEFORE_THE_LR_VOCABULARY[strategy]
+    with composed([f"retrain={strategy}", "experiment=compare", "retrain.lr_warmup=0.1"]) as cfg:
+        assert config_fingerprint(cfg) != FINGERPRINTS_BEFORE_THE_LR_VOCABULARY[strategy]
+
+
+def test_the_builtin_lr_rules_import_and_are_the_ones_the_builtin_strategies_use() -> None:
+    from prune_exp.config.retrain import BUILTIN_RULES
+    from prune_exp.config.targets import locate_error
+
+    assert all(locate_error(target) is None for target in BUILTIN_RULES)
+    used = {strategy_config(name).lr_rule["_target_"] for name in builtin_strategies() if strategy_config(name).lr_rule}
+    assert used == set(BUILTIN_RULES)

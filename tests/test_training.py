@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -18,6 +19,7 @@ from prune_exp.lit.trainer import Job
 from prune_exp.pruning.criteria import Magnitude
 from prune_exp.pruning.pruner import Pruner, sparsity_schedule
 from prune_exp.pruning.structure import Channel, Unstructured
+from prune_exp.retrain.lr import StrategyLR
 from prune_exp.retrain.schedules import LRSchedule
 from prune_exp.retrain.strategies import plan_round, strategy_config
 from prune_exp.store.dense_cache import DenseRun
@@ -76,6 +78,8 @@ def retrain(
     finetune_lr: float | None = None,
 ) -> tuple[Pruner, list[RoundResult]]:
     rt = strategy_config(strategy, budget=budget) if isinstance(strategy, str) else strategy
+    if finetune_lr is not None:
+        rt = dataclasses.replace(rt, finetune_lr=finetune_lr)
     plan = plan_round(rt, dense.epochs, job.steps_per_epoch)
 
     module = dense_module(job, dense)
@@ -93,7 +97,7 @@ def retrain(
         module,
         pruner,
         plan=plan,
-        finetune_lr=finetune_lr,
+        lr=StrategyLR.of(rt, plan, job.schedule, job.steps_per_epoch),
         log_dir=tmp_path / "log",
         on_round_end=results.append,
     )

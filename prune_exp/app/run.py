@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from prune_exp.app.session import resume_hint, sweep_status
 from prune_exp.config import (
     DEFAULT_INIT,
+    LATER_KEYS,
     OUTSIDE_IDENTITY,
     STYLE_KEYS,
     TASKS,
@@ -190,6 +191,13 @@ def hashed_model(model: dict) -> dict:
     return {k: v for k, v in model.items() if not (k == "init" and v == DEFAULT_INIT)}
 
 
+def hashed_retrain(retrain: dict) -> dict:
+    """The strategy as the fingerprint sees it: without the report's names for it (a new label
+    does not make a finished job another one), and the keys added later only where they are
+    not their default, so the job dirs and job-cache entries from before them keep their hashes."""
+    return {k: v for k, v in retrain.items() if k not in STYLE_KEYS and not (k in LATER_KEYS and v == LATER_KEYS[k])}
+
+
 def config_fingerprint(cfg: DictConfig) -> str:
     """A hash of everything that decides a job's results: the config without ``paths``, the
     Hydra settings, the progress bar, the tracker (``logger``), ``job_cache`` and the report's
@@ -203,8 +211,7 @@ def config_fingerprint(cfg: DictConfig) -> str:
     assert isinstance(tree, dict)
     tree.get("trainer", {}).pop("progress_bar", None)
     tree["model"] = hashed_model(tree.get("model", {}))
-    for key in STYLE_KEYS:
-        tree.get("retrain", {}).pop(key, None)
+    tree["retrain"] = hashed_retrain(tree.get("retrain", {}))
     return hashlib.sha256(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -52,11 +52,14 @@ def locate_error(path: str) -> str | None:
 def builtin_targets(key: str) -> list[str]:
     """The ``_target_`` of every built-in option of ``key``: a group's (data, model, ...) or a
     metric's (``task.metrics.<name>``)."""
+    from prune_exp.config.retrain import BUILTIN_RULES
     from prune_exp.config.store import SCHEMAS  # (store imports every schema module, this one's users)
     from prune_exp.config.task import TASKS
 
     if key.startswith("task.metrics."):
         found = [entry["_target_"] for task in TASKS.values() for entry in task.metrics.values()]
+    elif key == "retrain.lr_rule":
+        found = list(BUILTIN_RULES)
     else:
         schemas = SCHEMAS[TARGET_KEYS[key]].values()
         found = [next((f.default for f in fields(s) if f.name == "_target_"), MISSING) for s in schemas]
@@ -85,6 +88,9 @@ def check_targets(cfg: Any) -> None:
         for part in key.split("."):
             node = getattr(node, part)
         nodes[key] = node
+    rule = cfg.retrain.lr_rule
+    if hasattr(rule, "get") and isinstance(rule.get("_target_"), str):  # (check_retrain: other values)
+        nodes["retrain.lr_rule"] = rule
     for name, entry in (cfg.task.metrics or {}).items():
         if hasattr(entry, "get") and isinstance(entry.get("_target_"), str):  # (check_task: other entries)
             nodes[f"task.metrics.{name}"] = entry

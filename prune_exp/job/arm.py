@@ -72,10 +72,11 @@ def prepare(e: Experiment, fused_group: str | None) -> Arm:
         module,
         pruner,
         plan=e.plan.round,
-        finetune_lr=cfg.retrain.finetune_lr,
+        lr=e.plan.lr,
         log_dir=e.job_dir / RETRAIN_LOG_DIR,
         on_round_end=recorder.record,
         gradual=e.plan.gradual,
+        dense_metrics=measured,
     )
     resume = ResumeCheckpoint(e.job_dir / RESUME_FILE, cfg.trainer.checkpoint_every_s)
     return Arm(e, recipe, rounds, writer, recorder, resume, tracker, started)

@@ -28,7 +28,6 @@ from prune_exp.measure.efficiency import RoundMeter
 from prune_exp.pruning.criteria import Criterion
 from prune_exp.pruning.pruner import Pruner
 from prune_exp.pruning.structure import Structure
-from prune_exp.retrain.schedules import LRSchedule
 from prune_exp.store.columns import JobInfo, metric_key
 from prune_exp.store.dense_cache import DenseRun, spec_hash
 from prune_exp.store.job_cache import JobCache, job_key
@@ -94,7 +93,7 @@ class Experiment:
             datamodule=self.datamodule,
             build_net=self.build_net,
             optim=cfg.optim,
-            schedule=LRSchedule(cfg.optim.lr, self.plan.dense_epochs, cfg.optim.schedule),
+            schedule=self.plan.lr.dense.schedule,  # the dense run's LR, as the strategies' anchors see it
             trainer=cfg.trainer,
             seed=cfg.seed,
             progress_bar=self.progress_bar,

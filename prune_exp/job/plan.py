@@ -11,11 +11,13 @@ from dataclasses import dataclass, field
 import torch.nn.functional as F
 from torch import nn
 
-from prune_exp.config import RunConfig, check_dense_length, dense_length
+from prune_exp.config import ConfigError, RunConfig, check_dense_length, dense_length
 from prune_exp.pruning.criteria import Batches, Criterion, Loss
 from prune_exp.pruning.gradual import GradualPlan, check_every
 from prune_exp.pruning.pruner import Pruner, sparsity_schedule
 from prune_exp.pruning.structure import Structure
+from prune_exp.retrain.lr import StrategyLR
+from prune_exp.retrain.schedules import LRSchedule
 from prune_exp.retrain.strategies import RoundPlan, plan_round
 
 
@@ -65,12 +67,13 @@ class PrunerSpec:
 
 @dataclass(frozen=True)
 class JobPlan:
-    """The dense run's length, the strategy's round, each round's sparsity target and, with
-    prune.schedule=gradual, the ramp the mask follows inside the rounds."""
+    """The dense run's length, the strategy's round and its LR, each round's sparsity target
+    and, with prune.schedule=gradual, the ramp the mask follows inside the rounds."""
 
     dense_epochs: float  # T: dense.epochs, or a fraction with dense.iterations
     steps_per_epoch: int
     round: RoundPlan  # what every round does, in steps of the dense run
+    lr: StrategyLR  # the LR of every round's steps
     sparsities: tuple[float, ...]  # the cumulative target of each round (each record row)
     gradual: GradualPlan | None = None
 
@@ -82,14 +85,20 @@ class JobPlan:
         if rc.dense.iterations is not None:  # what depends on T, now that the epoch length is known
             check_dense_length(rc, T)
         round_ = plan_round(rc.retrain, T, steps_per_epoch)
+        lr = StrategyLR.of(rc.retrain, round_, LRSchedule(rc.optim.lr, T, rc.optim.schedule), steps_per_epoch)
         pr = rc.prune
+        if pr.schedule == "gradual" and rc.retrain.lr_rule is not None:
+            raise ConfigError(
+                f"retrain.lr_rule={rc.retrain.lr_rule!r} is not allowed with prune.schedule=gradual; allowed: null "
+                "(a rule sees what a round's pruning did, and gradual pruning happens inside the rounds)"
+            )
         sparsities = tuple(sparsity_schedule(pr.sparsity, pr.schedule, pr.rate))
         gradual = None
         if pr.schedule == "gradual":  # the levels are its checkpoints; the pruner follows the ramp
             steps = round_.epochs * steps_per_epoch
             check_every(pr.every, len(sparsities), steps, _ramp(rc, len(sparsities), steps_per_epoch))
             gradual = GradualPlan(sparsities, steps, pr.every)
-        return cls(T, steps_per_epoch, round_, sparsities, gradual)
+        return cls(T, steps_per_epoch, round_, lr, sparsities, gradual)
 
     @property
     def rounds(self) -> int:

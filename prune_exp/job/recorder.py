@@ -64,6 +64,7 @@ class RoundRecorder:
                 cum_steps=last["cum_steps"] + result.steps,
                 cum_seconds=last["cum_seconds"] + result.seconds,
                 efficiency=self._measure(module, result.mask, result.epochs, pruner),
+                diagnostics=result.diagnostics,
             )
         )
         _log_round(self.writer.rows[-1], result.round, self.info.rounds)

@@ -9,7 +9,7 @@ that checkpoint (see checkpoint.py).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +27,7 @@ from prune_exp.lit.trainer import Job, evaluate_splits, make_module, make_traine
 from prune_exp.pruning.gradual import GradualPlan
 from prune_exp.pruning.mask import Mask
 from prune_exp.pruning.pruner import Pruner
-from prune_exp.retrain.schedules import LRSchedule
+from prune_exp.retrain.lr import StrategyLR
 from prune_exp.retrain.strategies import RoundPlan
 from prune_exp.seeds import derive_seed
 from prune_exp.store.checkpoint import ResumeCheckpoint
@@ -62,14 +62,16 @@ def build_rounds(
     pruner: Pruner,
     *,
     plan: RoundPlan,
-    finetune_lr: float | None,
+    lr: StrategyLR,
     log_dir: Path,
     on_round_end: Callable[[RoundResult], None],
     gradual: GradualPlan | None = None,
+    dense_metrics: Mapping[str, float] | None = None,
 ) -> Rounds:
     """The stage for ``module`` (dense_module), pruned by ``pruner`` round by round and
-    retrained as ``plan`` says, each round's result handed to ``on_round_end`` (the job's
-    recorder); with ``gradual`` (prune.schedule=gradual) the mask follows its ramp through the
+    retrained as ``plan`` says at the LR ``lr`` says, each round's result handed to
+    ``on_round_end`` (the job's recorder); ``dense_metrics``: the dense model's, which round 1's
+    pruning is compared with; with ``gradual`` (prune.schedule=gradual) the mask follows its ramp through the
     rounds (lit/gradual.py). :func:`fit_rounds` runs it alone, fused/group.fit_group with others."""
     net = module.net
     rewind_state = rewound_weights(job, dense, plan.rewind_step, log_dir) if plan.rewind_step is not None else None
@@ -83,9 +85,6 @@ def build_rounds(
                 return job.build_net().state_dict()
         return None
 
-    lr: LRSchedule | float = job.schedule
-    if plan.lr == "constant":
-        lr = finetune_lr if finetune_lr is not None else job.schedule.last_step_lr(job.steps_per_epoch)
     arm = dict(
         net=net,
         pruner=pruner,
@@ -96,6 +95,7 @@ def build_rounds(
         lr=lr,
         steps_per_epoch=job.steps_per_epoch,
         on_round_end=on_round_end,
+        dense_metrics=dense_metrics,
     )
     cycle = GradualCycle(gradual=gradual, **arm) if gradual is not None else PruneRetrainCycle(**arm)
     rounds = gradual.rounds if gradual is not None else pruner.rounds

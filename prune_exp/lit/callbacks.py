@@ -110,7 +110,7 @@ class RoundResult:
     epochs: float  # whole for the rounds of a strategy; a gradual row's: steps / steps per epoch
     steps: int
     seconds: float
-    extra: dict[str, Any] = field(default_factory=dict)
+    diagnostics: dict[str, Any] = field(default_factory=dict)  # what the pruning did, the LR (columns.py)
 
 
 class RewindPointSaver(Callback):

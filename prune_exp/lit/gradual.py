@@ -35,7 +35,7 @@ class GradualRounds(ArmRounds):
     def begin_round(self, global_step: int) -> None:
         """No pruning at a round's start: the LR position only (the caller resets the optimizer)."""
         self._start_step = global_step
-        self._set_lr_position()
+        self._set_round_lr()
 
     def before_step(self, global_step: int) -> bool:
         """Before the optimizer step ``global_step``: the rows due, then the update due."""
@@ -86,7 +86,7 @@ class GradualRounds(ArmRounds):
         self._pruned_at = {int(k): v for k, v in state_dict["pruned_at"].items()}
         # the mask and its enforcement are restored by the base class; its digest goes with the updates
         self.mask_digest = dist.tensors_digest(state_dict["mask"]) if self.update else ""
-        self._set_lr_position()  # a checkpoint is taken inside a round, whatever rows are written
+        self._set_round_lr()  # a checkpoint is taken inside a round, whatever rows are written
 
 
 class GradualCycle(PruneRetrainCycle):

@@ -59,7 +59,8 @@ def check_arms(df: pd.DataFrame) -> None:
     """ConfigError if two jobs of ``df`` (gradual_arms' output: rows with ``job``, ``strategy`` and
     the jobs' ``retrain.*`` values) have one strategy name but differ in an IDENTITY_KEYS value, or
     two strategy names have one short name (``retrain.short``; without it, the name)."""
-    cols = [f"retrain.{k}" for k in IDENTITY_KEYS if f"retrain.{k}" in df]
+    keys = [f"retrain.{k}" for k in IDENTITY_KEYS]
+    cols = [c for c in df.columns if c in keys or c.startswith(tuple(f"{k}." for k in keys))]  # (lr_rule's)
     jobs = df.drop_duplicates("job").to_dict("records")
     first: dict[tuple[str, str], tuple[str, str]] = {}  # (name, key) -> the first job that says, its value
     for job in jobs:

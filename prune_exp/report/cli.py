@@ -18,6 +18,7 @@ import pandas as pd
 from prune_exp.errors import ConfigError
 from prune_exp.report.arms import check_arms, gradual_arms
 from prune_exp.report.collect import Sweep, load_sweep, setting_columns
+from prune_exp.report.diagnostics import diagnostics_section, diagnostics_table, lr_figure
 from prune_exp.report.files import (
     RESULTS_FILE,
     SUMMARY_FILE,
@@ -99,6 +100,7 @@ def report_sweep(
             md += search_cost_section(
                 setting, st.cells, st.search, st.dense_cost, st.costs, st.select, st.cost_figure, styles
             )
+        md += diagnostics_section(st.diagnostics, setting, styles)
     if plots and not st.cells.empty:
         md += _figures(df, st, m, styles, files)
     md += [f"Tidy results (one row per job and round, with every config value): `{RESULTS_FILE}`.", ""]
@@ -120,6 +122,7 @@ class Statistics:
     search: pd.DataFrame  # search_costs
     dense_cost: pd.DataFrame  # dense_costs
     cost_figure: bool
+    diagnostics: pd.DataFrame  # diagnostics_table
 
     @classmethod
     def of(cls, df: pd.DataFrame, m: ReportMetric, sm: ReportMetric, plots: bool) -> Statistics:
@@ -141,6 +144,7 @@ class Statistics:
             search=search_costs(df, metric_col, costs),
             dense_cost=dense_costs(df, costs),
             cost_figure=plots and not cells.empty and axis is not None,
+            diagnostics=diagnostics_table(df),
         )
 
 
@@ -162,6 +166,7 @@ def _figures(
     by_round = _round_masks(df, files.dir)
     if not by_round.empty:
         figures += P.layer_sparsity_by_round(by_round, files, styles, sub)
+    figures += lr_figure(df, files, styles, sub)
     return ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figures if p.suffix == ".png"] + [""]
 
 

@@ -17,6 +17,7 @@ from prune_exp.store.jobdir import holder
 # Config keys that are the axes of a comparison, not part of the setting being compared: what a
 # strategy is (its name, parts and report style), the budget, the seed, the target sparsity.
 AXES = {*(f"retrain.{k}" for k in STRATEGY_KEYS), "retrain.budget", "seed", "prune.sparsity", "name", "select_metric"}
+AXIS_PREFIXES = tuple(f"retrain.{k}." for k in STRATEGY_KEYS)  # a strategy key's nested values (lr_rule's)
 IGNORED_PREFIXES = ("paths.", "logger.", "trainer.progress_bar", "trainer.num_threads", "dense.rewind_epochs")
 
 
@@ -299,7 +300,9 @@ DESCRIPTORS = [
 def setting_columns(df: pd.DataFrame) -> list[str]:
     """Config columns that vary across the sweep's jobs and are not a comparison axis: each
     combination of their values is a separate setting with its own tables."""
-    cols = [c for c in df.columns if "." in c and c not in AXES and not c.startswith(IGNORED_PREFIXES)]
+    cols = [
+        c for c in df.columns if "." in c and c not in AXES and not c.startswith((*IGNORED_PREFIXES, *AXIS_PREFIXES))
+    ]
     if not cols:  # records without their config: fall back to the record's descriptors
         cols = [c for c in DESCRIPTORS if c in df.columns]
     return [c for c in cols if df[c].astype(str).nunique() > 1]

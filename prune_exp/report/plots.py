@@ -28,7 +28,7 @@ from prune_exp.report.tables import COST_FORMAT, COST_UNIT, LEVEL
 from prune_exp.store import bitpack
 
 
-def _save(fig: plt.Figure, files: ReportFiles, name: str) -> list[Path]:
+def save(fig: plt.Figure, files: ReportFiles, name: str) -> list[Path]:
     """Write ``fig`` as ``name`` in every FIGURE_FORMATS, each file whole or not at all (files.py)."""
     try:
         for ext in FIGURE_FORMATS:
@@ -54,7 +54,7 @@ def _dense_band(ax: plt.Axes, dense_row: pd.Series, m: ReportMetric) -> None:
     )
 
 
-def _grid(n: int) -> tuple[plt.Figure, list[plt.Axes]]:
+def grid(n: int) -> tuple[plt.Figure, list[plt.Axes]]:
     cols = min(n, 3)
     rows = -(-n // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(6.2 * cols, 4.4 * rows), squeeze=False)
@@ -72,7 +72,7 @@ def accuracy_vs_compression(
     subtitle: str = "",
 ) -> list[Path]:
     """``compression_figure``, written to the sweep dir."""
-    return _save(compression_figure(stats, dense, metric, styles, subtitle), files, COMPRESSION_FIGURE)
+    return save(compression_figure(stats, dense, metric, styles, subtitle), files, COMPRESSION_FIGURE)
 
 
 def compression_figure(
@@ -81,7 +81,7 @@ def compression_figure(
     """Median over seeds per strategy against the compression ratio (log2), min–max shaded; the
     dense model's median over seeds as a dashed line (gid ``"dense_median"``) in its min–max band."""
     settings = list(stats.index.get_level_values("setting").unique())
-    fig, axes = _grid(len(settings))
+    fig, axes = grid(len(settings))
     for ax, setting in zip(axes, settings, strict=True):
         s = stats.xs(setting, level="setting").reset_index()
         for strategy in styles.ordered(s["strategy"]):
@@ -100,7 +100,7 @@ def compression_figure(
         ax.set_xlabel("compression ratio (all parameters / non-zero), log scale")
         ax.set_ylabel(metric.axis_label())
         title = f"Test {metric.name} vs compression: median over seeds, min–max shaded"
-        ax.set_title(_title(title, setting, subtitle), fontsize=10)
+        ax.set_title(panel_title(title, setting, subtitle), fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower left" if metric.higher_is_better else "upper left")
     return fig
@@ -116,7 +116,7 @@ def accuracy_vs_budget(
 ) -> list[Path]:
     """One panel per (setting, sparsity): test metric against the retraining budget t."""
     panels = chosen_all.groupby(["setting", LEVEL])
-    fig, axes = _grid(panels.ngroups)
+    fig, axes = grid(panels.ngroups)
     for ax, ((setting, level), d) in zip(axes, panels, strict=True):
         for strategy in styles.ordered(d["strategy"]):
             g = d[d["strategy"] == strategy].groupby("budget")[f"test_{metric.name}"]
@@ -127,13 +127,13 @@ def accuracy_vs_budget(
         _dense_band(ax, dense.loc[setting], metric)
         comp = d["compression"].mean()
         title = f"Sparsity {100 * level:.1f}% ({comp:.2f}×): test {metric.name} vs budget"
-        ax.set_title(_title(title, setting, subtitle), fontsize=10)
+        ax.set_title(panel_title(title, setting, subtitle), fontsize=10)
         ax.set_xticks(sorted(d["budget"].unique()))
         ax.set_xlabel("retraining budget t (epochs)")
         ax.set_ylabel(metric.axis_label())
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
-    return _save(fig, files, BUDGET_FIGURE)
+    return save(fig, files, BUDGET_FIGURE)
 
 
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
@@ -175,12 +175,12 @@ def search_cost_figure(
     Each data line has gid ``"<strategy>"`` (trajectory) or ``"<strategy>@<level>"`` (one
     sparsity across budgets); the dense stage's line has gid ``"dense_stage"``."""
     settings = list(costs.index.get_level_values("setting").unique())
-    fig, axes = _grid(len(settings))
+    fig, axes = grid(len(settings))
     for ax, setting in zip(axes, settings, strict=True):
         s = costs.xs(setting, level="setting").reset_index()
         _search_cost_panel(ax, s, float(dense_costs.loc[setting, cost]), dense.loc[setting], cost, metric, styles)
         title = f"Test {metric.name} vs search cost: median over seeds, min–max shaded"
-        ax.set_title(_title(title, setting, subtitle), fontsize=10)
+        ax.set_title(panel_title(title, setting, subtitle), fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
     return fig
@@ -305,14 +305,14 @@ def accuracy_vs_search_cost(
 ) -> list[Path]:
     """``search_cost_figure``, written to the sweep dir."""
     fig = search_cost_figure(costs, dense_costs, dense, cost, metric, styles, subtitle)
-    return _save(fig, files, SEARCH_COST_FIGURE)
+    return save(fig, files, SEARCH_COST_FIGURE)
 
 
 def layer_sparsity(masks: pd.DataFrame, files: ReportFiles, styles: StrategyStyles, subtitle: str = "") -> list[Path]:
     """Grouped bars: the final masks' sparsity per prunable layer, one bar per strategy (mean
     over the jobs at the sweep's highest target sparsity)."""
     settings = list(masks["setting"].unique())
-    fig, axes = _grid(len(settings))
+    fig, axes = grid(len(settings))
     for ax, setting in zip(axes, settings, strict=True):
         m = masks[masks["setting"] == setting]
         layers = list(dict.fromkeys(m["layer"]))
@@ -334,10 +334,10 @@ def layer_sparsity(masks: pd.DataFrame, files: ReportFiles, styles: StrategyStyl
         ax.set_ylim(0, 100)
         jobs = m.groupby("strategy")["job"].nunique().max()
         title = f"Per-layer sparsity of the final masks (mean over {jobs} jobs per strategy)"
-        ax.set_title(_title(title, setting, subtitle), fontsize=10)
+        ax.set_title(panel_title(title, setting, subtitle), fontsize=10)
         ax.grid(alpha=0.3, axis="y")
         ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=len(strategies) + 1)
-    return _save(fig, files, LAYER_FIGURE)
+    return save(fig, files, LAYER_FIGURE)
 
 
 def layer_sparsity_by_round(
@@ -348,7 +348,7 @@ def layer_sparsity_by_round(
     overall sparsity; a line per layer (gid ``"<layer>"``), the diagonal is a uniform pruning."""
     panels = list(masks.groupby(["setting", "strategy"], sort=False).groups)
     panels.sort(key=lambda p: (p[0], styles.ordered(masks["strategy"]).index(p[1])))
-    fig, axes = _grid(len(panels))
+    fig, axes = grid(len(panels))
     for ax, (setting, strategy) in zip(axes, panels, strict=True):
         m = masks[(masks["setting"] == setting) & (masks["strategy"] == strategy)]
         overall = m.groupby("round")["overall"].mean()
@@ -362,12 +362,12 @@ def layer_sparsity_by_round(
         ax.set_ylim(0, 100)
         jobs = m["job"].nunique()
         ax.set_title(
-            _title(f"{styles.label[strategy]}: per-layer sparsity by round ({jobs} jobs)", setting, subtitle),
+            panel_title(f"{styles.label[strategy]}: per-layer sparsity by round ({jobs} jobs)", setting, subtitle),
             fontsize=10,
         )
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="upper left")
-    return _save(fig, files, LAYER_BY_ROUND_FIGURE)
+    return save(fig, files, LAYER_BY_ROUND_FIGURE)
 
 
 def mask_layer_sparsity(path: Path) -> dict[str, float]:
@@ -383,6 +383,6 @@ def mask_layer_sparsity(path: Path) -> dict[str, float]:
         return {n: 1.0 - float(f.get_tensor(n).mean()) for n in names}
 
 
-def _title(text: str, setting: str, subtitle: str = "") -> str:
+def panel_title(text: str, setting: str, subtitle: str = "") -> str:
     lines = [text] + ([setting] if setting != "all" else []) + ([subtitle] if subtitle else [])
     return "\n".join(lines)

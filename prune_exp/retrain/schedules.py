@@ -38,10 +38,6 @@ class LRSchedule:
             return self.base_lr
         raise TypeError(f"unknown schedule config {type(c).__name__}")
 
-    def last_step_lr(self, steps_per_epoch: int) -> float:
-        """The LR of the dense run's last optimizer step: fine-tuning's default LR."""
-        return self((round(self.total_epochs * steps_per_epoch) - 1) / steps_per_epoch)
-
 
 @dataclass(frozen=True)
 class LRPosition:

@@ -46,6 +46,44 @@ class Column:
         return [self.name.format(split=s, metric=m) for s, m in itertools.product(SPLITS, metrics)]
 
 
+LR_CURVE = "lr_curve"
+_DIAGNOSTICS = [
+    Column(
+        "prune_fraction",
+        "of the prunable weights left before the round, the fraction its pruning removed",
+        "round > 0, not gradual",
+    ),
+    Column(
+        "norm_drop",
+        "‖W − W_p‖ / ‖W‖ of the round's pruning, over the prunable weights (W: before, W_p: after)",
+        "round > 0, not gradual",
+    ),
+    Column("norm_drop_all", "the same over every parameter", "round > 0, not gradual"),
+    Column(
+        "pruned_loss_increase",
+        "(loss right after pruning - loss before it) / loss before it, on val (else test)",
+        "round > 0, not gradual, a loss measured",
+    ),
+    Column(
+        "sign_flips",
+        "of the weights kept, the fraction whose sign differs from the dense model's final weights'",
+        "round > 0",
+    ),
+    Column("lr_start", "the LR of the round's first step", "round > 0, the strategy trains"),
+    Column(
+        "lr_peak", "the round's largest LR (with a retrain.lr_rule: the rule's peak)", "round > 0, the strategy trains"
+    ),
+    Column("lr_end", "the LR of the round's last step", "round > 0, the strategy trains"),
+    Column(
+        LR_CURVE,
+        "the LR at 33 evenly spaced steps of the round, first to last (the report's figure)",
+        "round > 0, the strategy trains",
+    ),
+    Column("lr_rule", "the LR rule's peak and what else it returned, as JSON", "round > 0, retrain.lr_rule"),
+]
+DIAGNOSTICS: tuple[str, ...] = tuple(c.name for c in _DIAGNOSTICS)  # what a round's pruning did, its LR
+
+
 def _col(meaning: str, volatile: bool = False) -> dict[str, Any]:
     """A field's metadata: its column's meaning and whether it differs between reruns."""
     return {"meaning": meaning, "volatile": volatile}
@@ -166,7 +204,7 @@ class JobInfo:
 
 
 _JOB = _columns_of(JobInfo)
-COLUMNS: tuple[Column, ...] = (*_ROUND, *_EFFICIENCY, *_JOB)
+COLUMNS: tuple[Column, ...] = (*_ROUND, *_DIAGNOSTICS, *_EFFICIENCY, *_JOB)
 JOB_COLUMNS: tuple[str, ...] = tuple(c.name for c in _JOB)  # the same in every row of a job
 # Columns that differ between two runs of the same config: wall times and where the job ran.
 # Everything else is the same, bit for bit, on CPU (tests/test_resume.py), also across a kill.

@@ -59,6 +59,7 @@ def make_row(
     cum_steps: int,
     cum_seconds: float,
     efficiency: dict[str, Any] | None = None,
+    diagnostics: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One record row. Metric keys are ``<split>_<metric>``; ``pruned_`` ones are measured right
     after pruning, the others after the round's retraining. Costs are cumulative over the job,
@@ -86,6 +87,7 @@ def make_row(
     row.update({PRUNED + k: v for k, v in pruned.items()})
     row.update(retrained)
     row.update(efficiency or {})
+    row.update(diagnostics or {})
     row.update(asdict(info))
     return row
 
