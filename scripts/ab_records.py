@@ -85,30 +85,33 @@ def sweeps(side: Path, code: Path) -> None:
 
 
 def compare(old: Path, new: Path) -> None:
+    """Every row of every job the same in every non-volatile column the old code wrote; the
+    columns only the new code writes are listed (a change may add columns, never alter one)."""
     from prune_exp.store.columns import VOLATILE
     from prune_exp.store.records import read_records
 
     skip = {*VOLATILE, "job_dir"}
 
-    def same(rows: list[dict], side: Path) -> list[dict]:  # a side's own dirs are in its overrides
-        out = [{k: v for k, v in r.items() if k not in skip} for r in rows]
-        for r in out:
-            r["overrides"] = [o.replace(str(side), "<side>") for o in r.get("overrides", [])]
+    def same(row: dict, side: Path, keys) -> dict:  # a side's own dirs are in its overrides
+        out = {k: row.get(k) for k in keys if k not in skip}
+        out["overrides"] = [o.replace(str(side), "<side>") for o in row.get("overrides", [])]
         return out
 
-    total = 0
+    total, added = 0, set()
     for sweep in sorted(p for p in new.iterdir() if p.is_dir() and p.name not in {"cache", "user"}):
         files = sorted(sweep.rglob("records.jsonl"))
         for f in files:
             a, b = read_records(old / f.relative_to(new)), read_records(f)
-            if same(a, old) != same(b, new):
-                diff = {
-                    k for ra, rb in zip(a, b, strict=False) for k in ra.keys() | rb.keys() if ra.get(k) != rb.get(k)
-                }
-                sys.exit(f"{f.relative_to(new)}: the records differ in {sorted(diff - skip)}")
+            if len(a) != len(b):
+                sys.exit(f"{f.relative_to(new)}: {len(a)} rows before, {len(b)} now")
+            for ra, rb in zip(a, b, strict=True):
+                if same(ra, old, ra.keys()) != same(rb, new, ra.keys()):
+                    diff = {k for k in ra if k not in skip and ra.get(k) != rb.get(k)}
+                    sys.exit(f"{f.relative_to(new)}: round {ra.get('round')}'s records differ in {sorted(diff)}")
+                added |= rb.keys() - ra.keys()
             total += len(b)
         print(f"{sweep.name}: {len(files)} jobs, identical")
-    print(f"all identical: {total} rows")
+    print(f"all identical: {total} rows" + (f"; new columns: {', '.join(sorted(added))}" if added else ""))
 
 
 def main() -> None:

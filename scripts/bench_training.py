@@ -12,6 +12,9 @@ ratios the targets are stated in:
 - ModelPruning / prune_exp and torch.nn.utils.prune (bare loop) / prune_exp
 - a minimal LightningModule (same masking, nothing of prune_exp's) splits the prune_exp /
   bare gap into Lightning's own per-step cost and prune_exp's
+- a round's LR set before every step as the round cycle does, from retrain/lr.RoundLR (LLR with
+  a cosine warmup) / from the dense schedule's position as before the LR vocabulary (issue 24:
+  target ~1, nothing measurable)
 
     uv run python scripts/bench_training.py --model cnn1d        # MNIST-1D's CNN
     uv run python scripts/bench_training.py --model lenet300     # LeNet-300-100, MNIST-shaped data
@@ -42,6 +45,7 @@ from prune_exp.models.mlp import MLP
 from prune_exp.pruning.criteria import Magnitude
 from prune_exp.pruning.pruner import Pruner
 from prune_exp.pruning.structure import Unstructured
+from prune_exp.retrain.lr import RoundLR
 from prune_exp.retrain.schedules import LRPosition, LRSchedule
 
 warnings.filterwarnings("ignore")
@@ -126,6 +130,40 @@ def run_prune_exp(dm, build, epochs: int, masked: bool, enforcement: str = "hook
             callbacks.append(CallbackEnforcer(net, mask))
     module.lr_position = LRPosition(LRSchedule(LR, epochs, OPTIM.schedule), 0, 0, dm.steps_per_epoch)
     trainer = make_trainer(TrainerConfig(), max_epochs=epochs, callbacks=callbacks, log_dir=_tmp(), progress_bar=False)
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=dm)
+    return (time.perf_counter() - start) / epochs
+
+
+class RoundLRSetter(Callback):
+    """Sets every optimizer's LR before every step from ``lr(global_step)``, as the round cycle
+    does (lit/cycle.RoundCycle.on_train_batch_start, one arm)."""
+
+    def __init__(self, lr) -> None:
+        self.lr = lr
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        lr = self.lr(trainer.global_step)
+        for opt in trainer.optimizers:
+            for group in opt.param_groups:
+                group["lr"] = lr
+
+
+def run_round_lr(dm, build, epochs: int, vocabulary: bool) -> float:
+    """Masked training with a round's LR set before every step: a RoundLR (LLR, 10% cosine
+    warmup) if ``vocabulary``, else the dense schedule's LRPosition (the code before it)."""
+    net, mask = masked_net(build)
+    enforcer = MaskEnforcer(net)
+    enforcer.set_mask(mask)
+    module = EnforcedModule(net, OPTIM, dm.num_classes, enforcer=enforcer)  # lr_position None: the callback's LR
+    steps = epochs * dm.steps_per_epoch
+    if vocabulary:
+        lr = RoundLR("linear", steps, peak=LR, warmup_steps=steps // 10, warmup_shape="cosine")
+    else:
+        lr = LRPosition(LRSchedule(LR, epochs, OPTIM.schedule), 0, 0, dm.steps_per_epoch).lr
+    trainer = make_trainer(
+        TrainerConfig(), max_epochs=epochs, callbacks=[RoundLRSetter(lr)], log_dir=_tmp(), progress_bar=False
+    )
     start = time.perf_counter()
     trainer.fit(module, datamodule=dm)
     return (time.perf_counter() - start) / epochs
@@ -252,6 +290,10 @@ def main() -> None:
             dm, build, args.epochs, masked=True, enforcement="callback"
         ),
         "prune_exp, dense": lambda: run_prune_exp(dm, build, args.epochs, masked=False),
+        "prune_exp, masked, a round's LR: dense position (before)": lambda: run_round_lr(
+            dm, build, args.epochs, vocabulary=False
+        ),
+        "prune_exp, masked, a round's LR: RoundLR": lambda: run_round_lr(dm, build, args.epochs, vocabulary=True),
         "Lightning, minimal module, masked": lambda: run_minimal_lightning(dm, build, args.epochs),
         "bare loop, masked": lambda: run_bare(dm, build, args.epochs, "manual"),
         "bare loop, dense": lambda: run_bare(dm, build, args.epochs, "none"),
@@ -281,6 +323,9 @@ def main() -> None:
     )
     before = med["prune_exp, masked, enforced by a callback (before)"]
     print(f"| prune_exp masked, hooks / callback (before) | {med['prune_exp, masked'] / before:.3f} | < 1 |")
+    lr_before = med["prune_exp, masked, a round's LR: dense position (before)"]
+    lr_ratio = med["prune_exp, masked, a round's LR: RoundLR"] / lr_before
+    print(f"| a round's LR: RoundLR / dense position (before) | {lr_ratio:.3f} | ~1 |")
     print(f"| bare masked / bare dense | {med['bare loop, masked'] / med['bare loop, dense']:.3f} | |")
     print(
         f"| prune_exp masked / bare loop masked | {med['prune_exp, masked'] / med['bare loop, masked']:.3f} | <= 1.15 |"

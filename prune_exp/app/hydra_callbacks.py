@@ -10,7 +10,14 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from prune_exp.app.preflight import check_job, check_launch, check_outputs, output_dir, preflight_errors
+from prune_exp.app.preflight import (
+    check_job,
+    check_launch,
+    check_outputs,
+    check_sweeper_direction,
+    output_dir,
+    preflight_errors,
+)
 from prune_exp.app.session import SESSION
 from prune_exp.errors import ConfigError
 from prune_exp.store.sweep import PRUNE_EXP_SWEEPER, sweep_job_overrides
@@ -40,6 +47,8 @@ class Preflight(Callback):
         from prune_exp.app.sweep_preflight import check_sweep
 
         SESSION.dir_key, SESSION.dir = "hydra.sweep.dir", str(config.hydra.sweep.dir)
+        with preflight_errors():
+            check_sweeper_direction(config)
         if OmegaConf.select(config, "hydra.sweeper._target_") == PRUNE_EXP_SWEEPER:
             return  # the sweeper checks every job as it composes it, and hands them to the launcher
         loader = GlobalHydra.instance().config_loader()

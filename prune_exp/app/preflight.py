@@ -29,7 +29,9 @@ from prune_exp.config import (
     ConfigError,
     PruneExpError,
     check_accelerator,
+    default_select_metric,
     instantiate_at,
+    sweep_direction,
     task_metrics,
     world_size,
 )
@@ -303,6 +305,23 @@ def check_launch(job_cfg: DictConfig, launcher: str, multirun: bool) -> None:
         )
     if "Slurm" not in launcher:
         check_accelerator(tr.accelerator)
+
+
+def check_sweeper_direction(config: DictConfig) -> None:
+    """ConfigError if the sweeper optimizes the jobs' values the wrong way: a job returns its
+    final round's val select_metric, and Optuna minimizes unless told (``hydra.sweeper.direction``;
+    Nevergrad's ``hydra.sweeper.optim.maximize``), so a search over an LR on acc would report
+    the worst LR as the best."""
+    metric = config.get("select_metric") or default_select_metric(config.task)
+    want = sweep_direction(config.task, metric)
+    why = f"a job's value is its final val {metric}, which the sweep must {want} (hydra/sweeper=tune sets it)"
+    direction = OmegaConf.select(config, "hydra.sweeper.direction")
+    direction = getattr(direction, "name", direction)  # Optuna's sweeper: an Enum
+    if direction is not None and str(direction) != want:
+        raise ConfigError(f"hydra.sweeper.direction={direction} is not allowed; allowed: {want}: {why}")
+    maximize = OmegaConf.select(config, "hydra.sweeper.optim.maximize")
+    if maximize is not None and bool(maximize) != (want == "maximize"):
+        raise ConfigError(f"hydra.sweeper.optim.maximize={maximize!r} is not allowed; allowed: {not maximize}: {why}")
 
 
 def where_in_sweep(overrides: list[str]) -> str:

@@ -127,7 +127,9 @@ from prune_exp.config.task import (
     TaskConfig,
     check_task,
     default_select_metric,
+    higher_is_better,
     metric_names,
+    sweep_direction,
     task_metrics,
 )
 from prune_exp.errors import (  # the errors live in errors.py; importing them from here works too
@@ -228,6 +230,7 @@ __all__ = [
     "default_select_metric",
     "dense_length",
     "fail",
+    "higher_is_better",
     "in_range",
     "instantiate_at",
     "metric_names",
@@ -238,6 +241,7 @@ __all__ = [
     "round_fractions_max",
     "rounds_target",
     "schema_name",
+    "sweep_direction",
     "task_metrics",
     "world_size",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
@@ -99,5 +100,12 @@ def register_configs() -> None:
 
 def register_resolvers() -> None:
     """``${pid:}``: this process's id, fixed for the run (cached like Hydra's ``${now:}`` and
-    carried with it to a sweep's jobs), so run dirs started in the same second differ."""
+    carried with it to a sweep's jobs), so run dirs started in the same second differ.
+    ``${direction:}``: ``maximize`` or ``minimize``, what a job's value (its val select_metric)
+    asks of a tuning sweeper (conf/hydra/sweeper/tune.yaml)."""
     OmegaConf.register_new_resolver("pid", os.getpid, use_cache=True, replace=True)
+    OmegaConf.register_new_resolver("direction", _direction, replace=True)
+
+
+def _direction(*, _root_: Any) -> str:
+    return task.sweep_direction(_root_.task, _root_.get("select_metric"))

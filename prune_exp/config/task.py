@@ -91,4 +91,23 @@ def default_select_metric(cfg: TaskConfig) -> str:
     return metric_names(cfg)[0]
 
 
+def higher_is_better(cfg: TaskConfig, name: str) -> bool:
+    """Whether a larger ``name`` (one of ``metric_names(cfg)``) is better: the entry's own
+    higher_is_better, else its class's (imported, not built); the loss: lower is better."""
+    if name == LOSS:
+        return False
+    entry = task_metrics(cfg)[name]
+    if entry.get(DIRECTION_KEY) is not None:
+        return bool(entry[DIRECTION_KEY])
+    from hydra.utils import get_class
+
+    return bool(get_class(entry["_target_"]).higher_is_better)
+
+
+def sweep_direction(cfg: TaskConfig, select_metric: str | None) -> str:
+    """What a tuning sweeper must do with a job's value, the final round's val ``select_metric``
+    (None: the task's first): ``maximize`` or ``minimize``, as Optuna spells them."""
+    return "maximize" if higher_is_better(cfg, select_metric or default_select_metric(cfg)) else "minimize"
+
+
 DEFAULT_LOSS = TASKS[TaskConfig().name].loss

@@ -21,7 +21,7 @@ from torch import nn
 
 from prune_exp import dist
 from prune_exp.lit.callbacks import MaskEnforcer, RoundResult
-from prune_exp.pruning.effect import pruning_effect, sign_flips, weight_signs
+from prune_exp.pruning.effect import PruningEffect, pruning_effect, sign_flips, weight_signs
 from prune_exp.pruning.mask import Mask
 from prune_exp.pruning.pruner import Pruner
 from prune_exp.retrain.lr import RoundLR, Schedule, StrategyLR
@@ -80,7 +80,8 @@ class ArmRounds:
 
     # ---- what the cycle calls
     def begin_round(self, global_step: int) -> None:
-        """Prune, measure, place the weights, set the LR position (the caller resets the optimizer)."""
+        """Prune, measure the pruned network and what the pruning did, ask the LR rule for the
+        round's peak, place the weights, set the round's LR (the caller resets the optimizer)."""
         self.round += 1
         self._clock, self._start_step = Stopwatch(), global_step
         new = self.pruner.prune(self.mask, self.round)
@@ -90,22 +91,7 @@ class ArmRounds:
         self._pruned = self.evaluate()
         self._diagnostics = {**effect.columns(), **_loss_increase(self._pruned, self._before)}
         if self.strategy_lr.rule is not None and self.plan.trains:
-            facts = RoundFacts(
-                round=self.round,
-                rounds=self.pruner.rounds,
-                sparsity_before=effect.sparsity_before,
-                sparsity_after=effect.sparsity_after,
-                prune_fraction=effect.prune_fraction,
-                norm_drop=effect.norm_drop,
-                norm_drop_all=effect.norm_drop_all,
-                epochs=self.plan.epochs,
-                dense_epochs=self.strategy_lr.dense_epochs,
-                dense_lr=self.strategy_lr.anchors(),
-                pruned=dict(self._pruned),
-                before=dict(self._before),
-            )
-            self._peak, values = self.strategy_lr.rule_peak(facts)
-            self._diagnostics["lr_rule"] = json.dumps({"peak": self._peak, **values}, sort_keys=True)
+            self._ask_rule(effect)
         state = self.round_start_weights(self.round)
         if state is not None:
             self.net.load_state_dict(state)
@@ -135,6 +121,25 @@ class ArmRounds:
             self.begin_round(0)
             self.finish_round(0, 0)
         return self.results
+
+    def _ask_rule(self, effect: PruningEffect) -> None:
+        """The strategy's LR rule's peak for this round, from what its pruning did."""
+        facts = RoundFacts(
+            round=self.round,
+            rounds=self.pruner.rounds,
+            sparsity_before=effect.sparsity_before,
+            sparsity_after=effect.sparsity_after,
+            prune_fraction=effect.prune_fraction,
+            norm_drop=effect.norm_drop,
+            norm_drop_all=effect.norm_drop_all,
+            epochs=self.plan.epochs,
+            dense_epochs=self.strategy_lr.dense_epochs,
+            dense_lr=self.strategy_lr.anchors(),
+            pruned=dict(self._pruned),
+            before=dict(self._before),
+        )
+        self._peak, values = self.strategy_lr.rule_peak(facts)
+        self._diagnostics["lr_rule"] = json.dumps({"peak": self._peak, **values}, sort_keys=True)
 
     # ---- shared with gradual rounds
     def _set_mask(self, mask: Mask, what: str) -> None:

@@ -55,12 +55,14 @@ def _text(value: object) -> str | None:
     return None if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)) else str(value)
 
 
-def check_arms(df: pd.DataFrame) -> None:
+def check_arms(df: pd.DataFrame, tuned: tuple[str, ...] = ()) -> None:
     """ConfigError if two jobs of ``df`` (gradual_arms' output: rows with ``job``, ``strategy`` and
-    the jobs' ``retrain.*`` values) have one strategy name but differ in an IDENTITY_KEYS value, or
-    two strategy names have one short name (``retrain.short``; without it, the name)."""
+    the jobs' ``retrain.*`` values) have one strategy name but differ in an IDENTITY_KEYS value
+    (but the ``tuned`` keys a tuning sweep searched: report/tuning.py), or two strategy names
+    have one short name (``retrain.short``; without it, the name)."""
     keys = [f"retrain.{k}" for k in IDENTITY_KEYS]
-    cols = [c for c in df.columns if c in keys or c.startswith(tuple(f"{k}." for k in keys))]  # (lr_rule's)
+    nested = [c for c in df.columns if c.startswith(tuple(f"{k}." for k in keys))]  # lr_rule's arguments
+    cols = [c for c in [*keys, *nested] if c in df and c not in tuned]
     jobs = df.drop_duplicates("job").to_dict("records")
     first: dict[tuple[str, str], tuple[str, str]] = {}  # (name, key) -> the first job that says, its value
     for job in jobs:

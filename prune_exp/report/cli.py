@@ -43,6 +43,7 @@ from prune_exp.report.tables import (
     search_costs,
     with_setting,
 )
+from prune_exp.report.tuning import chosen_trials, tuned_keys, tuning_lines
 from prune_exp.store.columns import metric_key
 from prune_exp.store.files import MASK_FILE, round_mask_file
 
@@ -76,9 +77,9 @@ def report_sweep(
         _finish(files, [*md, "No job has written records yet: nothing to compare."], out)
         return sweep
 
-    arms = gradual_arms(sweep.results)
-    check_arms(arms)
-    df = with_setting(arms, setting_columns(arms))
+    arms, tuned = gradual_arms(sweep.results), tuned_keys(sweep_dir)
+    check_arms(arms, tuned)
+    df = with_setting(arms, setting_columns(arms, tuned))
     select_name = str(df["select_metric"].iloc[0]) if "select_metric" in df else "acc"
     m, sm = ReportMetric.of(df, metric or select_name), ReportMetric.of(df, select_name)
     styles = StrategyStyles.of(df)
@@ -86,12 +87,13 @@ def report_sweep(
         raise ConfigError(
             f"--baseline {baseline!r}: the sweep has no such strategy; allowed: {', '.join(styles.names)}"
         )
-    st = Statistics.of(df, m, sm, plots)
+    chosen = chosen_trials(df, tuned, metric_key("val", sm.name), sm.higher_is_better) if tuned else df
+    st = Statistics.of(chosen, m, sm, plots)
 
     files.remove(SUMMARY_FILE)  # from here on it would describe other files than those next to it
     with files.write(RESULTS_FILE) as tmp:
         df.to_csv(tmp, index=False)
-    md += describe(df)
+    md += describe(df) + tuning_lines(chosen, tuned)
     for setting in st.dense.index:
         if len(st.dense) > 1:
             md += [f"## Setting: {setting}", ""]

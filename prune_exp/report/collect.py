@@ -297,11 +297,13 @@ DESCRIPTORS = [
 ]
 
 
-def setting_columns(df: pd.DataFrame) -> list[str]:
-    """Config columns that vary across the sweep's jobs and are not a comparison axis: each
-    combination of their values is a separate setting with its own tables."""
+def setting_columns(df: pd.DataFrame, tuned: tuple[str, ...] = ()) -> list[str]:
+    """Config columns that vary across the sweep's jobs and are not a comparison axis (nor a
+    key a tuning sweep searched: report/tuning.py): each combination of their values is a
+    separate setting with its own tables."""
+    axes = {*AXES, *tuned}
     cols = [
-        c for c in df.columns if "." in c and c not in AXES and not c.startswith((*IGNORED_PREFIXES, *AXIS_PREFIXES))
+        c for c in df.columns if "." in c and c not in axes and not c.startswith((*IGNORED_PREFIXES, *AXIS_PREFIXES))
     ]
     if not cols:  # records without their config: fall back to the record's descriptors
         cols = [c for c in DESCRIPTORS if c in df.columns]

@@ -27,6 +27,7 @@ DENSE_REPLAY_DIR = "dense_replay"  # under retrain_log/: the log of a replay to 
 FUSED_DIR = ".fused"  # in a sweep dir: each fused group's Lightning log and checkpoint, <group id>/
 RESULTS_FILE = "results.csv"  # in a sweep dir: the report's tidy table (report/)
 SUMMARY_FILE = "summary.md"  # in a sweep dir: the report (report/)
+TUNING_FILE = "optimization_results.yaml"  # in a sweep dir: a tuning sweeper's (Optuna's, Nevergrad's) best trial
 DENSE_CACHE_DIR = "dense"  # under paths.cache_dir: dense runs, <spec hash>/epoch_0000.safetensors ... (dense_cache.py)
 JOB_CACHE_DIR = "jobs"  # under paths.cache_dir: finished jobs, <key>/ (job_cache.py)
 DENSE_META_FILE = "meta.json"  # in a dense cache entry: what trained it, each epoch file's sha256
