@@ -165,3 +165,14 @@ def test_a_rules_peak_is_part_of_the_rounds_state(dense, tmp_path: Path) -> None
     assert second._peak == first._peak is not None and 0 < first._peak <= 0.1
     assert second._diagnostics == first._diagnostics and "lr_rule" in first._diagnostics
     assert all(torch.equal(second.mask[k], first.mask[k]) for k in first.mask)
+
+
+def test_a_rule_with_gradual_pruning_is_refused_in_the_preflight(tmp_path: Path) -> None:
+    from helpers import composed
+
+    from prune_exp.app.preflight import check_job
+
+    overrides = ["debug=fast", "retrain=allr", "prune.schedule=gradual", "prune.rate=0.5", "prune.sparsity=0.75"]
+    with composed([*overrides, f"paths.data_dir={tmp_path}", f"paths.root_dir={tmp_path}"], hydra=True) as cfg:
+        with pytest.raises(ConfigError, match=r"retrain\.lr_rule=.* is not allowed with prune\.schedule=gradual"):
+            check_job(cfg)

@@ -24,10 +24,10 @@ pytestmark = pytest.mark.slow
 ARGS = [*RESUMABLE_JOB, "trainer.num_threads=1", "hydra.run.dir=outputs/job"]
 
 
-def start(root: Path) -> subprocess.Popen:
+def start(root: Path, args: list[str] = ARGS) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PRUNE_EXP_ROOT": str(root)}
     return subprocess.Popen(
-        [sys.executable, "-m", "prune_exp", *ARGS],
+        [sys.executable, "-m", "prune_exp", *args],
         cwd=root,
         env=env,
         stdout=subprocess.PIPE,
@@ -141,3 +141,21 @@ def test_checkpoints_are_written_at_the_first_epoch_end_every_s_after_the_last(
     saved = [e for e in range(6) if seen[e + 1] == e]
     assert saved == saved_after
     assert seen[-1] == (saved_after[-1] if saved_after else None)
+
+
+def test_a_round_with_an_lr_rule_killed_mid_round_resumes_with_its_peak(tmp_path: Path) -> None:
+    """ALLR's peak is decided once, at the round's start: a resumed round keeps it (its state
+    is in the checkpoint), and the whole job ends as the uninterrupted one, every LR included."""
+    args = [a if not a.startswith("retrain=") else "retrain=allr" for a in ARGS]
+    ref, killed = tmp_path / "ref", tmp_path / "killed"
+    ref.mkdir()
+    killed.mkdir()
+    reference = start(ref, args)
+    job = killed / "outputs/job"
+    kill_when(start(killed, args), lambda: (job / "resume.ckpt").exists(), 0.25, "retraining epoch 2")
+    assert not (job / "records.jsonl").exists() or len(read_records(job / "records.jsonl")) <= 1
+    assert "resuming the prune-retrain rounds" in finish(start(killed, args))
+    finish(reference)
+    rows = rows_of(killed)
+    assert rows == rows_of(ref) and [r["round"] for r in rows] == [0, 1, 2]
+    assert all(r["lr_rule"] and r["lr_peak"] > 0 for r in rows[1:])
