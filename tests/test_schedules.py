@@ -50,3 +50,17 @@ def test_position_replays_the_schedule_from_an_offset_bit_for_bit() -> None:
     replay = LRPosition(s, 5 * 7, 1000, 7)  # the dense schedule from epoch 5, starting at trainer step 1000
     assert all(replay.lr(1000 + i) == dense.lr(35 + i) for i in range(21))
     assert LRPosition(0.003, 0, 0, 7).lr(12345) == 0.003
+
+
+def test_a_dense_runs_extremes_are_computed_once_per_schedule(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sweep's preflight plans every job: the pass over the dense steps is made once."""
+    s = LRSchedule(0.1, 7, MultiStepScheduleConfig(milestones=[3, 5], gamma=0.1))
+    import prune_exp.retrain.lr as lr_module
+
+    monkeypatch.setattr(lr_module, "_EXTREMES", {})  # whatever other tests planned before
+    calls = []
+    at = DenseLR.at
+    monkeypatch.setattr(DenseLR, "at", lambda self, step: calls.append(step) or at(self, step))
+    assert DenseLR.of(s, 13).anchor("min") == pytest.approx(0.001)
+    assert len(calls) == 7 * 13
+    assert (DenseLR.of(s, 13).anchor("max"), len(calls)) == (0.1, 7 * 13)  # a second job: no second pass

@@ -36,6 +36,7 @@ from prune_exp.retrain.strategies import RoundPlan
 
 Schedule = Callable[[float], float]  # the LR at a (fractional) epoch of the dense run
 CURVE_POINTS = 33  # the steps of a round whose LR the records keep (lr_curve)
+_EXTREMES: dict[tuple, tuple[float, float]] = {}  # DenseLR's extremes by schedule (repr), steps
 
 
 @dataclass(frozen=True)
@@ -60,8 +61,14 @@ class DenseLR:
 
     @functools.cached_property
     def _extremes(self) -> tuple[float, float]:
-        lrs = [self.at(s) for s in range(self.steps)]
-        return max(lrs), min(lrs[self.warmup_steps :] or lrs)
+        """The largest LR and the smallest after the warmup: one pass over the steps, once per
+        dense schedule in the process (a sweep's preflight plans every job; an ImageNet run has
+        ~10^5 steps)."""
+        key = (repr(self.schedule), self.steps_per_epoch, self.steps, self.warmup_steps)
+        if key not in _EXTREMES:
+            lrs = [self.at(s) for s in range(self.steps)]
+            _EXTREMES[key] = (max(lrs), min(lrs[self.warmup_steps :] or lrs))
+        return _EXTREMES[key]
 
     def anchor(self, name: str) -> float:
         """``max``, ``min`` (after the dense warmup) or ``last``."""
