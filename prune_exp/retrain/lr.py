@@ -33,9 +33,9 @@ from prune_exp.config import LR_ANCHORS, ConfigError, RetrainConfig
 from prune_exp.config.targets import instantiate_at
 from prune_exp.retrain.schedules import LRSchedule
 from prune_exp.retrain.strategies import RoundPlan
+from prune_exp.store.columns import LR_CURVE, LR_CURVE_POINTS
 
 Schedule = Callable[[float], float]  # the LR at a (fractional) epoch of the dense run
-CURVE_POINTS = 33  # the steps of a round whose LR the records keep (lr_curve)
 _EXTREMES: dict[tuple, tuple[float, float]] = {}  # DenseLR's extremes by schedule (repr), steps
 
 
@@ -117,13 +117,13 @@ class RoundLR:
             return self.end + (self.peak - self.end) * (1.0 + math.cos(math.pi * p)) / 2.0
         return self.peak + (self.end - self.peak) * p
 
-    def summary(self, points: int = CURVE_POINTS) -> dict[str, Any]:
+    def summary(self, points: int = LR_CURVE_POINTS) -> dict[str, Any]:
         """The records' columns: the LR at the round's first step, its largest, at its last
         step, and at ``points`` evenly spaced steps from the first to the last (the report's figure)."""
         lrs = [self(i) for i in range(self.steps)] or [self(0)]
         last = len(lrs) - 1
         curve = [lrs[round(k * last / (points - 1))] for k in range(points)]
-        return {"lr_start": lrs[0], "lr_peak": max(lrs), "lr_end": lrs[-1], "lr_curve": curve}
+        return {"lr_start": lrs[0], "lr_peak": max(lrs), "lr_end": lrs[-1], LR_CURVE: curve}
 
 
 Rule = Callable[..., float]  # retrain/rules.py: RoundFacts -> the round's peak

@@ -47,6 +47,7 @@ class Column:
 
 
 LR_CURVE = "lr_curve"
+LR_CURVE_POINTS = 33  # the steps of a round whose LR the records keep (retrain/lr.RoundLR.summary)
 _DIAGNOSTICS = [
     Column(
         "prune_fraction",
@@ -76,7 +77,7 @@ _DIAGNOSTICS = [
     Column("lr_end", "the LR of the round's last step", "round > 0, the strategy trains"),
     Column(
         LR_CURVE,
-        "the LR at 33 evenly spaced steps of the round, first to last (the report's figure)",
+        f"the LR at {LR_CURVE_POINTS} evenly spaced steps of the round, first to last (the report's figure)",
         "round > 0, the strategy trains",
     ),
     Column("lr_rule", "the LR rule's peak and what else it returned, as JSON", "round > 0, retrain.lr_rule"),
