@@ -45,7 +45,11 @@ class Growing:
         self.fraction = fraction
 
     def __call__(self, facts):
-        return {"peak": self.fraction * facts.dense_lr["max"] * facts.round, "sparsity_seen": facts.sparsity_after}
+        return {
+            "peak": self.fraction * facts.dense_lr["max"] * facts.round,
+            "sparsity_seen": facts.sparsity_after,
+            "norm_ratio": facts.norm_after / facts.norm_before,
+        }
 '''
 
 USER_STRATEGY = """\
@@ -128,7 +132,10 @@ def test_allr_and_a_users_rule_set_each_rounds_peak_in_a_real_sweep(tmp_path: Pa
     for r in (1, 2, 3):
         row = growing[r]
         assert row["lr_peak"] == row["lr_start"] == 0.25 * LR * r
-        assert json.loads(row["lr_rule"]) == {"peak": 0.25 * LR * r, "sparsity_seen": row["sparsity"]}
+        seen = json.loads(row["lr_rule"])
+        assert seen.keys() == {"peak", "sparsity_seen", "norm_ratio"}
+        assert (seen["peak"], seen["sparsity_seen"]) == (0.25 * LR * r, row["sparsity"])
+        assert seen["norm_ratio"] == pytest.approx(math.sqrt(1 - row["norm_drop"] ** 2), rel=1e-9)  # ||W_p|| / ||W||
 
 
 def test_a_rule_that_cannot_be_built_is_refused_before_anything_runs(tmp_path: Path) -> None:

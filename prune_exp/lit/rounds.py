@@ -132,6 +132,8 @@ class ArmRounds:
             prune_fraction=effect.prune_fraction,
             norm_drop=effect.norm_drop,
             norm_drop_all=effect.norm_drop_all,
+            norm_before=effect.norm_before,
+            norm_after=effect.norm_after,
             epochs=self.plan.epochs,
             dense_epochs=self.strategy_lr.dense_epochs,
             dense_lr=self.strategy_lr.anchors(),

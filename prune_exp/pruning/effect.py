@@ -22,6 +22,8 @@ class PruningEffect:
     prune_fraction: float  # of the prunable weights left before the step, the fraction it pruned
     norm_drop: float  # ||W - W_p|| / ||W|| over the prunable weights
     norm_drop_all: float  # ... over every parameter
+    norm_before: float = 0.0  # ||W|| over the prunable weights
+    norm_after: float = 0.0  # ||W_p|| over the prunable weights
 
     def columns(self) -> dict[str, float]:
         return {"prune_fraction": self.prune_fraction, "norm_drop": self.norm_drop, "norm_drop_all": self.norm_drop_all}
@@ -40,13 +42,15 @@ def pruning_effect(net: nn.Module, before: Mask, after: Mask, prunable: Sequence
         total = sum(squares[n] for n in names)
         return math.sqrt(sum(dropped.get(n, 0.0) for n in names) / total) if total > 0 else 0.0
 
-    kept_before = before.kept(prunable)
+    kept_before, norm_sq = before.kept(prunable), sum(squares[n] for n in prunable)
     return PruningEffect(
         sparsity_before=before.sparsity(prunable),
         sparsity_after=after.sparsity(prunable),
         prune_fraction=1.0 - after.kept(prunable) / kept_before if kept_before else 0.0,
         norm_drop=ratio(list(prunable)),
         norm_drop_all=ratio(list(params)),
+        norm_before=math.sqrt(norm_sq),
+        norm_after=math.sqrt(max(norm_sq - sum(dropped.get(n, 0.0) for n in prunable), 0.0)),
     )
 
 

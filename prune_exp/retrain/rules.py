@@ -31,6 +31,8 @@ class RoundFacts:
     prune_fraction: float  # s: of the prunable weights left before it, the fraction it pruned
     norm_drop: float  # ||W - W_p|| / ||W|| over the prunable weights (W: before, W_p: after pruning)
     norm_drop_all: float  # the same over every parameter of the network
+    norm_before: float  # ||W|| over the prunable weights
+    norm_after: float  # ||W_p|| over the prunable weights
     epochs: float  # t: the round's retraining epochs
     dense_epochs: float  # T
     dense_lr: Mapping[str, float]  # the dense run's anchors: max, min (after its warmup), last
