@@ -10,7 +10,9 @@ that ``prune-exp --help`` and the report never pay for torch:
   (``attach`` binds the optimizers; PruneRetrainCycle does it for you);
 - ``PruneRetrainCycle``: a Lightning callback that runs the rounds inside one ``fit``;
 - ``strategy_config``, ``plan_round``: a retraining strategy (built-in or your YAML file) as
-  the plan every round follows; ``LRSchedule``: a dense LR schedule as a function of the epoch.
+  the plan every round follows; ``LRSchedule``: a dense LR schedule as a function of the epoch;
+  ``StrategyLR``: a strategy's LR in every round (``StrategyLR.of(strategy, plan, schedule,
+  steps_per_epoch)``, PruneRetrainCycle's ``lr`` for the strategies with their own LR shape).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ _PUBLIC = {
     "plan_round": "prune_exp.retrain.strategies",
     "RoundPlan": "prune_exp.retrain.strategies",
     "LRSchedule": "prune_exp.retrain.schedules",
+    "StrategyLR": "prune_exp.retrain.lr",
 }
 __all__ = sorted(_PUBLIC)
 

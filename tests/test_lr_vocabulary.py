@@ -176,3 +176,35 @@ def test_a_rule_with_gradual_pruning_is_refused_in_the_preflight(tmp_path: Path)
     with composed([*overrides, f"paths.data_dir={tmp_path}", f"paths.root_dir={tmp_path}"], hydra=True) as cfg:
         with pytest.raises(ConfigError, match=r"retrain\.lr_rule=.* is not allowed with prune\.schedule=gradual"):
             check_job(cfg)
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        ({"low": "foo"}, r"retrain\.lr_rule\.low='foo' .*one of max, min, last or a number > 0"),
+        ({"low": 0}, r"retrain\.lr_rule\.low=0 "),
+        ({"steepness": 0}, r"retrain\.lr_rule\.steepness=0 .*a number > 0"),
+        ({"midpoint": float("nan")}, r"retrain\.lr_rule\.midpoint=nan .*a finite number"),
+    ],
+)
+def test_a_rules_bad_arguments_are_refused_when_the_plan_is_made(dense, rule: dict, message: str) -> None:
+    job = dense[0]
+    rt = RetrainConfig(
+        strategy="s", budget=BUDGET, lr="linear", lr_rule={"_target_": "prune_exp.retrain.rules.SCyc", **rule}
+    )
+    with pytest.raises(ConfigError, match=message):
+        StrategyLR.of(rt, plan_round(rt, T, job.steps_per_epoch), job.schedule, job.steps_per_epoch)
+
+
+def test_a_library_lr_for_a_strategy_with_its_own_lr_shape_is_refused(dense, tmp_path: Path) -> None:
+    """A float or a schedule is a constant or a replayed LR: LLR's shape would be dropped silently."""
+    from prune_exp.retrain.strategies import strategy_config
+
+    job, run, _ = dense
+    rt = strategy_config("llr", budget=BUDGET)
+    plan = plan_round(rt, T, job.steps_per_epoch)
+    module = dense_module(job, run)
+    pruner = Pruner(module.net, criterion=Magnitude(), structure=Unstructured(), scope="global", sparsities=[0.5])
+    kwargs = {"log_dir": tmp_path, "on_round_end": lambda r: None}
+    with pytest.raises(ValueError, match=r"strategy llr has lr=linear; pass lr=StrategyLR\.of"):
+        build_rounds(job, run, module, pruner, plan=plan, lr=job.schedule, **kwargs)

@@ -59,9 +59,32 @@ def test_each_strategy_gets_its_best_trial_on_val_and_pays_for_every_trial() -> 
     assert set(lower[lower["strategy"] == "llr"]["retrain.lr_peak"]) == {0.01}
 
 
-def test_the_tuned_keys_are_the_sweepers_best_params(tmp_path: Path) -> None:
+def test_a_trial_that_stopped_early_is_not_chosen_but_is_paid_for() -> None:
+    """A diverged trial keeps only its dense row, whose val is the best of all: not a candidate."""
+    df = records()
+    failed = {"job": "x-0", "strategy": "llr", "seed": 0, "budget": 2, "retrain.lr_peak": 2.0, "dense_epochs": 10}
+    df = pd.concat([df, pd.DataFrame([{**failed, "round": 0, "val_acc": 0.99, "cum_epochs": 10}])])
+    df["job_state"] = ["failed" if j == "x-0" else "done" for j in df["job"]]
+    chosen = chosen_trials(with_setting(df, []), ("retrain.lr_peak",), "val_acc", higher=True)
+    assert set(chosen[chosen["strategy"] == "llr"]["retrain.lr_peak"]) == {0.05}
+    assert set(chosen[chosen["strategy"] == "llr"][TRIALS]) == {4}  # the failed one counted
+
+
+def test_the_tuned_keys_are_the_sweepers_best_params_or_what_its_trials_vary(tmp_path: Path) -> None:
     assert tuned_keys(tmp_path) == ()
     (tmp_path / TUNING_FILE).write_text(yaml.safe_dump({"name": "optuna", "best_params": {"retrain.lr_peak": 0.05}}))
     assert tuned_keys(tmp_path) == ("retrain.lr_peak",)
-    (tmp_path / TUNING_FILE).write_text("{not: yaml")
-    assert tuned_keys(tmp_path) == ()
+    nevergrad = {"name": "nevergrad", "best_evaluated_params": {"retrain.finetune_lr": 0.01}}
+    (tmp_path / TUNING_FILE).write_text(yaml.safe_dump(nevergrad))
+    assert tuned_keys(tmp_path) == ("retrain.finetune_lr",)
+    # before the file exists (a sweep still running, or with a failed trial): an optimizing
+    # sweeper's trials, told apart by the override keys whose values differ (but the seed)
+    (tmp_path / TUNING_FILE).unlink()
+    results = pd.DataFrame(
+        {"job": ["0", "1"], "overrides": [["retrain.lr_peak=0.1", "seed=0"], ["retrain.lr_peak=0.3", "seed=1"]]}
+    )
+    assert tuned_keys(tmp_path, results) == ()  # no multirun.yaml: not known to be a tuning sweep
+    (tmp_path / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"sweeper": {"direction": "maximize"}}}))
+    assert tuned_keys(tmp_path, results) == ("retrain.lr_peak",)
+    (tmp_path / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"sweeper": {"max_batch_size": None}}}))
+    assert tuned_keys(tmp_path, results) == ()  # the basic sweeper: its axes are no search

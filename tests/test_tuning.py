@@ -66,3 +66,12 @@ def test_a_sweeper_told_to_minimize_acc_is_refused_before_anything_runs(tmp_path
         res.stderr
     )
     assert not (tmp_path / "sweep").exists()
+
+
+def test_a_tuning_sweep_on_a_metric_the_task_lacks_is_refused_in_one_line(tmp_path: Path) -> None:
+    res = tune(tmp_path, "hydra/sweeper=tune", "select_metric=acuracy", "retrain.finetune_lr=interval(1e-4, 0.1)")
+    assert res.returncode == 1
+    assert res.stderr.strip().splitlines()[-1] == (
+        "prune-exp: config error: select_metric='acuracy' is not allowed; allowed: one of acc, f1_macro, acc_top5, loss"
+    )
+    assert not (tmp_path / "sweep").exists()

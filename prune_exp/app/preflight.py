@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from prune_exp.app.session import SESSION
@@ -222,7 +222,18 @@ def output_dir(config: DictConfig, key: str) -> Path:
 INPUT_ERRORS = (PruneExpError, OmegaConfBaseException, HydraException)
 
 
-def _exit_with(e: Exception, where: str = "") -> None:
+def own_error(e: BaseException) -> BaseException:
+    """Our own error under the ones Hydra and OmegaConf wrap it in (a resolver's, such as
+    ``${direction:}``'s: "ConfigError raised while resolving interpolation"), else ``e``."""
+    cause: BaseException | None = e
+    while cause is not None:
+        if isinstance(cause, PruneExpError):
+            return cause
+        cause = cause.__cause__ or cause.__context__
+    return e
+
+
+def _exit_with(e: BaseException, where: str = "") -> None:
     # One clear message, no traceback: it is the user's input, not our bug. (Hydra turns an
     # exception raised in a callback into a warning, so exiting is the way to stop the run.)
     kind = "error" if isinstance(e, PruneExpError) and not isinstance(e, ConfigError) else "config error"
@@ -245,7 +256,7 @@ def preflight_errors(where: str = "") -> Iterator[None]:
     try:
         yield
     except INPUT_ERRORS as e:
-        _exit_with(e, where)
+        _exit_with(own_error(e), where)
     except Exception:
         log.exception("the preflight check failed%s", where)
         sys.exit(f"prune-exp: internal error in the preflight check{where} (traceback above)")
@@ -312,14 +323,18 @@ def check_sweeper_direction(config: DictConfig) -> None:
     final round's val select_metric, and Optuna minimizes unless told (``hydra.sweeper.direction``;
     Nevergrad's ``hydra.sweeper.optim.maximize``), so a search over an LR on acc would report
     the worst LR as the best."""
-    metric = config.get("select_metric") or default_select_metric(config.task)
-    want = sweep_direction(config.task, metric)
-    why = f"a job's value is its final val {metric}, which the sweep must {want} (hydra/sweeper=tune sets it)"
     direction = OmegaConf.select(config, "hydra.sweeper.direction")
+    maximize = OmegaConf.select(config, "hydra.sweeper.optim.maximize")
+    if direction is None and maximize is None:
+        return
+    if isinstance(direction, (list, ListConfig)) and len(direction) == 1:  # one objective, as a list
+        direction = direction[0]
     direction = getattr(direction, "name", direction)  # Optuna's sweeper: an Enum
+    metric = config.get("select_metric") or default_select_metric(config.task)
+    want = sweep_direction(config.task, metric)  # ConfigError for a task or select_metric that is none
+    why = f"a job's value is its final val {metric}, which the sweep must {want} (hydra/sweeper=tune sets it)"
     if direction is not None and str(direction) != want:
         raise ConfigError(f"hydra.sweeper.direction={direction} is not allowed; allowed: {want}: {why}")
-    maximize = OmegaConf.select(config, "hydra.sweeper.optim.maximize")
     if maximize is not None and bool(maximize) != (want == "maximize"):
         raise ConfigError(f"hydra.sweeper.optim.maximize={maximize!r} is not allowed; allowed: {not maximize}: {why}")
 

@@ -107,8 +107,10 @@ def _check_lr_vocabulary(rt: RetrainConfig) -> None:
             )
         if value is not None and rt.lr not in shapes:
             raise fail(f"retrain.{key}", value, f"null unless retrain.lr is one of {', '.join(shapes)}")
-        if value is not None and not (value in LR_ANCHORS or _is_number(value)):
-            raise fail(f"retrain.{key}", value, f"one of {', '.join(LR_ANCHORS)} or a number >= 0")
+        can_be_0 = key == "lr_end"  # (a peak of 0 would not train)
+        if value is not None and not (value in LR_ANCHORS or (_is_number(value) and (value > 0 or can_be_0))):
+            what = "a number >= 0" if can_be_0 else "a number > 0"
+            raise fail(f"retrain.{key}", value, f"one of {', '.join(LR_ANCHORS)} or {what}")
     in_range("retrain.lr_warmup", rt.lr_warmup, 0.0, 1.0, False, True)
     choice("retrain.lr_warmup_shape", rt.lr_warmup_shape, WARMUP_SHAPES)
     if ruled:

@@ -94,6 +94,8 @@ def default_select_metric(cfg: TaskConfig) -> str:
 def higher_is_better(cfg: TaskConfig, name: str) -> bool:
     """Whether a larger ``name`` (one of ``metric_names(cfg)``) is better: the entry's own
     higher_is_better, else its class's (imported, not built); the loss: lower is better."""
+    choice("task.name", cfg.name, tuple(TASKS))
+    choice("select_metric", name, metric_names(cfg))
     if name == LOSS:
         return False
     entry = task_metrics(cfg)[name]
@@ -101,7 +103,10 @@ def higher_is_better(cfg: TaskConfig, name: str) -> bool:
         return bool(entry[DIRECTION_KEY])
     from hydra.utils import get_class
 
-    return bool(get_class(entry["_target_"]).higher_is_better)
+    try:
+        return bool(get_class(entry["_target_"]).higher_is_better)
+    except Exception:  # not importable, or no direction: said in one line, naming the key
+        raise fail(f"task.metrics.{name}._target_", entry["_target_"], "a torchmetrics Metric class") from None
 
 
 def sweep_direction(cfg: TaskConfig, select_metric: str | None) -> str:

@@ -62,6 +62,11 @@ class ArmRounds:
         self.round_start_weights = round_start_weights
         self.steps_per_epoch = steps_per_epoch
         if not isinstance(lr, StrategyLR):
+            if plan.lr not in ("constant", "replay"):
+                raise ValueError(
+                    f"lr={lr!r} is a constant LR or the dense schedule to replay, and strategy {plan.strategy} has "
+                    f"lr={plan.lr}; pass lr=StrategyLR.of(strategy_config(...), plan, dense_schedule, steps_per_epoch)"
+                )
             lr = StrategyLR.legacy(lr, plan.epochs * steps_per_epoch, plan.lr_start_step, steps_per_epoch)
         self.strategy_lr = lr
         self.on_round_end = on_round_end
@@ -141,7 +146,7 @@ class ArmRounds:
             before=dict(self._before),
         )
         self._peak, values = self.strategy_lr.rule_peak(facts)
-        self._diagnostics["lr_rule"] = json.dumps({"peak": self._peak, **values}, sort_keys=True)
+        self._diagnostics["lr_rule"] = json.dumps({"peak": self._peak, **values}, sort_keys=True, default=_plain)
 
     # ---- shared with gradual rounds
     def _set_mask(self, mask: Mask, what: str) -> None:
@@ -201,7 +206,7 @@ class ArmRounds:
         self.round, self._pruned, self._start_step = state_dict["round"], state_dict["pruned"], state_dict["start_step"]
         self._clock.load_state_dict(state_dict["clock"])
         # (checkpoints from before 2026-12 have no LR rule's peak nor diagnostics)
-        self._before = dict(state_dict.get("before", self._before))
+        self._before = dict(state_dict.get("before", {} if self.round else self._before))
         self._peak, self._diagnostics = state_dict.get("peak"), dict(state_dict.get("diagnostics", {}))
         self.mask = Mask(state_dict["mask"])
         self.mask_digest = dist.tensors_digest(state_dict["mask"]) if self.round else ""
@@ -218,3 +223,11 @@ def _loss_increase(pruned: Mapping[str, float], before: Mapping[str, float]) -> 
         if key in pruned and before.get(key):
             return {"pruned_loss_increase": (pruned[key] - before[key]) / abs(before[key])}
     return {}
+
+
+def _plain(value: Any) -> Any:
+    """A rule's value as JSON takes it: a numpy or 0-d torch number as a float, else its text."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)

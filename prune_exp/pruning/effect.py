@@ -34,8 +34,11 @@ def pruning_effect(net: nn.Module, before: Mask, after: Mask, prunable: Sequence
     """The effect of going from ``before`` to ``after`` on ``net``'s current weights (call it
     before ``after`` is applied)."""
     params = dict(net.named_parameters())
-    removed = {name: before[name] & ~after[name] for name in after}
-    dropped = {name: float(params[name][removed[name]].double().square().sum()) for name in after}
+    # (the masks may sit apart from the weights: the first mask is made before the net moves to its device)
+    removed = {
+        name: (before[name].to(p.device) & ~after[name].to(p.device)) for name, p in params.items() if name in after
+    }
+    dropped = {name: float(params[name][removed[name]].double().square().sum()) for name in removed}
     squares = {name: float(p.double().square().sum()) for name, p in params.items()}
 
     def ratio(names: Sequence[str]) -> float:

@@ -77,7 +77,7 @@ def report_sweep(
         _finish(files, [*md, "No job has written records yet: nothing to compare."], out)
         return sweep
 
-    arms, tuned = gradual_arms(sweep.results), tuned_keys(sweep_dir)
+    arms, tuned = gradual_arms(sweep.results), tuned_keys(sweep_dir, sweep.results)
     check_arms(arms, tuned)
     df = with_setting(arms, setting_columns(arms, tuned))
     select_name = str(df["select_metric"].iloc[0]) if "select_metric" in df else "acc"
@@ -104,7 +104,7 @@ def report_sweep(
             )
         md += diagnostics_section(st.diagnostics, setting, styles)
     if plots and not st.cells.empty:
-        md += _figures(df, st, m, styles, files)
+        md += _figures(chosen, st, m, styles, files)
     md += [f"Tidy results (one row per job and round, with every config value): `{RESULTS_FILE}`.", ""]
     _finish(files, md, out)
     return sweep

@@ -16,36 +16,65 @@ import pandas as pd
 import yaml
 
 from prune_exp.report.tables import COSTS
-from prune_exp.store.files import TUNING_FILE
+from prune_exp.store.files import MULTIRUN_FILE, TUNING_FILE
 
 TRIALS = "tuning_trials"  # the column: how many trials the chosen one was picked from
 
 
-def tuned_keys(sweep_dir: Path) -> tuple[str, ...]:
-    """The config keys a tuning sweeper searched (its result file's best_params), else ()."""
+def tuned_keys(sweep_dir: Path, results: pd.DataFrame | None = None) -> tuple[str, ...]:
+    """The config keys a tuning sweeper searched: its result file's best parameters (Optuna's
+    ``best_params``, Nevergrad's ``best_evaluated_params``); before that file exists (a sweep
+    still running, or one whose trials failed), where ``multirun.yaml`` shows an optimizing
+    sweeper (a ``direction`` or an ``optim``), the override keys whose values differ between
+    the jobs of ``results`` (but the seed); else ()."""
     path = Path(sweep_dir) / TUNING_FILE
-    if not path.is_file():
+    if path.is_file():
+        try:
+            result = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError:
+            result = {}
+        best = result.get("best_params") or result.get("best_evaluated_params") or {}
+        if best:
+            return tuple(str(k) for k in best)
+    if results is None or "overrides" not in results or not _optimizing(Path(sweep_dir) / MULTIRUN_FILE):
         return ()
+    values: dict[str, set[str]] = {}
+    for overrides in results.drop_duplicates("job")["overrides"]:
+        for o in overrides if isinstance(overrides, list) else []:
+            key, _, value = str(o).partition("=")
+            values.setdefault(key.lstrip("+~"), set()).add(value)
+    return tuple(k for k, v in values.items() if len(v) > 1 and k != "seed" and "." in k)
+
+
+def _optimizing(multirun: Path) -> bool:
     try:
-        best = (yaml.safe_load(path.read_text()) or {}).get("best_params") or {}
-    except yaml.YAMLError:
-        return ()
-    return tuple(str(k) for k in best)
+        sweeper = ((yaml.safe_load(multirun.read_text()) or {}).get("hydra") or {}).get("sweeper") or {}
+    except (OSError, yaml.YAMLError):
+        return False
+    return "direction" in sweeper or "optim" in sweeper
 
 
 def chosen_trials(df: pd.DataFrame, tuned: tuple[str, ...], select: str, higher: bool) -> pd.DataFrame:
     """Per setting and strategy, the rows of the trial (its values of ``tuned``) with the best
-    mean over seeds of its jobs' last val ``select``; its cumulative costs replaced by the dense
-    stage plus every trial's retraining up to the same round; ``TRIALS`` columns counts them."""
+    mean over seeds of its finished jobs' last val ``select`` (a job that stopped early is not
+    scored: its last row is not its last round); its cumulative costs replaced by the dense
+    stage plus every trial's retraining up to the same round; ``TRIALS`` counts the trials."""
     keys = [k for k in tuned if k in df]
-    if not keys:
+    if not keys or select not in df:
         return df
     d = df.copy()
     d["_trial"] = d[keys].astype(str).agg("|".join, axis=1)
     last = d.sort_values("round").groupby("job").tail(1)
-    score = last.groupby(["setting", "strategy", "_trial"])[select].mean()
-    best = (score.groupby(level=[0, 1]).idxmax() if higher else score.groupby(level=[0, 1]).idxmin()).tolist()
-    trials = score.groupby(level=[0, 1]).size()
+    if "job_state" in last:
+        finished = last["job_state"] == "done"
+    else:  # records without their job's state: complete when the last round is recorded
+        finished = last["round"] == last["rounds"] if "rounds" in last else pd.Series(True, index=last.index)
+    score = last[finished].groupby(["setting", "strategy", "_trial"])[select].mean().dropna()
+    if score.empty:
+        return df
+    by_cell = score.groupby(level=[0, 1])
+    best = (by_cell.idxmax() if higher else by_cell.idxmin()).tolist()
+    trials = d.groupby(["setting", "strategy"])["_trial"].nunique()
     out = d[d.set_index(["setting", "strategy", "_trial"]).index.isin(best)].copy()
     for cum, dense in COSTS.values():
         if cum in d and dense in d:

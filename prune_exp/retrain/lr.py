@@ -202,7 +202,11 @@ class StrategyLR:
         out = self.rule(facts)
         values = dict(out) if isinstance(out, Mapping) else {"peak": out}
         value = values.pop("peak", None)
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+        try:  # a Python, numpy or 0-d torch number
+            value = None if isinstance(value, (bool, str)) else float(value)
+        except (TypeError, ValueError):
+            pass
+        ok = isinstance(value, float) and math.isfinite(value) and value > 0
         decays = self.shape in ("cosine", "linear")
         if not ok or (decays and value < self.end):
             raise ConfigError(

@@ -17,6 +17,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from prune_exp.config import LR_ANCHORS
+
 NORM_SETS = ("prunable", "all")  # the weights ALLR's norms run over
 
 
@@ -82,6 +84,18 @@ class SCyc:
     steepness: float = 10.0
     midpoint: float = 0.5
 
+    def __post_init__(self) -> None:
+        from prune_exp.config.checks import fail
+
+        for key in ("low", "high"):
+            v = getattr(self, key)
+            if not (v in LR_ANCHORS or (_number(v) and v > 0)):
+                raise fail(f"retrain.lr_rule.{key}", v, f"one of {', '.join(LR_ANCHORS)} or a number > 0")
+        if not (_number(self.steepness) and self.steepness > 0):
+            raise fail("retrain.lr_rule.steepness", self.steepness, "a number > 0")
+        if not _number(self.midpoint):
+            raise fail("retrain.lr_rule.midpoint", self.midpoint, "a finite number")
+
     def __call__(self, facts: RoundFacts) -> dict[str, float]:
         lo, hi = (v if not isinstance(v, str) else facts.dense_lr[v] for v in (self.low, self.high))
         x = (facts.round - 1) / (facts.rounds - 1) if facts.rounds > 1 else 1.0
@@ -91,3 +105,7 @@ class SCyc:
 
         s = (logistic(x) - logistic(0.0)) / (logistic(1.0) - logistic(0.0))
         return {"peak": lo + (hi - lo) * s, "s_curve": s}
+
+
+def _number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
