@@ -11,6 +11,7 @@ resume checkpoint, so a killed stage resumes mid-round with the same mask and LR
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -132,13 +133,7 @@ class ArmRounds:
         facts = RoundFacts(
             round=self.round,
             rounds=self.pruner.rounds,
-            sparsity_before=effect.sparsity_before,
-            sparsity_after=effect.sparsity_after,
-            prune_fraction=effect.prune_fraction,
-            norm_drop=effect.norm_drop,
-            norm_drop_all=effect.norm_drop_all,
-            norm_before=effect.norm_before,
-            norm_after=effect.norm_after,
+            **dataclasses.asdict(effect),  # the sparsities, the fraction pruned, the norms
             epochs=self.plan.epochs,
             dense_epochs=self.strategy_lr.dense_epochs,
             dense_lr=self.strategy_lr.anchors(),
