@@ -14,8 +14,10 @@ only and reports its peak resident set (CPU: torch's own ~0.8 GiB included) or i
 allocated CUDA memory (GPU).
 
     uv run python scripts/bench_fused.py                                 # CPU: cnn1d, lenet300, resnet20
-    uv run python scripts/bench_fused.py --sweep --reps 5                # the main job, fused vs basic
-    uv run python scripts/bench_fused.py --sweep --reps 5 prune.sparsity=0.59   # ... 4 rounds instead of 11
+    uv run python scripts/bench_fused.py --sweep --reps 3                # the main job, default (fused) vs basic
+    git worktree add /tmp/main-7cb5c8d 7cb5c8d                           # ... and vs an older commit's basic:
+    uv run python scripts/bench_fused.py --sweep --reps 3 --against /tmp/main-7cb5c8d
+    uv run python scripts/bench_fused.py --sweep --reps 3 prune.sparsity=0.59   # ... 4 rounds instead of 11
     uv run python scripts/bench_fused.py --device cuda --models resnet20 --arms 8 --bf16 --channels-last
 """
 
@@ -147,20 +149,31 @@ def child(args: argparse.Namespace) -> None:
 
 def sweep(args: argparse.Namespace) -> None:
     """The real command, ``prune-exp -m experiment=compare`` (plus ``args.overrides``), in a fresh
-    process with an empty cache, with the fused launcher and with the basic one, in turn."""
-    times: dict[str, list[float]] = {"fused": [], "basic": []}
+    process with an empty cache, from the shell command to the report: this commit's default
+    launcher (fused), its basic launcher and, with ``--against DIR``, the basic launcher of the
+    checkout in DIR (``git worktree add DIR 7cb5c8d``), in turn, ``--reps`` times."""
+    here = str(Path(__file__).resolve().parents[1])
+    sides = {"default": (here, []), "basic": (here, ["hydra/launcher=basic"])}
+    if args.against:
+        sides[f"basic@{Path(args.against).name}"] = (str(Path(args.against).resolve()), ["hydra/launcher=basic"])
+    times: dict[str, list[float]] = {name: [] for name in sides}
     for _ in range(args.reps):
-        for launcher in times:
+        for name, (code, launcher) in sides.items():
             with tempfile.TemporaryDirectory() as root:
-                cmd = [sys.executable, "-m", "prune_exp", "-m", "experiment=compare", *args.overrides]
-                cmd += [f"hydra/launcher={launcher}"] if launcher == "fused" else []
+                cmd = [sys.executable, "-m", "prune_exp", "-m", "experiment=compare", *args.overrides, *launcher]
+                env = {**os.environ, "PRUNE_EXP_ROOT": root, "PYTHONPATH": code}
                 start = time.perf_counter()
-                env = {**os.environ, "PRUNE_EXP_ROOT": root}
                 subprocess.run(cmd, cwd=root, env=env, check=True, capture_output=True)
-                times[launcher].append(time.perf_counter() - start)
-                print(f"{launcher}: {times[launcher][-1]:.1f} s", flush=True)
-    f, b = statistics.median(times["fused"]), statistics.median(times["basic"])
-    print(f"| main job {' '.join(args.overrides)} | {f:.1f} s | {b:.1f} s | {f / b:.2f} |")
+                times[name].append(time.perf_counter() - start)
+                print(f"{name}: {times[name][-1]:.1f} s", flush=True)
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    print(
+        f"| command | {' | '.join(medians)} | default / basic | "
+        + " | ".join(f"default / {n}" for n in medians if n.startswith("basic@"))
+    )
+    ratios = [medians["default"] / medians[n] for n in medians if n.startswith("basic")]
+    cells = [f"{m:.1f} s" for m in medians.values()] + [f"{r:.2f}" for r in ratios]
+    print(f"| main job {' '.join(args.overrides)} | " + " | ".join(cells) + " |")
 
 
 def main() -> None:
@@ -173,7 +186,8 @@ def main() -> None:
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
-    p.add_argument("--sweep", action="store_true", help="time the main job, fused vs the basic launcher")
+    p.add_argument("--sweep", action="store_true", help="time the main job, the default launcher vs the basic one")
+    p.add_argument("--against", help="--sweep: also time the basic launcher of the checkout in this dir")
     p.add_argument("overrides", nargs="*", help="--sweep: overrides of experiment=compare")
     p.add_argument("--child", choices=["fused", "alone"], help=argparse.SUPPRESS)
     args = p.parse_args()

@@ -68,3 +68,33 @@ def test_concurrent_jobs_train_the_shared_dense_run_once(tmp_path: Path) -> None
     assert sum("training the dense model" in out for out in outs) == 1
     entries = [p for p in (tmp_path / "outputs/cache/dense").iterdir() if not p.name.endswith(".lock")]
     assert [p.name for p in entries] == [firsts[0]["dense_hash"]]
+
+
+def test_two_fused_sweeps_that_share_dense_runs_at_once_train_each_once_without_a_deadlock(tmp_path: Path) -> None:
+    """Sweep A (finetune, seeds 0 and 1) and sweep B (lr_rewind, seeds 1 and 2) each train their
+    seeds' dense runs as one group (job/dense_group.py), taking the runs' locks in sorted order:
+    seed 1's run is in both groups. Both finish, and every run is trained once."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PRUNE_EXP_ROOT": str(tmp_path)}
+    sweeps = {"a": ["retrain=finetune", "seed=0,1"], "b": ["retrain=lr_rewind", "seed=1,2"]}
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, "-m", "prune_exp", "-m", *ARGS, *args, f"hydra.sweep.dir=outputs/{name}"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for name, args in sweeps.items()
+    }
+    outs = {name: p.communicate(timeout=300)[0] for name, p in procs.items()}
+    for name, p in procs.items():
+        assert p.returncode == 0, outs[name][-3000:]
+    firsts = [read_records(f)[0] for f in sorted(tmp_path.glob("outputs/[ab]/*/records.jsonl"))]
+    assert len(firsts) == 4
+    by_run: dict[str, list[bool]] = {}
+    for r in firsts:
+        by_run.setdefault(r["dense_hash"], []).append(r["dense_cached"])
+    assert len(by_run) == 3 and all(cached.count(False) == 1 for cached in by_run.values()), by_run
+    entries = [p for p in (tmp_path / "outputs/cache/dense").iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert sorted(p.name for p in entries) == sorted(by_run)

@@ -238,7 +238,9 @@ def test_a_site_config_in_local_sets_this_machines_defaults(tmp_path: Path) -> N
     with composed([f"hydra.searchpath=[file://{tmp_path}]", "paths.data_dir=/mine"], hydra=True) as cfg:
         assert cfg.paths.data_dir == "/mine"  # the command line still wins
     with composed([], hydra=True) as cfg:  # no site config: the defaults
-        assert cfg.hydra.launcher._target_.endswith("BasicLauncher") and cfg.paths.data_dir != "/shared/datasets"
+        assert cfg.hydra.launcher._target_.endswith("FusedLauncher") and cfg.paths.data_dir != "/shared/datasets"
+    with composed(["hydra/launcher=basic"], hydra=True) as cfg:  # Hydra's own, one job after another
+        assert cfg.hydra.launcher._target_.endswith("BasicLauncher")
     assert "/conf/local/" in (REPO / ".gitignore").read_text().splitlines()
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from safetensors.torch import load_file
 from prune_exp.app.run import experiment_of
 from prune_exp.job.spine import run_job, run_jobs
 from prune_exp.pruning.mask import Mask
+from prune_exp.store.checkpoint import Stopwatch
 from prune_exp.store.columns import VOLATILE
 from prune_exp.store.files import MASK_FILE, RETRAIN_LOG_DIR, WEIGHTS_FILE
 from prune_exp.store.logs import TRAIN_LOSS
@@ -71,18 +73,62 @@ def test_a_fused_group_writes_each_jobs_dir_as_alone_and_is_as_deterministic(tmp
         assert status["state"] == "done"
         files = {f.relative_to(tmp_path / "fused" / s) for f in (tmp_path / "fused" / s).rglob("*")}
         assert files == {f.relative_to(tmp_path / "alone" / s) for f in (tmp_path / "alone" / s).rglob("*")}
-        # the per-epoch log: the same epochs, steps and train loss; validation at round ends only
+        # the per-epoch log: the same epochs, steps, train loss and validation, column for column
         fused_log, alone_log = (_epoch_log(tmp_path / d / s) for d in ("fused", "alone"))
         assert [(r["epoch"], r["step"]) for r in fused_log] == [(r["epoch"], r["step"]) for r in alone_log]
-        assert [float(r[TRAIN_LOSS]) for r in fused_log] == pytest.approx(
-            [float(r[TRAIN_LOSS]) for r in alone_log], rel=1e-4
-        )
+        assert list(fused_log[0]) == list(alone_log[0]) and {TRAIN_LOSS, "val/loss", "val/acc"} <= set(fused_log[0])
+        for column in set(fused_log[0]) - {"epoch", "step"}:
+            assert [float(r[column]) for r in fused_log] == pytest.approx(
+                [float(r[column]) for r in alone_log], rel=1e-4, abs=1e-6
+            ), column
         mask = Mask.load(tmp_path / "fused" / s / MASK_FILE)
         assert mask == Mask.load(tmp_path / "alone" / s / MASK_FILE)
         weights = load_file(tmp_path / "fused" / s / WEIGHTS_FILE)
         assert all(not bool(weights[n][~m].any()) for n, m in mask.items())
     # a finished group is done: run again in the same dirs, nothing trains and the values stand
     assert run_jobs(_experiments(tmp_path, data_dir, "fused", ["job_cache=false"]), tmp_path / "log") == values
+
+
+class SixSeconds(Stopwatch):
+    """A round that always took six wall seconds."""
+
+    @property
+    def seconds(self) -> float:
+        return 6.0
+
+
+def test_each_fused_arm_records_its_share_of_the_groups_retraining_time(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import prune_exp.lit.rounds
+
+    monkeypatch.setattr(prune_exp.lit.rounds, "Stopwatch", SixSeconds)
+    run_jobs(_experiments(tmp_path, data_dir, "fused", ["job_cache=false"]), tmp_path / "log")
+    run_job(_experiments(tmp_path, data_dir, "alone", ["job_cache=false"])[0])
+    for s in STRATEGIES:
+        assert [r["retrain_seconds"] for r in read_records(tmp_path / "fused" / s / "records.jsonl")[1:]] == [2.0, 2.0]
+    alone = read_records(tmp_path / "alone" / STRATEGIES[0] / "records.jsonl")
+    assert [r["retrain_seconds"] for r in alone[1:]] == [6.0, 6.0]
+
+
+DROPOUT = ["job_cache=false", "data=digits", "model=mlp", "model.hidden=[32]", "model.dropout=0.3"]
+
+
+def test_each_fused_arm_draws_its_dropout_from_its_own_seed_whoever_else_is_in_the_group(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """An arm's dropout draws come from a stream seeded by its own seed (fused/rng.py), so its
+    records are the same in a group of three and in a group of two in another order (vmap's
+    own random draws for N arms would depend on the group)."""
+    skip = {*VOLATILE, "overrides", "dense_cached", "fused_group"}
+    run_jobs(_experiments(tmp_path, data_dir, "three", DROPOUT), tmp_path / "log3")
+    run_jobs(_experiments(tmp_path, data_dir, "two", DROPOUT)[:0:-1], tmp_path / "log2")  # lr_rewind, weight_rewind
+    for s in STRATEGIES[1:]:
+        three, two = (read_records(tmp_path / d / s / "records.jsonl") for d in ("three", "two"))
+        assert len(three) == 3 and all(r["fused_group"] for r in three + two)
+        assert [{k: v for k, v in r.items() if k not in skip} for r in three] == [
+            {k: v for k, v in r.items() if k not in skip} for r in two
+        ], s
 
 
 def test_conv2d_networks_on_cpu_train_one_after_another_and_the_log_says_why(
@@ -143,16 +189,16 @@ class Boom(Callback):
 KILLED = ["job_cache=false", "trainer.checkpoint_every_s=0", "retrain.budget=2"]
 
 
-def _run_cut(tmp: Path, data: Path, boom: Boom) -> None:
+def _run_cut(tmp: Path, data: Path, boom: Boom, extra: Sequence[str] = ()) -> None:
     """The killed jobs run again in ``cut/``, with the group's checkpoint in ``cut_log``."""
-    run_jobs(_experiments(tmp, data, "cut", KILLED), tmp / "cut_log", callbacks=[boom])
+    run_jobs(_experiments(tmp, data, "cut", [*KILLED, *extra]), tmp / "cut_log", callbacks=[boom])
 
 
-def _kill(tmp: Path, data: Path, boom: Boom) -> None:
+def _kill(tmp: Path, data: Path, boom: Boom, extra: Sequence[str] = ()) -> None:
     """The jobs trained whole (in ``whole/``), then again in ``cut/`` until ``boom`` kills them."""
-    run_jobs(_experiments(tmp, data, "whole", KILLED), tmp / "whole_log")
+    run_jobs(_experiments(tmp, data, "whole", [*KILLED, *extra]), tmp / "whole_log")
     with pytest.raises(RuntimeError, match="killed"):
-        _run_cut(tmp, data, boom)
+        _run_cut(tmp, data, boom, extra)
 
 
 def _assert_cut_like_whole(tmp: Path) -> None:
@@ -177,15 +223,17 @@ def test_a_fused_group_killed_between_an_epochs_log_and_its_checkpoint_logs_ever
     _assert_cut_like_whole(tmp_path)
 
 
+@pytest.mark.parametrize("extra", [(), DROPOUT[1:]], ids=["cnn", "dropout"])
 def test_a_fused_group_killed_mid_run_resumes_to_the_records_of_an_uninterrupted_one(
-    tmp_path: Path, data_dir: Path
+    tmp_path: Path, data_dir: Path, extra: Sequence[str]
 ) -> None:
-    _kill(tmp_path, data_dir, Boom(3))
+    """(dropout: each arm's random stream is in the group's checkpoint)"""
+    _kill(tmp_path, data_dir, Boom(3), extra)
     for s in STRATEGIES:  # killed in round 2: round 1's rows are there, the statuses say failed
         assert json.loads((tmp_path / "cut" / s / "status.json").read_text())["state"] == "failed"
         assert [r["round"] for r in read_records(tmp_path / "cut" / s / "records.jsonl")] == [0, 1]
     assert len(list((tmp_path / "cut_log").glob("*/resume.ckpt"))) == 1
     # resumed at epoch 3: a fit that started again from any earlier epoch would fail at epoch 2
-    _run_cut(tmp_path, data_dir, Boom(2))
+    _run_cut(tmp_path, data_dir, Boom(2), extra)
     _assert_cut_like_whole(tmp_path)
     assert not list((tmp_path / "cut_log").glob("*/resume.ckpt"))  # the finished group keeps no checkpoint

@@ -14,7 +14,9 @@ from prune_exp.store.columns import VOLATILE
 from prune_exp.store.job_cache import JobCache, job_key
 from prune_exp.store.records import read_records
 
-SWEEP = ["-m", "debug=fast", "retrain=finetune", "efficiency.measure_speed=false"]
+# Hydra's basic launcher (one of the few tests that keep it): a forced rerun of one job trains
+# alone, and is compared bit for bit with the sweep's job, which then trained alone too.
+SWEEP = ["-m", "debug=fast", "retrain=finetune", "efficiency.measure_speed=false", "hydra/launcher=basic"]
 
 
 def status(job: Path) -> dict:

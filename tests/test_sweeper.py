@@ -134,7 +134,8 @@ def test_a_dry_run_with_another_sweeper_is_refused_in_one_line(tmp_path: Path) -
 
 def test_hydras_basic_sweeper_still_runs_with_the_preflight(tmp_path: Path, compositions: list[list[str]]) -> None:
     sweep = tmp_path / "sweep"
-    args = ["-m", *FAST, "retrain=finetune,lr_rewind", "hydra/sweeper=basic", f"hydra.sweep.dir={sweep}"]
+    args = ["-m", *FAST, "retrain=finetune,lr_rewind", "hydra/sweeper=basic", "hydra/launcher=basic"]
+    args += [f"hydra.sweep.dir={sweep}"]  # Hydra's own sweeper and launcher
     code, err = run_in_process(tmp_path, args)
     assert code == 0, err[-3000:]
     assert states(sweep, 2) == ["done"] * 2
@@ -163,8 +164,9 @@ class FillDisk(Callback):
 '''
 
 
+@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=basic"]], ids=["fused", "basic"])
 def test_a_disk_that_fills_during_a_sweep_ends_it_with_one_line_and_no_cut_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, launcher: list[str]
 ) -> None:
     """The second job's own Hydra files cannot be written: one line says the disk is full and
     where, exit 1, and no file of the sweep is cut short; freed, the same command finishes it."""
@@ -175,16 +177,19 @@ def test_a_disk_that_fills_during_a_sweep_ends_it_with_one_line_and_no_cut_file(
         monkeypatch.setattr(sys, "path", [str(tmp_path), *sys.path])
         sweep = disk / "sweep"
         fill = "+hydra.callbacks.fill._target_=fill_disk.FillDisk"
-        code, err = run_in_process(disk, ["-m", *FAST, "seed=0,1", fill, f"hydra.sweep.dir={sweep}"])
+        code, err = run_in_process(disk, ["-m", *FAST, *launcher, "seed=0,1", fill, f"hydra.sweep.dir={sweep}"])
         last = err.strip().splitlines()[-1]
         assert code == 1 and last.startswith("prune-exp: the disk is full (No space left on device): "), err[-3000:]
         assert f"which holds hydra.sweep.dir={sweep}" in last and "Traceback" not in err, err[-3000:]
-        assert states(sweep, 1) == ["done"] and not (sweep / "1" / "status.json").exists()
+        # basic: job 0 ran, then job 1's dir could not be made; fused: the group filled the disk
+        # while it made its jobs' dirs (job 1's), before anything trained
+        written = [json.loads(p.read_text())["state"] for p in sweep.glob("*/status.json")]
+        assert written == (["done"] if launcher else []) and not (sweep / "1" / "status.json").exists()
         files = [p for p in sweep.rglob("*") if p.is_file()]
         assert [p for p in files if p.stat().st_size == 0 and p.suffix == ".yaml"] == []  # none cut short
         assert [p for p in files if p.name.endswith(".tmp")] == []
         (disk / "filler").unlink()
-        code, err = run_in_process(disk, ["-m", *FAST, "seed=0,1", f"hydra.sweep.dir={sweep}"])  # space freed
+        code, err = run_in_process(disk, ["-m", *FAST, *launcher, "seed=0,1", f"hydra.sweep.dir={sweep}"])  # freed
         assert code == 0, err[-3000:]
         assert states(sweep, 2) == ["done", "done"]
 

@@ -47,3 +47,22 @@ def test_the_module_measures_every_metric_of_its_task() -> None:
     assert out["kappa"] == MulticlassCohenKappa(4)(logits, y).item()
     # summed per batch in float64, then divided: equal to the mean over all to float32 precision
     assert out["loss"] == pytest.approx(torch.nn.functional.cross_entropy(logits, y).item(), rel=1e-6)
+
+
+def test_every_metric_is_its_own_after_a_first_batch_without_error() -> None:
+    """torchmetrics' compute groups merge metrics whose states are equal after the first update:
+    after a batch predicted without error, acc_top5's and f1_macro's are, and f1_macro then
+    reported acc_top5's value (the per-epoch val/f1_macro and the records' f1_macro)."""
+    y = torch.arange(10).repeat(2)
+    perfect = torch.nn.functional.one_hot(y, 10).float()
+    wrong = torch.nn.functional.one_hot((y + 1) % 10, 10).float()
+    wrong[:17] = perfect[:17]  # 3 of 20 wrong
+    collection = Task.of(None, 10).collection()
+    collection.update(perfect, y)
+    collection.reset()
+    collection.update(wrong, y)
+    alone = {name: metric for name, metric in Task.of(None, 10).collection().items()}
+    for name, metric in alone.items():
+        metric.update(wrong, y)
+        assert float(collection.compute()[name]) == pytest.approx(float(metric.compute())), name
+    assert float(collection.compute()["f1_macro"]) != pytest.approx(float(collection.compute()["acc_top5"]))

@@ -25,8 +25,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from prune_exp.app.session import resume_hint, sweep_status
 from prune_exp.config import (
-    DEFAULT_INIT,
     LATER_KEYS,
+    LATER_MODEL_KEYS,
     OUTSIDE_IDENTITY,
     STYLE_KEYS,
     TASKS,
@@ -186,9 +186,9 @@ def dense_spec_of(cfg: DictConfig, data_digest: str) -> dict:
 
 
 def hashed_model(model: dict) -> dict:
-    """The model config as the hashes see it: ``init`` only where it is not the default, so the
-    dense runs and job dirs from before ``model.init`` existed keep their hashes."""
-    return {k: v for k, v in model.items() if not (k == "init" and v == DEFAULT_INIT)}
+    """The model config as the hashes see it: a key added later (``init``, ``dropout``) only where
+    it is not its default, so the dense runs and job dirs from before it existed keep their hashes."""
+    return {k: v for k, v in model.items() if not (k in LATER_MODEL_KEYS and v == LATER_MODEL_KEYS[k])}
 
 
 def hashed_retrain(retrain: dict) -> dict:

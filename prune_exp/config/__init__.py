@@ -40,6 +40,7 @@ from prune_exp.config.data import (
 from prune_exp.config.model import (
     DEFAULT_INIT,
     INITS,
+    LATER_MODEL_KEYS,
     CNN1DConfig,
     ConvNetConfig,
     LeNet5Config,
@@ -147,6 +148,7 @@ __all__ = [
     "DURATIONS",
     "INITS",
     "LATER_KEYS",
+    "LATER_MODEL_KEYS",
     "LOSS",
     "LR_ANCHORS",
     "LR_SHAPES",

@@ -6,13 +6,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from prune_exp.config.checks import choice
+from prune_exp.config.checks import choice, in_range
 
 # model.init: the initialization of every Conv/Linear weight (biases and norm layers keep
 # PyTorch's own), as OpenLTH's model_init; models/init.py applies them. "default" is each
 # layer's own reset_parameters (PyTorch's: kaiming uniform with a=sqrt(5)).
 INITS = ("default", "kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform")
 DEFAULT_INIT = INITS[0]
+# Model keys added after job dirs and dense runs were first written: the hashes see each only
+# where it is not this default (app/run.hashed_model), so those keep their hashes.
+LATER_MODEL_KEYS: dict[str, Any] = {"init": DEFAULT_INIT, "dropout": 0.0}
 
 
 @dataclass
@@ -29,6 +32,9 @@ def model_init(model: Any) -> str:
 
 def check_model(model: Any) -> None:
     choice("model.init", model_init(model), INITS)
+    dropout = model.get("dropout") if isinstance(model, dict) else getattr(model, "dropout", None)
+    if dropout is not None:
+        in_range("model.dropout", dropout, 0.0, 1.0, lo_open=False, hi_open=True)
 
 
 @dataclass
@@ -36,6 +42,7 @@ class MLPConfig(ModelConfig):
     _target_: str = "prune_exp.models.mlp.MLP"
     hidden: list[int] = field(default_factory=lambda: [100, 100])
     batch_norm: bool = False
+    dropout: float = 0.0  # the probability of nn.Dropout after every hidden layer's ReLU; 0: none
 
 
 @dataclass

@@ -23,7 +23,7 @@ def set_epoch(loader: object, epoch: int) -> None:
             sampler.set_epoch(epoch)
 
 
-def _in_memory(loader: Any) -> TensorDataset | None:
+def in_memory(loader: Any) -> TensorDataset | None:
     """The loader's TensorDataset when it is a plain in-process DataLoader over whole batches of
     indices (data.base.TensorDataModule's), else None."""
     if not isinstance(loader, DataLoader) or loader.num_workers or loader.batch_size is not None:
@@ -62,7 +62,7 @@ class FusedBatches:
     def __init__(self, loaders: Sequence[Any]) -> None:
         self.loaders = list(loaders)
         self.sampler = self
-        datasets = [_in_memory(loader) for loader in self.loaders]
+        datasets = [in_memory(loader) for loader in self.loaders]
         self._shared: TensorDataset | None = None
         if datasets and all(ds is not None for ds in datasets):
             if set(share_equal_data(datasets)) == {0}:

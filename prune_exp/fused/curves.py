@@ -1,4 +1,5 @@
-"""Each fused arm's training curves in its own logs: the epoch's mean train loss in its job's
+"""Each fused arm's training curves in its own logs: the epoch's mean train loss and its
+validation (every arm measured at once, fused/evaluate.py) in its job's
 ``retrain_log/metrics.csv`` and its tracker, and the step loss to its tracker, under the names
 an unfused job logs them by (lit/module.py, tracking.StepLoss)."""
 
@@ -11,6 +12,8 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import Logger
 
+from prune_exp.fused.evaluate import ArmsEvaluation
+from prune_exp.store.columns import log_key
 from prune_exp.store.logs import STEP_LOSS, TRAIN_LOSS
 
 
@@ -21,6 +24,10 @@ class ArmCurves(Callback):
 
     def __init__(self, loggers: Sequence[Sequence[Logger]]) -> None:
         self.loggers = [list(arm) for arm in loggers]
+        self.validation: ArmsEvaluation | None = None  # the arms' val split, measured every epoch
+
+    def validate_with(self, validation: ArmsEvaluation) -> None:
+        self.validation = validation
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         pl_module.losses.reset()
@@ -41,6 +48,11 @@ class ArmCurves(Callback):
         if not losses.count or not self.loggers:
             return
         means = losses.mean().tolist()
-        for mean, loggers in zip(means, self.loggers, strict=True):
+        vals: list[dict[str, float]] = [{} for _ in means]
+        if self.validation is not None:  # after the epoch's last step, as Lightning validates
+            measured = self.validation(pl_module.device, trainer.precision_plugin.forward_context())
+            vals = [{log_key("val", k): v for k, v in arm.items()} for arm in measured]
+        for mean, val, loggers in zip(means, vals, self.loggers, strict=True):
             for logger in loggers:
-                logger.log_metrics({TRAIN_LOSS: mean, "epoch": trainer.current_epoch}, step=trainer.global_step - 1)
+                row = {**val, TRAIN_LOSS: mean, "epoch": trainer.current_epoch}
+                logger.log_metrics(row, step=trainer.global_step - 1)

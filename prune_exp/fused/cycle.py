@@ -56,3 +56,5 @@ class FusedCycle(RoundCycle):
         if len(arms) != stacked.arms:
             raise ValueError(f"{len(arms)} arms' rounds for {stacked.arms} stacked arms")
         super().__init__(arms, StackedArms(stacked, arms, modules))
+        for arm in self.arms:  # each arm's retrain_seconds: its share of the group's time
+            arm.clock_share = len(self.arms)

@@ -32,6 +32,13 @@ class FusedModule(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.stacked(x)
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["arm_rng"] = self.stacked.rng.state_dict()  # each arm's random stream
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "arm_rng" in checkpoint:  # (a group checkpoint from before 2026-12 has none)
+            self.stacked.rng.load_state_dict(checkpoint["arm_rng"])
+
     def configure_optimizers(self) -> StackedOptimizer:
         return build_stacked_optimizer(self.optim_cfg, self.stacked.holder.parameters(), self.stacked.arms)
 

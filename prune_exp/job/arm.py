@@ -39,15 +39,16 @@ class Arm:
     started: float  # perf_counter when the job began
 
 
-def prepare(e: Experiment, fused_group: str | None) -> Arm:
+def prepare(e: Experiment, fused_group: str | None, dense_trained: bool = False) -> Arm:
     """The dense run (from the cache or trained once), the records and the tracker started, the
-    rounds built with the recorder as their ``on_round_end``."""
+    rounds built with the recorder as their ``on_round_end``. ``dense_trained``: the job's group
+    has just trained its dense run into the cache for it (job/dense_group.py)."""
     cfg, started, recipe = e.cfg, time.perf_counter(), e.recipe()
     spec = e.dense_spec(e.data_digest)  # the data loaded, not just its config
     dense, cached = dense_stage(
         recipe, DenseCache(cfg.paths.cache_dir), spec, e.dense_epochs_kept(), e.plan.dense_epochs_needed
     )
-    cached = e.status.note_dense(cached)
+    cached = e.status.note_dense(cached and not dense_trained)
     writer = RecordWriter(e.job_dir)
     tracker = e.tracker if is_main() else None
     if tracker is not None:

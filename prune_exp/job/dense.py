@@ -14,32 +14,18 @@ import math
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
 import torch
-from torch import nn
 
 from prune_exp import dist
 from prune_exp.lit.callbacks import RewindPointSaver
-from prune_exp.lit.module import PruneModule
 from prune_exp.lit.task import Task
-from prune_exp.lit.trainer import Job, StopAtStep, evaluate_splits, make_module, make_trainer
-from prune_exp.retrain.schedules import LRPosition
+from prune_exp.lit.trainer import Job, StopAtStep, dense_recipe, evaluate_splits, make_module, make_trainer
 from prune_exp.store.checkpoint import Persist, ResumeCheckpoint, Stopwatch, read_weights
 from prune_exp.store.columns import metric_key
 from prune_exp.store.dense_cache import DenseCache, DenseRun, save_state, spec_hash
 from prune_exp.store.files import DENSE_REPLAY_DIR, RESUME_FILE, epoch_file
 
 log = logging.getLogger(__name__)
-
-
-def dense_recipe(job: Job) -> tuple[nn.Module, PruneModule]:
-    """The dense run's seeded start: its fresh network and the module that trains it along the
-    dense schedule. The dense stage and its replay (rewind points inside an epoch) share it."""
-    pl.seed_everything(job.seed, verbose=False)
-    net = job.build_net()
-    module = make_module(job, net)
-    module.lr_position = LRPosition(job.schedule, 0, 0, job.steps_per_epoch)
-    return net, module
 
 
 def dense_stage(

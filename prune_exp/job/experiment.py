@@ -23,7 +23,7 @@ from prune_exp.job.plan import JobPlan, PrunerSpec
 from prune_exp.job.status import JobStatus
 from prune_exp.job.tracking import Tracker
 from prune_exp.lit.task import Task
-from prune_exp.lit.trainer import Job
+from prune_exp.lit.trainer import Job, device_name
 from prune_exp.measure.efficiency import RoundMeter
 from prune_exp.pruning.criteria import Criterion
 from prune_exp.pruning.pruner import Pruner
@@ -149,6 +149,8 @@ class Experiment:
             overrides=self.overrides,
             host=socket.gethostname(),
             slurm_job_id=slurm_job_id(),
+            device=device_name(cfg.trainer.accelerator),
+            torch_version=torch.__version__,
             world_size=world_size(cfg.trainer),
             fused_group=fused_group,
         )

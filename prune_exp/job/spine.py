@@ -19,6 +19,7 @@ from lightning.pytorch.callbacks import Callback
 from prune_exp.config import check_accelerator
 from prune_exp.dist import is_main
 from prune_exp.job.arm import finish, prepare
+from prune_exp.job.dense_group import train_dense_together
 from prune_exp.job.experiment import Experiment, job_value
 from prune_exp.job.train import lockstep_group, train
 from prune_exp.store.files import RESUME_FILE
@@ -49,7 +50,8 @@ def run_jobs(
         caches = held.enter_context(job_cache_locks(todo))  # the job cache: restore, train, publish
         todo = [e for e in todo if not restored(e, caches.get(id(e)))]
         group = lockstep_group(jobs, todo, group_dir)
-        arms = [prepare(e, group) for e in todo]  # the dense stage; the rounds built
+        fresh = train_dense_together(todo, group_dir) if group and group_dir else set()  # one stacked fit
+        arms = [prepare(e, group, dense_trained=id(e) in fresh) for e in todo]  # the dense stage; the rounds built
         train(arms, group_dir if group else None, callbacks)  # the one fork: alone or in lockstep
         for arm in arms:
             value = finish(arm)  # the artifacts

@@ -83,6 +83,9 @@ class ArmRounds:
         self._diagnostics: dict[str, Any] = {}  # what this round's pruning did, the rule's values
         self._start_step = 0
         self._clock = Stopwatch()
+        # The arms whose rounds one clock times together: a fused group's N arms train in one
+        # fit, so each arm's retrain_seconds is the group's wall time of the round over N.
+        self.clock_share = 1
 
     # ---- what the cycle calls
     def begin_round(self, global_step: int) -> None:
@@ -176,7 +179,7 @@ class ArmRounds:
             retrained=retrained,
             epochs=epochs,
             steps=steps,
-            seconds=self._clock.seconds,
+            seconds=self._clock.seconds / self.clock_share,
             diagnostics=diagnostics,
         )
         self._clock = Stopwatch()

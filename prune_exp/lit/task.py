@@ -75,7 +75,10 @@ class Task:
         return (*(m.name for m in self.metrics), LOSS)
 
     def collection(self) -> MetricCollection:
-        return MetricCollection({m.name: m.build() for m in self.metrics})
+        # No compute groups: torchmetrics merges metrics whose states are equal after the first
+        # update, and after a first batch predicted without error acc_top5's and f1_macro's
+        # are; f1_macro then reported acc_top5's value.
+        return MetricCollection({m.name: m.build() for m in self.metrics}, compute_groups=False)
 
     def preds(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The model's output as the loss and the metrics take it."""

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.callbacks import Callback, RichProgressBar
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
@@ -23,7 +24,7 @@ from torch import nn
 from prune_exp.config import OptimConfig, TaskConfig, TrainerConfig
 from prune_exp.data.base import TensorDataModule
 from prune_exp.lit.module import PruneModule
-from prune_exp.retrain.schedules import LRSchedule
+from prune_exp.retrain.schedules import LRPosition, LRSchedule
 from prune_exp.store.checkpoint import Persist, ResumeCheckpoint, RNGState, SafeCheckpointIO
 from prune_exp.store.columns import metric_key
 from prune_exp.store.logs import ResumableCSVLogger
@@ -122,6 +123,16 @@ def make_trainer(
     )
 
 
+def device_name(accelerator: str) -> str:
+    """What Lightning's ``accelerator`` setting trains on here: ``cpu``, ``mps``, or ``cuda``
+    with the GPU's name (the records' ``device``)."""
+    if accelerator == "auto":
+        accelerator = "gpu" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    if accelerator in ("gpu", "cuda") and torch.cuda.is_available():
+        return f"cuda ({torch.cuda.get_device_name()})"
+    return "mps" if accelerator in ("gpu", "mps") and torch.backends.mps.is_available() else "cpu"
+
+
 def make_module(job: Job, net: nn.Module) -> PruneModule:
     return PruneModule(
         net,
@@ -131,6 +142,17 @@ def make_module(job: Job, net: nn.Module) -> PruneModule:
         compile=job.trainer.compile,
         channels_last=job.trainer.channels_last,
     )
+
+
+def dense_recipe(job: Job) -> tuple[nn.Module, PruneModule]:
+    """The dense run's seeded start: its fresh network and the module that trains it along the
+    dense schedule. The dense stage, its replay (rewind points inside an epoch) and a fused
+    group's dense arms (fused/dense.py) share it."""
+    pl.seed_everything(job.seed, verbose=False)
+    net = job.build_net()
+    module = make_module(job, net)
+    module.lr_position = LRPosition(job.schedule, 0, 0, job.steps_per_epoch)
+    return net, module
 
 
 def evaluate_splits(module: PruneModule, dm: TensorDataModule) -> dict[str, float]:

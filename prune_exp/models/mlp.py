@@ -10,7 +10,7 @@ from torch import nn
 
 
 class MLP(nn.Sequential):
-    """Layers are named fc1, bn1, relu1, ..., classifier so patterns can address them."""
+    """Layers are named fc1, bn1, relu1, drop1, ..., classifier so patterns can address them."""
 
     def __init__(
         self,
@@ -18,6 +18,7 @@ class MLP(nn.Sequential):
         num_classes: int,
         hidden: Sequence[int] = (100, 100),
         batch_norm: bool = False,
+        dropout: float = 0.0,
     ) -> None:
         layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten())
         width = math.prod(input_shape)
@@ -26,6 +27,8 @@ class MLP(nn.Sequential):
             if batch_norm:
                 layers[f"bn{i}"] = nn.BatchNorm1d(h)
             layers[f"relu{i}"] = nn.ReLU()
+            if dropout:
+                layers[f"drop{i}"] = nn.Dropout(dropout)
             width = h
         layers["classifier"] = nn.Linear(width, num_classes)
         super().__init__(layers)

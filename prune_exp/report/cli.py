@@ -28,6 +28,7 @@ from prune_exp.report.files import (
     check_sweep_dir,
 )
 from prune_exp.report.metric import ReportMetric
+from prune_exp.report.provenance import provenance_lines
 from prune_exp.report.sections import describe, jobs_section, search_cost_section, setting_section, subtitle
 from prune_exp.report.styles import StrategyStyles
 from prune_exp.report.tables import (
@@ -93,7 +94,7 @@ def report_sweep(
     files.remove(SUMMARY_FILE)  # from here on it would describe other files than those next to it
     with files.write(RESULTS_FILE) as tmp:
         df.to_csv(tmp, index=False)
-    md += describe(df) + tuning_lines(chosen, tuned)
+    md += describe(df) + provenance_lines(chosen) + tuning_lines(chosen, tuned)
     for setting in st.dense.index:
         if len(st.dense) > 1:
             md += [f"## Setting: {setting}", ""]

@@ -114,7 +114,9 @@ class RoundInfo:
     mask_sha256: str = field(metadata=_col("a digest of the round's mask: equal digests, equal masks"))
     retrain_epochs: float = field(metadata=_col("epochs of retraining in the round"))
     retrain_steps: int = field(metadata=_col("optimizer steps of retraining in the round"))
-    retrain_seconds: float = field(metadata=_col("wall seconds of retraining in the round", volatile=True))
+    retrain_seconds: float = field(
+        metadata=_col("wall seconds of retraining in the round (a fused arm: its group's over its arms)", volatile=True)
+    )
     cum_epochs: float = field(
         metadata=_col("epochs so far, the dense stage included (also when it came from the cache)")
     )
@@ -197,6 +199,10 @@ class JobInfo:
     slurm_job_id: str | None = field(
         default=None, metadata=_col("the SLURM job id (array jobs: job id, _, task id), else null", volatile=True)
     )
+    device: str = field(
+        default="", metadata=_col("what trained the rounds: cpu, mps, or cuda with the GPU's name", volatile=True)
+    )
+    torch_version: str = field(default="", metadata=_col("torch.__version__ of the run", volatile=True))
     world_size: int = field(default=1, metadata=_col("processes training together (DDP)"))
     fused_group: str | None = field(
         default=None,

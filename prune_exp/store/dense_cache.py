@@ -240,7 +240,14 @@ class DenseCache:
         On failure the partial dir stays: the next job that needs this run resumes it."""
         staging = self.partial(h)
         staging.mkdir(parents=True, exist_ok=True)
-        meta = {**train(staging), "hash": h, "spec": spec}
+        return self.publish(h, spec, {"trained_by": "alone", **train(staging)})
+
+    def publish(self, h: str, spec: dict, trained: dict[str, Any]) -> DenseRun:
+        """The run trained into ``partial(h)`` (its lock held), published with its metadata:
+        ``trained``'s (saved_epochs, metrics, steps, seconds, trained_by), the spec, and the
+        sha256 of every epoch file and of the metadata itself."""
+        staging = self.partial(h)
+        meta = {**trained, "hash": h, "spec": spec}
         meta["files"] = {
             epoch_file(e): hashlib.sha256((staging / epoch_file(e)).read_bytes()).hexdigest()
             for e in meta["saved_epochs"]
