@@ -166,6 +166,11 @@ def sweep(args: argparse.Namespace) -> None:
                 subprocess.run(cmd, cwd=root, env=env, check=True, capture_output=True)
                 times[name].append(time.perf_counter() - start)
                 print(f"{name}: {times[name][-1]:.1f} s", flush=True)
+                if args.keep:  # the sweep's tidy results, to compare the launchers' outcomes
+                    (results,) = Path(root).glob("outputs/*/multiruns/*/results.csv")
+                    kept = Path(args.keep) / f"{name.replace('@', '-')}-{len(times[name])}.csv"
+                    kept.parent.mkdir(parents=True, exist_ok=True)
+                    kept.write_bytes(results.read_bytes())
     medians = {name: statistics.median(t) for name, t in times.items()}
     print(
         f"| command | {' | '.join(medians)} | default / basic | "
@@ -174,6 +179,34 @@ def sweep(args: argparse.Namespace) -> None:
     ratios = [medians["default"] / medians[n] for n in medians if n.startswith("basic")]
     cells = [f"{m:.1f} s" for m in medians.values()] + [f"{r:.2f}" for r in ratios]
     print(f"| main job {' '.join(args.overrides)} | " + " | ".join(cells) + " |")
+    if args.keep:
+        outcome_difference(Path(args.keep), list(sides))
+
+
+def outcome_difference(keep: Path, sides: list[str]) -> None:
+    """How far the launchers' outcomes are apart: every (strategy, seed, round) cell's test
+    accuracy in the default launcher's runs against the other sides', next to how far the same
+    side's repetitions are apart and the spread between seeds (all in percentage points)."""
+    import pandas as pd
+
+    def cells(name: str) -> list[pd.Series]:
+        frames = [pd.read_csv(f) for f in sorted(keep.glob(f"{name.replace('@', '-')}-*.csv"))]
+        return [f.set_index(["strategy", "seed", "round"])["test_acc"].sort_index() * 100 for f in frames]
+
+    default = cells("default")
+    spread = default[0].groupby(level=["strategy", "round"]).std().median()
+    print(f"\ntest acc, pp: the seeds' spread (median over cells of the std over seeds): {spread:.2f}")
+    for name in sides:
+        other = cells(name)
+        if name == "default":  # one repetition against another: the same path, the same machine
+            pairs = [(a, b) for i, a in enumerate(default) for b in default[i + 1 :]]
+        else:
+            pairs = [(a, b) for a in default for b in other]
+        if not pairs:
+            continue
+        diffs = pd.concat([(a - b).abs() for a, b in pairs])
+        med, mean, top = diffs.median(), diffs.mean(), diffs.max()
+        print(f"default vs {name}: |difference| per cell: median {med:.2f}, mean {mean:.2f}, max {top:.2f}")
 
 
 def main() -> None:
@@ -188,6 +221,7 @@ def main() -> None:
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
     p.add_argument("--sweep", action="store_true", help="time the main job, the default launcher vs the basic one")
     p.add_argument("--against", help="--sweep: also time the basic launcher of the checkout in this dir")
+    p.add_argument("--keep", help="--sweep: copy each run's results.csv into this dir")
     p.add_argument("overrides", nargs="*", help="--sweep: overrides of experiment=compare")
     p.add_argument("--child", choices=["fused", "alone"], help=argparse.SUPPRESS)
     args = p.parse_args()

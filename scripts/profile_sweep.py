@@ -27,7 +27,7 @@ from pathlib import Path
 # part -> the functions (file suffix, name) whose cumulative time it is; nested parts are
 # subtracted from the parts that contain them (NESTED).
 PARTS: dict[str, list[tuple[str, str]]] = {
-    "preflight (every job composed and checked)": [("app/hydra_callbacks.py", "on_multirun_start")],
+    "preflight (every job composed and checked)": [("app/sweep_preflight.py", "check_sweep")],
     "data (loaded, digested)": [("job/experiment.py", "set_up")],
     "dense runs": [("job/dense_group.py", "train_dense_together"), ("job/dense.py", "dense_stage")],
     "rounds (fit)": [("fused/group.py", "fit_group"), ("job/rounds.py", "fit_rounds")],
@@ -53,11 +53,18 @@ def cumulative(stats: pstats.Stats, functions: list[tuple[str, str]]) -> float:
     return total
 
 
+# The command's own main() under cProfile: ``python -m prune_exp`` ends with os._exit (app/run.cli),
+# before ``python -m cProfile`` could write its file.
+PROFILED = (
+    "import cProfile, sys; from prune_exp.app.run import main; sys.argv[0] = 'prune-exp'; cProfile.run('main()', {!r})"
+)
+
+
 def run(overrides: list[str], profile: Path | None) -> float:
     """Wall seconds of the command, in a fresh root; under cProfile into ``profile`` if given."""
     with tempfile.TemporaryDirectory() as root:
-        prof = ["-m", "cProfile", "-o", str(profile)] if profile else []
-        cmd = [sys.executable, *prof, "-m", "prune_exp", "-m", "experiment=compare", *overrides]
+        head = ["-c", PROFILED.format(str(profile))] if profile else ["-m", "prune_exp"]
+        cmd = [sys.executable, *head, "-m", "experiment=compare", *overrides]
         start = time.perf_counter()
         subprocess.run(cmd, cwd=root, env={**os.environ, "PRUNE_EXP_ROOT": root}, check=True, capture_output=True)
         return time.perf_counter() - start
@@ -66,8 +73,9 @@ def run(overrides: list[str], profile: Path | None) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("overrides", nargs="*", help="overrides of experiment=compare")
+    p.add_argument("--wall", action="store_true", help="also time the command without the profiler, first")
     args = p.parse_args()
-    wall = run(args.overrides, None)
+    wall = run(args.overrides, None) if args.wall else float("nan")
     with tempfile.TemporaryDirectory() as tmp:
         profiled = run(args.overrides, Path(tmp) / "sweep.prof")
         stats = pstats.Stats(str(Path(tmp) / "sweep.prof"))
