@@ -35,8 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def sweep_args(jobs: int, launcher: str, sweeper: str) -> list[str]:
     """The sweep of ``jobs`` jobs (its root is added by time_until)."""
     args = ["-m", "debug=fast", "retrain=finetune,lr_rewind", f"seed=range(0,{jobs // 2})"]
-    if launcher != "basic":
-        args.append(f"hydra/launcher={launcher}")
+    args.append(f"hydra/launcher={launcher}")  # fused is the default; basic is named too
     if "slurm" in launcher:  # slurm, fused_slurm, or Hydra's own submitit_slurm
         args += ["hydra.launcher.partition=debug", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1"]
     if sweeper != "prune_exp":

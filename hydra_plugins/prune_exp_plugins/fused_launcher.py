@@ -18,7 +18,12 @@ from omegaconf import DictConfig
 
 from hydra_plugins.prune_exp_plugins.slurm_launcher import SlurmLauncher
 
-MAX_ARMS = 64  # hydra.launcher.max_arms's default
+# hydra.launcher.max_arms's default. A group starts once all its arms are set up (~50 ms an
+# arm): at 64, a 1,000-job sweep's first job ran 12.5 s after the command, at 16 in under 10 s;
+# and on a CPU 9 and 27 arms gained the same per step (docs/benchmarks.md).
+MAX_ARMS = 16
+# fused_slurm's groups: each a SLURM task of its own, started when the whole sweep is queued.
+SLURM_MAX_ARMS = 64
 
 
 @dataclass
@@ -67,9 +72,9 @@ class FusedSlurmLauncher(SlurmLauncher):
     """hydra/launcher=fused_slurm: the SLURM launcher (slurm_launcher.py: submitit's schema, SlurmQueueConf, and
     conf/hydra/launcher/slurm.yaml's values), one array task per fused group (a job that fuses
     with no other is a task of its own); requeued, a group resumes from its checkpoint. The
-    schema is submitit's, closed to new keys: groups have at most FusedLauncherConf.max_arms."""
+    schema is submitit's, closed to new keys: groups have at most SLURM_MAX_ARMS."""
 
-    max_arms = MAX_ARMS
+    max_arms = SLURM_MAX_ARMS
 
     def see_job(self, overrides: Sequence[str], cfg: DictConfig, rc: Any) -> None:
         """As FusedLauncher.see_job."""
