@@ -352,3 +352,24 @@ def test_model_init_is_in_the_dense_spec_only_when_it_is_not_the_default() -> No
     assert "init" not in specs["default"]["model"]  # entries from before model.init keep their hash
     assert specs["kaiming_normal"]["model"] == {**specs["default"]["model"], "init": "kaiming_normal"}
     assert prints["default"] != prints["kaiming_normal"]
+
+
+# The MLP's fingerprint in `model=mlp` and its dense spec's model node, as the code before
+# model.dropout computed them (job dirs, job-cache entries and dense runs stay valid).
+MLP_FINGERPRINT_BEFORE_DROPOUT = "0ac0fe376856b415"
+
+
+def test_model_dropout_is_hashed_only_when_it_is_not_the_default() -> None:
+    from prune_exp.app.run import config_fingerprint, dense_spec_of, to_run_config
+
+    specs, prints = {}, {}
+    for p in (0.0, 0.3):
+        with composed(["model=mlp", f"model.dropout={p}", "paths.root_dir=/r"]) as cfg:
+            specs[p], prints[p] = dense_spec_of(cfg, "digest"), config_fingerprint(cfg)
+    assert "dropout" not in specs[0.0]["model"] and prints[0.0] == MLP_FINGERPRINT_BEFORE_DROPOUT
+    assert specs[0.3]["model"] == {**specs[0.0]["model"], "dropout": 0.3} and prints[0.3] != prints[0.0]
+    nets = {p: MLP((40,), 10, dropout=p) for p in (0.0, 0.3)}
+    assert [type(m) for m in nets[0.3].modules()].count(torch.nn.Dropout) == 2
+    assert nets[0.0].state_dict().keys() == nets[0.3].state_dict().keys()  # the same weights' names
+    with composed(["model=mlp", "model.dropout=1.0"]) as cfg, pytest.raises(ConfigError, match=r"model\.dropout=1\.0"):
+        to_run_config(cfg, resolve_paths=False)
