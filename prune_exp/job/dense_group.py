@@ -48,13 +48,15 @@ def train_dense_together(todo: Sequence[Experiment], group_dir: Path) -> set[int
     there are two or more, in one stacked fit with its checkpoint under ``group_dir``; the ids
     of the jobs that count as having trained them (the first job of each run: its records say
     ``dense_cached`` false, as an unfused sweep's first job of a seed's do)."""
-    if len(_missing(todo)) < 2:
+    wanted = _missing(todo)
+    if len(wanted) < 2:
         return set()
     cache = DenseCache(todo[0].cfg.paths.cache_dir)  # a group's jobs share their cache dir
     with contextlib.ExitStack() as locks:
-        for h in sorted(_missing(todo)):
+        for h in sorted(wanted):
             locks.enter_context(cache.lock(h))
-        runs = _missing(todo)  # another process may have published some while we waited
+        # another process may have published some while we waited
+        runs = {h: run for h, run in wanted.items() if cache.load(h) is None}
         if len(runs) < 2:
             return set()
         hashes = sorted(runs)
