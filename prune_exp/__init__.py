@@ -1,6 +1,6 @@
 """prune_exp: prune-retrain experiments, and the pieces of them for your own Lightning script.
 
-The library surface (README, "Use the pieces in your own Lightning script"), imported lazily so
+The library surface (docs/extending.md, "Use the pieces in your own Lightning script"), imported lazily so
 that ``prune-exp --help`` and the report never pay for torch:
 
 - ``Pruner``, ``sparsity_schedule``: which weights each round removes (criterion, structure,

@@ -1,5 +1,5 @@
 """Command-line cases next to the fault suite (test_faults_table.py) that must work, not fail:
-the keys of a free dict, the README's list of columns that differ between reruns, one dir per
+the keys of a free dict, the docs' list of columns that differ between reruns, one dir per
 process, and prune.rounds from the command line over a config file's prune.sparsity.
 """
 
@@ -27,12 +27,12 @@ def test_keys_of_a_free_dict_are_the_users_not_typos() -> None:
         assert cfg.prune.layer_rate_scale.classifier == 0.5
 
 
-def test_the_readme_names_every_column_that_differs_between_reruns() -> None:
+def test_the_docs_name_every_column_that_differs_between_reruns() -> None:
     from helpers import REPO
 
     from prune_exp.store.records import VOLATILE
 
-    readme = (REPO / "README.md").read_text()
+    readme = (REPO / "docs" / "internals.md").read_text()
     start = readme.index("Only these columns differ between two runs of one")
     paragraph = readme[start : readme.index("\n\n", start)]
     assert [c for c in VOLATILE if f"`{c}`" not in paragraph] == []

@@ -1,4 +1,4 @@
-"""The library surface: the README's example of prune_exp's pieces in a user's own Lightning
+"""The library surface: the docs' example (docs/extending.md) of prune_exp's pieces in a user's own Lightning
 script runs as written, and the cycle does to the user's module what the app does to its own."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import torch
 import prune_exp
 from prune_exp.lit.cycle import PruneRetrainCycle
 
-README = Path(__file__).resolve().parent.parent / "README.md"
-SECTION = "### Use the pieces in your own Lightning script"
+README = Path(__file__).resolve().parent.parent / "docs" / "extending.md"  # where the example lives
+SECTION = "## Use the pieces in your own Lightning script"
 
 
 def readme_example() -> str:

@@ -131,7 +131,7 @@ class RoundCycle(Callback):
 
 class PruneRetrainCycle(RoundCycle):
     """One arm's rounds (ArmRounds' arguments), for any LightningModule whose ``net`` is pruned:
-    it needs nothing of the module but its optimizers (the README's library example). With
+    it needs nothing of the module but its optimizers (the library example of docs/extending.md). With
     ``plan.epochs == 0`` (strategy none) call :meth:`run_without_training` instead of a fit."""
 
     def __init__(self, **kwargs: Any) -> None:

@@ -4,7 +4,7 @@ and the torch version (the records' ``fused_group``, ``host``, ``device``, ``tor
 Jobs that differ in any of these are comparable, but not bit-equal: the same config trained
 fused and unfused, or on two machines, agrees step by step up to float rounding, and training
 amplifies that rounding over the rounds into differences of the size of the spread between
-seeds (README, "Fused arms").
+seeds (docs/cluster.md, "Fused arms").
 """
 
 from __future__ import annotations

@@ -1,22 +1,24 @@
 """A round's LR as a pure function of its step: a warmup, then a shape, with a peak and an end
 anchored to the dense run (config/retrain.py has the keys; docs/strategies.md the strategies).
 
-A round of ``n`` steps warms up over its first ``w = floor(lr_warmup * n)`` steps, then follows
-its shape over the other ``m = n - w``. Step ``i`` of the warmup and step ``j = i - w`` after it:
+A round of `n` steps warms up over its first `w = floor(lr_warmup * n)` steps, then follows
+its shape over the other `m = n - w`. Step `i` of the warmup and step `j = i - w` after it:
 
-==============  ===========================================================================
-warmup linear   lr(shape's first step) * i / w
-warmup cosine   lr(shape's first step) * (1 - cos(pi i / w)) / 2   (BIMP's warmup)
-constant        peak
-replay          the dense run's LR at its step ``lr_from + j`` (held at its last past T)
-scaled          the dense run's LR at step ``floor(j N / m)`` of its N, times peak / its max;
-                its warmup's steps count as its max (SLR: Le & Hua 2021, as BIMP writes it)
-cosine          end + (peak - end) (1 + cos(pi j / m)) / 2   (CLR)
-linear          peak + (end - peak) j / m                    (LLR; ALLR with a rule's peak)
-==============  ===========================================================================
+| part | the LR at its step |
+|---|---|
+| warmup `linear` | lr(shape's first step) · i / w |
+| warmup `cosine` | lr(shape's first step) · (1 − cos(π i / w)) / 2 (BIMP's warmup) |
+| `constant` | peak |
+| `replay` | the dense run's LR at its step `lr_from + j` (held at its last past T) |
+| `scaled` | the dense run's LR at step ⌊j N / m⌋ of its N, times peak / its max (SLR; see below) |
+| `cosine` | end + (peak − end) (1 + cos(π j / m)) / 2 (CLR) |
+| `linear` | peak + (end − peak) j / m (LLR; ALLR with a rule's peak) |
 
-A peak or end is a number or an anchor: the dense run's ``max`` LR, its ``min`` after its own
-warmup, its ``last`` (the LR of its last step). With a rule (retrain/rules.py) the peak is the
+With `scaled`, the dense run's own warmup steps count as its max: SLR as Le & Hua (2021) define it and BIMP
+writes it.
+
+A peak or end is a number or an anchor: the dense run's `max` LR, its `min` after its own
+warmup, its `last` (the LR of its last step). With a rule (retrain/rules.py) the peak is the
 rule's, decided once per round after pruning. Every LR is a function of the step within the
 round and the round's peak alone, so a resumed round and N fused arms get exactly the same LRs.
 """
