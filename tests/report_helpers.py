@@ -4,6 +4,7 @@ markdown tables and figure lines."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -164,3 +165,85 @@ def md_table(text: str, heading: str) -> list[dict[str, str]]:
 
 def lines_by_gid(ax) -> dict[str, object]:
     return {line.get_gid(): line for line in ax.get_lines() if line.get_gid()}
+
+
+# A sweep whose report draws every figure: the dense stage and training FLOPs of each job, LR
+# curves that differ by round, every round's mask and the final one, and a long setting.
+FIGURE_DESCRIPTORS = {
+    "dataset": "mnist1d",
+    "model": "cnn1d",
+    "criterion": "magnitude",
+    "structure": "unstructured",
+    "scope": "global",
+    "schedule": "iterative",
+}
+FIGURE_LAYERS = {"features.block1.conv.weight": 0.4, "features.block2.conv.weight": 1.0, "classifier.fc.weight": 1.3}
+FIGURE_LEVELS = [0.5, 0.75, 0.875]
+
+
+def figure_rows(strategy: str, seed: int, budget: int, lr: float) -> list[dict]:
+    """One iterative job over FIGURE_LEVELS at ``budget`` epochs a round, after a 10-epoch dense stage."""
+    flops, k = 1.2e10, STRATS.index(strategy)
+    rows = []
+    for r, level in enumerate([0.0, *FIGURE_LEVELS]):
+        row = {
+            **FIGURE_DESCRIPTORS,
+            "optim.lr": lr,
+            "strategy": strategy,
+            "seed": seed,
+            "budget": budget,
+            "rounds": len(FIGURE_LEVELS),
+            "select_metric": "acc",
+            "target": FIGURE_LEVELS[-1],
+            "job_dir": "x",
+            "dense_hash": f"h{seed}",
+            "round": r,
+            "target_sparsity": level,
+            "sparsity": level,
+            "compression": 1 / (1 - level),
+            "test_acc": round(0.9 + 0.01 * seed - (0.1 * level * (3 - k) / 3 - 0.0002 * budget if r else 0), 4),
+            "val_acc": round(0.9 + 0.01 * seed - (0.1 * level - 0.0002 * budget if r else 0), 4),
+            "retrain_epochs": budget if r else 0,
+            "cum_epochs": 10 + budget * r,
+            "dense_epochs": 10,
+            "train_flops": budget * flops if r else 0,
+            "dense_train_flops": 10 * flops,
+            "cum_train_flops": (10 + budget * r) * flops,
+        }
+        if r:
+            peak = 0.05 * (k + 1) * (r if strategy == "lr_rewind" else 1)  # LR rewinding's peak grows
+            row |= {"lr_curve": [0.0, peak, peak / 2, 0.0], "retrain_steps": 40}
+        rows.append(row)
+    return rows
+
+
+def write_masks(job_dir: Path, rows: list[dict]) -> None:
+    """Every round's mask (rounds/mask_<round>) and the final one, plain 0/1 tensors, each layer
+    pruned at its FIGURE_LAYERS multiple of the round's sparsity."""
+    from safetensors.numpy import save_file
+
+    from prune_exp.store.files import MASK_FILE, round_mask_file
+
+    meta = {"prunable": json.dumps(list(FIGURE_LAYERS))}
+    for row in rows[1:]:
+        mask = {}
+        for name, rate in FIGURE_LAYERS.items():
+            kept = np.ones(400, dtype=np.uint8)
+            kept[: int(400 * min(row["sparsity"] * rate, 0.98))] = 0
+            mask[name] = kept
+        (job_dir / round_mask_file(row["round"])).parent.mkdir(exist_ok=True)
+        save_file(mask, str(job_dir / round_mask_file(row["round"])), metadata=meta)
+        save_file(mask, str(job_dir / MASK_FILE), metadata=meta)
+
+
+def figure_sweep(root: Path, budgets: list[int], lrs: list[float]) -> Path:
+    """A finished sweep dir: STRATS x ``budgets`` x ``lrs`` (each lr a setting) x 2 seeds."""
+    sweep = root / "sweep"
+    sweep.mkdir()
+    jobs = [(st, t, lr, seed) for lr in lrs for st in STRATS for t in budgets for seed in (0, 1)]
+    for i, (st, t, lr, seed) in enumerate(jobs):
+        rows = figure_rows(st, seed, t, lr)
+        overrides = [f"retrain={st}", f"retrain.budget={t}", f"optim.lr={lr}", f"seed={seed}"]
+        write_job(sweep / str(i), overrides, rows, "done")
+        write_masks(sweep / str(i), rows)
+    return sweep

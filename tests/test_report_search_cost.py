@@ -144,7 +144,7 @@ def test_search_cost_table_is_the_median_retraining_after_a_dense_stage_counted_
 
 
 def test_search_cost_figure_plots_median_cumulative_flops_from_the_dense_stage() -> None:
-    from prune_exp.report import plots as P
+    from prune_exp.report import cost_figure as P
 
     levels = [0.5, 0.75]
     jobs = cost_jobs([3], levels)
@@ -193,7 +193,7 @@ def test_search_cost_figure_plots_median_cumulative_flops_from_the_dense_stage()
 
 
 def test_search_cost_falls_back_to_epochs_without_flops_columns(tmp_path: Path) -> None:
-    from prune_exp.report import plots as P
+    from prune_exp.report import cost_figure as P
 
     levels = [0.5, 0.75]
     jobs = cost_jobs([3], levels, flops=False)
@@ -234,7 +234,7 @@ def test_search_cost_falls_back_to_epochs_without_flops_columns(tmp_path: Path) 
 
 
 def test_search_cost_with_several_budgets_connects_each_sparsity_across_budgets(tmp_path: Path) -> None:
-    from prune_exp.report import plots as P
+    from prune_exp.report import cost_figure as P
 
     levels = [0.8]  # one-shot, budgets t = 2 and 4
     jobs = cost_jobs([2, 4], levels)
@@ -314,7 +314,7 @@ def visible_tick_labels(fig) -> list[tuple[str, object]]:
     ],
 )
 def test_search_cost_tick_labels_do_not_overlap(budget: int, levels: list[float], flops: bool) -> None:
-    from prune_exp.report import plots as P
+    from prune_exp.report import cost_figure as P
 
     df = with_setting(pd.DataFrame([r for rows in cost_jobs([budget], levels, flops) for r in rows]), [])
     costs = available_costs(df)

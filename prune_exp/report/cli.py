@@ -156,13 +156,14 @@ def _figures(
 ) -> list[str]:
     """Write the figures; the summary's section that shows them."""
     from prune_exp.report import plots as P
+    from prune_exp.report.cost_figure import accuracy_vs_search_cost
 
     sub = subtitle(df)
     figures = P.accuracy_vs_compression(st.cells, st.dense, files, m, styles, sub)
     if (df[df["round"] > 0].groupby(["setting", "strategy", LEVEL])["budget"].nunique() > 1).any():
         figures += P.accuracy_vs_budget(df[df["round"] > 0], st.dense, files, m, styles, sub)
     if st.cost_figure:
-        figures += P.accuracy_vs_search_cost(st.search, st.dense_cost, st.dense, files, st.axis, m, styles, sub)
+        figures += accuracy_vs_search_cost(st.search, st.dense_cost, st.dense, files, st.axis, m, styles, sub)
     masks = _final_masks(df, files.dir)
     if not masks.empty:
         figures += P.layer_sparsity(masks, files, styles, sub)

@@ -58,7 +58,7 @@ def _number(v: float) -> str:
 def lr_figure(df: pd.DataFrame, files: ReportFiles, styles: StrategyStyles, subtitle: str = "") -> list[Path]:
     """Each strategy's LR over its first round, and over its last (dashed) where that differs
     (a rule's peak), median over the jobs, at its largest budget; [] for records without LR curves."""
-    from prune_exp.report.plots import grid, panel_title, save
+    from prune_exp.report import plots as P
 
     if LR_CURVE not in df:
         return []
@@ -66,7 +66,9 @@ def lr_figure(df: pd.DataFrame, files: ReportFiles, styles: StrategyStyles, subt
     if rows.empty:
         return []
     settings = list(rows["setting"].unique())
-    fig, axes = grid(len(settings))
+    fig, axes = P.grid(len(settings))
+    what = "The LR over a round, median over seeds (dashed: the last round, where it differs)"
+    P.titles(fig, axes, what, subtitle, [P.setting_title(s) for s in settings])
     for ax, setting in zip(axes, settings, strict=True):
         s = rows[rows["setting"] == setting]
         for strategy in styles.ordered(s["strategy"]):
@@ -81,13 +83,9 @@ def lr_figure(df: pd.DataFrame, files: ReportFiles, styles: StrategyStyles, subt
                 ax.plot(x2, y2, ls="--", color=styles.color[strategy], label=f"{name}, round {int(last)}")
         ax.set_xlabel("fraction of the round's steps")
         ax.set_ylabel("LR")
-        ax.set_title(
-            panel_title("The LR over a round (dashed: the last round, where it differs)", setting, subtitle),
-            fontsize=10,
-        )
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2)
-    return save(fig, files, LR_FIGURE)
+        P.legend_below(ax, fontsize=7, ncol=2)
+    return P.save(fig, files, LR_FIGURE)
 
 
 def _median_curve(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
