@@ -6,7 +6,7 @@ and are not comparison axes (see collect.setting_columns); a *level* is a target
 the budget of every (strategy, level) is chosen on the validation metric (mean over seeds;
 ties go to the shorter budget) and the test metric is reported for that budget only.
 
-Like is compared with like (docs/design.md, "Statistics in the report"): a median over seeds
+Like is compared with like (docs/reports.md, "The statistics"): a median over seeds
 with the dense model's median over seeds, or each seed with its own dense model. Whether a
 value is as good as another is decided in one place, ``at_least``: every function that
 compares takes the metric's direction (``higher_is_better``; report/metric.py reads it from
