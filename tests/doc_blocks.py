@@ -212,8 +212,9 @@ class Command:
         return self.block.marker
 
 
-def strip_comment(line: str) -> str:
-    """``line`` without a trailing shell comment: a ``#`` that starts a word outside quotes."""
+def unquoted(line: str) -> Iterator[int]:
+    """The positions of ``line``'s characters that are outside quotes and not escaped, as a
+    POSIX shell reads them (a backslash escapes the next character, except inside '...')."""
     quote, i = None, 0
     while i < len(line):
         c = line[i]
@@ -226,33 +227,27 @@ def strip_comment(line: str) -> str:
             i += 1
         elif c in "'\"":
             quote = c
-        elif c == "#" and (i == 0 or line[i - 1].isspace()):
-            return line[:i].rstrip()
+        else:
+            yield i
         i += 1
+
+
+def strip_comment(line: str) -> str:
+    """``line`` without a trailing shell comment: a ``#`` that starts a word outside quotes."""
+    for i in unquoted(line):
+        if line[i] == "#" and (i == 0 or line[i - 1].isspace()):
+            return line[:i].rstrip()
     return line.rstrip()
 
 
 def split_commands(line: str) -> list[str]:
     """The simple commands of a shell line: split at ``&&``, ``||``, ``;``, ``|`` and ``&``
     outside quotes."""
-    parts, quote, start, i = [], None, 0, 0
-    while i < len(line):
-        c = line[i]
-        if quote is not None:
-            if c == "\\" and quote == '"':
-                i += 1
-            elif c == quote:
-                quote = None
-        elif c == "\\":
-            i += 1
-        elif c in "'\"":
-            quote = c
-        elif c in ";|&":
+    parts, start = [], 0
+    for i in unquoted(line):
+        if i >= start and line[i] in ";|&":
             parts.append(line[start:i])
-            i += 2 if line[i : i + 2] in ("&&", "||") else 1
-            start = i
-            continue
-        i += 1
+            start = i + (2 if line[i : i + 2] in ("&&", "||") else 1)
     parts.append(line[start:])
     return [p.strip() for p in parts if p.strip()]
 
