@@ -181,6 +181,26 @@ FIGURE_LAYERS = {"features.block1.conv.weight": 0.4, "features.block2.conv.weigh
 FIGURE_LEVELS = [0.5, 0.75, 0.875]
 
 
+def level_row(strategy: str, seed: int, budget: int, levels: list[float], r: int) -> dict:
+    """The columns every hand-made iterative record row has: the job's identity and round ``r``
+    of ``levels`` (round 0: the dense model)."""
+    level = [0.0, *levels][r]
+    return {
+        "strategy": strategy,
+        "seed": seed,
+        "budget": budget,
+        "rounds": len(levels),
+        "select_metric": "acc",
+        "target": levels[-1],
+        "job_dir": "x",
+        "dense_hash": f"h{seed}",
+        "round": r,
+        "target_sparsity": level,
+        "sparsity": level,
+        "compression": 1 / (1 - level),
+    }
+
+
 def figure_rows(strategy: str, seed: int, budget: int, lr: float) -> list[dict]:
     """One iterative job over FIGURE_LEVELS at ``budget`` epochs a round, after a 10-epoch dense stage."""
     flops, k = 1.2e10, STRATS.index(strategy)
@@ -189,18 +209,7 @@ def figure_rows(strategy: str, seed: int, budget: int, lr: float) -> list[dict]:
         row = {
             **FIGURE_DESCRIPTORS,
             "optim.lr": lr,
-            "strategy": strategy,
-            "seed": seed,
-            "budget": budget,
-            "rounds": len(FIGURE_LEVELS),
-            "select_metric": "acc",
-            "target": FIGURE_LEVELS[-1],
-            "job_dir": "x",
-            "dense_hash": f"h{seed}",
-            "round": r,
-            "target_sparsity": level,
-            "sparsity": level,
-            "compression": 1 / (1 - level),
+            **level_row(strategy, seed, budget, FIGURE_LEVELS, r),
             "test_acc": round(0.9 + 0.01 * seed - (0.1 * level * (3 - k) / 3 - 0.0002 * budget if r else 0), 4),
             "val_acc": round(0.9 + 0.01 * seed - (0.1 * level - 0.0002 * budget if r else 0), 4),
             "retrain_epochs": budget if r else 0,

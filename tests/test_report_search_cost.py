@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from report_helpers import SEEDS, STRATS, lines_by_gid, md_table, write_job
+from report_helpers import SEEDS, STRATS, level_row, lines_by_gid, md_table, write_job
 
 from prune_exp.report import report_sweep
 from prune_exp.report.metric import ReportMetric
@@ -49,18 +49,7 @@ def cost_rows(strategy: str, seed: int, budget: int, levels: list[float], flops:
         )
         acc = round(0.9 - 0.1 * level + 0.01 * seed + 0.005 * STRATS.index(strategy) + 0.001 * budget, 4)
         row = {
-            "strategy": strategy,
-            "seed": seed,
-            "budget": budget,
-            "rounds": len(levels),
-            "select_metric": "acc",
-            "target": levels[-1],
-            "job_dir": "x",
-            "dense_hash": f"h{seed}",
-            "round": r,
-            "target_sparsity": level,
-            "sparsity": level,
-            "compression": 1 / (1 - level),
+            **level_row(strategy, seed, budget, levels, r),
             "test_acc": acc if r else 0.9 + 0.01 * seed,
             "val_acc": (acc + (0.02 if strategy == "lr_rewind" and budget == 2 else 0.0)) if r else 0.9,
             "retrain_epochs": epochs,
